@@ -1,0 +1,58 @@
+# Runstream: the two commands a fresh clone needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test unit lint typecheck proto proto-check bench kafka-start kafka-stop clean
+
+## make install: the venv with everything (SDK, server extras, dev tools)
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+## make demo: the main job on the embedded default (no Kafka, no server to install)
+demo: install
+	$(PY) deploy/demo/run_demo.py
+
+## make test: lint + types + the whole suite against a real Kafka broker and chdb
+test: install
+	deploy/kafka.sh fetch >/dev/null
+	$(MAKE) --no-print-directory lint typecheck
+	$(PY) -m pytest tests
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(PY) -m ruff check .
+
+# mypy cannot follow setuptools' editable import hooks (package-dir maps folders to
+# runstream.*), so it checks a plain installed copy of the package.
+typecheck: install
+	rm -rf build/typecheck
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+		--target build/typecheck . >/dev/null
+	cd build/typecheck && ../../$(PY) -m mypy --config-file ../../pyproject.toml -p runstream
+	rm -rf build/typecheck
+
+## make proto: regenerate the committed protobuf/gRPC code
+proto: install
+	PYTHON=$(PY) proto/generate.sh
+
+bench: install
+	deploy/kafka.sh fetch >/dev/null
+	$(PY) deploy/bench/run_bench.py
+
+kafka-start:
+	deploy/kafka.sh start
+
+kafka-stop:
+	deploy/kafka.sh stop
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,131 @@
+"""Configuration names every component and script agrees on, and the parsers they share.
+
+Precedence everywhere: explicit argument > ``RUNSTREAM_*`` environment variable >
+documented default. Each component has its own frozen ``*Config`` dataclass with a
+``from_env(environ)`` classmethod built on the helpers below; a malformed value raises
+:class:`ConfigError` naming the variable and the value, never a warning and a fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runstream.proto.errors import ConfigError
+
+# Bootstrap servers, "host:port[,host:port...]". Unset or empty: write to the local spool.
+KAFKA = "RUNSTREAM_KAFKA"
+# ClickHouse DSN: "chdb:///abs/path" (embedded engine) or "http://host:8123".
+CLICKHOUSE = "RUNSTREAM_CLICKHOUSE"
+# ClickHouse database the tables live in.
+CLICKHOUSE_DATABASE = "RUNSTREAM_CLICKHOUSE_DATABASE"
+# host:port the query server listens on and the client dials.
+QUERY_ADDR = "RUNSTREAM_QUERY_ADDR"
+SPOOL_DIR = "RUNSTREAM_SPOOL_DIR"
+ARTIFACTS = "RUNSTREAM_ARTIFACTS"
+RUN_ID = "RUNSTREAM_RUN_ID"
+ENCODING = "RUNSTREAM_ENCODING"
+TOKEN = "RUNSTREAM_TOKEN"
+# Kafka topic of run events; the dead-letter topic is "<topic>.dlq".
+TOPIC = "RUNSTREAM_TOPIC"
+# Root of every default local path below.
+HOME = "RUNSTREAM_HOME"
+
+DEFAULT_TOPIC = "runstream.events"
+DEFAULT_QUERY_ADDR = "127.0.0.1:50051"
+DEFAULT_DATABASE = "runstream"
+ENCODINGS = ("protobuf", "avro")
+
+
+def home(environ: Mapping[str, str]) -> Path:
+    """Root of Runstream's local data: $RUNSTREAM_HOME, default ~/.runstream."""
+    raw = environ.get(HOME, "")
+    return Path(raw).expanduser() if raw else Path.home() / ".runstream"
+
+
+def default_spool_dir(environ: Mapping[str, str]) -> Path:
+    return home(environ) / "spool"
+
+
+def default_artifacts_dir(environ: Mapping[str, str]) -> Path:
+    return home(environ) / "artifacts"
+
+
+def default_clickhouse_dsn(environ: Mapping[str, str]) -> str:
+    return "chdb://" + str((home(environ) / "chdb").resolve())
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str) -> str:
+    """The variable's value, or the default when unset or empty."""
+    value = environ.get(name, "")
+    return value if value else default
+
+
+def env_path(environ: Mapping[str, str], name: str, default: Path) -> Path:
+    value = environ.get(name, "")
+    return Path(value).expanduser() if value else default
+
+
+def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env_str(environ, name, default)
+    return check_choice(name, value, choices)
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value != value or value < 0:
+        raise ConfigError(f"{name}={raw!r}: expected a non-negative number")
+    return value
+
+
+def parse_host_port(name: str, value: str) -> tuple[str, int]:
+    """Split "host:port" (IPv6 as "[::1]:port"), raising ConfigError naming the variable."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name}={value!r}: expected host:port")
+    try:
+        port_no = int(port)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: port {port!r} is not a number") from None
+    if not 0 <= port_no <= 65535:
+        raise ConfigError(f"{name}={value!r}: port out of range")
+    return host.strip("[]"), port_no
+
+
+def parse_bootstrap(name: str, value: str) -> list[str]:
+    """Kafka bootstrap servers "h:p,h:p" -> ["h:p", ...], each checked."""
+    servers = [part.strip() for part in value.split(",") if part.strip()]
+    if not servers:
+        raise ConfigError(f"{name}={value!r}: expected host:port[,host:port...]")
+    for server in servers:
+        parse_host_port(name, server)
+    return servers
+
+
+def check_dsn(name: str, value: str) -> str:
+    """Accept "chdb:///abs/path" or "http(s)://host:port[/...]"."""
+    if value.startswith("chdb://"):
+        path = value[len("chdb://") :]
+        if not path.startswith("/"):
+            raise ConfigError(f"{name}={value!r}: chdb DSN needs an absolute path, chdb:///abs/path")
+        return value
+    if value.startswith(("http://", "https://")):
+        return value
+    raise ConfigError(f"{name}={value!r}: expected chdb:///abs/path or http://host:8123")
+
+
+def environ_or_os(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ

@@ -1,0 +1,142 @@
+"""Contract checks on decoded events (the limits documented in events.proto).
+
+Pure functions: the consumer dead-letters what fails here, the producer SDK checks
+user input against the same limits before anything is queued.
+"""
+
+from __future__ import annotations
+
+import re
+
+from runstream.proto.errors import ValidationError
+from runstream.proto.v1 import events_pb2
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+MAX_EXPERIMENT_LEN = 256
+MAX_KEY_LEN = 250
+MAX_PARAM_VALUE_LEN = 6000
+MAX_TAG_VALUE_LEN = 5000
+MAX_NAME_LEN = 1024
+MAX_URI_LEN = 4096
+MAX_TEXT_LEN = 65536
+MAX_WORLD_SIZE = 1 << 20
+MAX_POINTS_PER_BATCH = 1_000_000
+MAX_KEYS_PER_BATCH = 100_000
+MAX_ITEMS_PER_EVENT = 100_000
+# Years 1970..2400 in epoch milliseconds: anything outside is a corrupt clock or field.
+MAX_TS_MS = 13_569_465_600_000
+
+
+def check_run_id(run_id: str) -> None:
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ValidationError(
+            f"run_id {run_id[:80]!r} must be 1..64 characters of letters, digits, '.', '_', '-'"
+        )
+
+
+def check_key(kind: str, key: str) -> None:
+    if not key or len(key) > MAX_KEY_LEN:
+        raise ValidationError(f"{kind} key {key[:80]!r} must be 1..{MAX_KEY_LEN} characters")
+
+
+def _check_len(what: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ValidationError(f"{what} is {len(value)} characters, over the limit of {limit}")
+
+
+def validate(event: events_pb2.RunEvent) -> None:
+    """Raise ValidationError naming the first broken rule; return None if the event is valid."""
+    check_run_id(event.run_id)
+    if not event.experiment or len(event.experiment) > MAX_EXPERIMENT_LEN:
+        raise ValidationError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
+    if not 1 <= event.world_size <= MAX_WORLD_SIZE:
+        raise ValidationError(f"world_size {event.world_size} out of range 1..{MAX_WORLD_SIZE}")
+    if event.rank >= event.world_size:
+        raise ValidationError(f"rank {event.rank} not below world_size {event.world_size}")
+    if not event.producer_id or len(event.producer_id) > 64:
+        raise ValidationError("producer_id must be 1..64 characters")
+    if event.seq == 0:
+        raise ValidationError("seq must start at 1")
+    if not 0 < event.ts_ms < MAX_TS_MS:
+        raise ValidationError(f"ts_ms {event.ts_ms} is not a plausible epoch-milliseconds time")
+    _check_len("node", event.node, 256)
+    body = event.WhichOneof("body")
+    if body is None:
+        raise ValidationError("event has no body")
+    if body == "metrics":
+        _validate_metrics(event.metrics)
+    elif body == "params":
+        _check_count("params", len(event.params.params))
+        for p in event.params.params:
+            check_key("param", p.key)
+            _check_len(f"param {p.key!r} value", p.value, MAX_PARAM_VALUE_LEN)
+            if p.type == events_pb2.PARAM_TYPE_UNSPECIFIED:
+                raise ValidationError(f"param {p.key!r} has no type")
+    elif body == "tags":
+        _check_count("tags", len(event.tags.tags))
+        for t in event.tags.tags:
+            check_key("tag", t.key)
+            _check_len(f"tag {t.key!r} value", t.value, MAX_TAG_VALUE_LEN)
+    elif body == "artifact":
+        a = event.artifact
+        if not a.name:
+            raise ValidationError("artifact has no name")
+        _check_len("artifact name", a.name, MAX_NAME_LEN)
+        _check_len("artifact uri", a.uri, MAX_URI_LEN)
+        if not re.fullmatch(r"[0-9a-f]{64}", a.sha256):
+            raise ValidationError("artifact sha256 must be 64 lowercase hex digits")
+    elif body == "input":
+        i = event.input
+        if not i.uri:
+            raise ValidationError("input has no uri")
+        _check_len("input uri", i.uri, MAX_URI_LEN)
+        _check_len("input name", i.name, MAX_NAME_LEN)
+        _check_len("input digest", i.digest, 256)
+        _check_len("input role", i.role, 64)
+    elif body == "run_started":
+        s = event.run_started
+        _check_len("run name", s.name, 256)
+        _check_len("command", s.env.command, 4096)
+        for what, text in (("git commit", s.code.git_commit), ("git branch", s.code.git_branch),
+                           ("git remote", s.code.git_remote)):
+            _check_len(what, text, MAX_NAME_LEN)
+    elif body == "run_finished":
+        f = event.run_finished
+        if f.status not in (events_pb2.FINISHED, events_pb2.FAILED, events_pb2.KILLED):
+            raise ValidationError(
+                f"run_finished status {events_pb2.RunStatus.Name(f.status)} "
+                "is not FINISHED, FAILED or KILLED"
+            )
+        _check_len("error", f.error, MAX_TEXT_LEN)
+
+
+def _check_count(what: str, n: int) -> None:
+    if n == 0:
+        raise ValidationError(f"{what} event is empty")
+    if n > MAX_ITEMS_PER_EVENT:
+        raise ValidationError(f"{n} {what} in one event, over the limit of {MAX_ITEMS_PER_EVENT}")
+
+
+def _validate_metrics(m: events_pb2.MetricsBatch) -> None:
+    n = len(m.steps)
+    if n == 0:
+        raise ValidationError("metrics batch has no points")
+    if n > MAX_POINTS_PER_BATCH:
+        raise ValidationError(f"{n} points in one batch, over the limit of {MAX_POINTS_PER_BATCH}")
+    if not len(m.key_index) == len(m.values) == len(m.ts_ms) == n:
+        raise ValidationError(
+            f"metrics columns differ in length: key_index={len(m.key_index)} "
+            f"steps={n} values={len(m.values)} ts_ms={len(m.ts_ms)}"
+        )
+    nkeys = len(m.keys)
+    if nkeys == 0 or nkeys > MAX_KEYS_PER_BATCH:
+        raise ValidationError(f"metrics key table has {nkeys} keys (1..{MAX_KEYS_PER_BATCH})")
+    for key in m.keys:
+        check_key("metric", key)
+    if max(m.key_index) >= nkeys:
+        raise ValidationError(f"metrics key_index {max(m.key_index)} outside the key table")
+    if min(m.ts_ms) <= 0 or max(m.ts_ms) >= MAX_TS_MS:
+        raise ValidationError("metrics ts_ms outside plausible epoch milliseconds")
+    if min(m.steps) < 0:
+        raise ValidationError(f"metrics step {min(m.steps)} is negative")
+

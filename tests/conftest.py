@@ -1,0 +1,84 @@
+"""Session fixtures: the real Apache Kafka broker and the real ClickHouse engine (chdb).
+
+The broker is started once per test session by deploy/kafka.sh on free ports with a
+throw-away data directory, and stopped at the end. If it cannot start, every test that
+needs it errors: integration tests are never skipped. Topic and database names are
+random per test so runs never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def kafka_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    port = free_port()
+    controller = free_port()
+    return {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller),
+        "KAFKA_DATA_DIR": str(tmp_path_factory.mktemp("kafka")),
+    }
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_env: dict[str, str]) -> Iterator[str]:
+    """Bootstrap address of the session's real Kafka broker ("127.0.0.1:PORT")."""
+    script = str(REPO / "deploy" / "kafka.sh")
+    started = subprocess.run(
+        [script, "start"], env=kafka_env, capture_output=True, text=True, timeout=600
+    )
+    if started.returncode != 0:
+        pytest.fail(f"the Kafka broker did not start:\n{started.stderr}\n{started.stdout}")
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([script, "stop"], env=kafka_env, capture_output=True, timeout=120)
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 4) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="runstream-tests")
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def kafka_topic(kafka_bootstrap: str) -> str:
+    """A fresh topic (4 partitions) and its dead-letter topic, named at random."""
+    name = f"rs-test-{uuid.uuid4().hex[:12]}"
+    create_topic(kafka_bootstrap, name)
+    create_topic(kafka_bootstrap, f"{name}.dlq", 1)
+    return name
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One embedded ClickHouse path for this test process (chdb opens one path per process)."""
+    return "chdb://" + str(tmp_path_factory.mktemp("chdb"))
+
+
+@pytest.fixture
+def ch_database() -> str:
+    """A random database name; tables are created in it by whoever needs them."""
+    return f"rs_test_{uuid.uuid4().hex[:12]}"
