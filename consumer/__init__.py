@@ -1,0 +1,115 @@
+"""Runstream's consumer: run events from Kafka (or the local spool) into ClickHouse.
+
+Entry points for the CLI (``runstream consume`` and ``runstream serve``)::
+
+    client = connect_clickhouse(config.clickhouse_dsn, config.database)
+    pipeline = build_kafka_pipeline(config, client=client)   # or build_spool_pipeline
+    pipeline.start(stop)                                      # thread "runstream-consumer"
+    ...                                                       # SIGTERM handler: stop.set()
+
+or simply ``run_consumer(config, stop)``. With chdb, one process opens one path, so the
+embedded ``runstream serve`` passes one shared client to every pipeline and the query
+service.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from runstream.consumer.config import ConsumerConfig, check_database
+from runstream.consumer.dlq import KafkaDeadLetterSink, SpoolDeadLetterSink
+from runstream.consumer.pipeline import Pipeline, dedup_token
+from runstream.consumer.rows import RowBatch
+from runstream.consumer.sink import ClickHouseSink
+from runstream.consumer.sources import KafkaSource, Message, SpoolSource
+from runstream.proto import config as names
+from runstream.proto.errors import ConfigError, UnavailableError
+
+__all__ = [
+    "ClickHouseSink",
+    "ConsumerConfig",
+    "KafkaDeadLetterSink",
+    "KafkaSource",
+    "Message",
+    "Pipeline",
+    "RowBatch",
+    "SpoolDeadLetterSink",
+    "SpoolSource",
+    "build_kafka_pipeline",
+    "build_spool_pipeline",
+    "connect_clickhouse",
+    "dedup_token",
+    "run_consumer",
+]
+
+
+def connect_clickhouse(dsn: str, database: str) -> Any:
+    """A clickhouse-connect client for ``dsn`` whose default database is ``database``,
+    created if missing. ``dsn`` is ``chdb:///abs/path`` (embedded engine, one path per
+    process) or ``http(s)://host:port``. Blocks; raises UnavailableError if unreachable,
+    ConfigError for a malformed DSN or database name."""
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    names.check_dsn(names.CLICKHOUSE, dsn)
+    check_database(names.CLICKHOUSE_DATABASE, database)
+    try:
+        bootstrap = clickhouse_connect.get_client(dsn=dsn)
+        try:
+            bootstrap.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        finally:
+            bootstrap.close()
+        return clickhouse_connect.get_client(dsn=dsn, database=database)
+    except (ClickHouseError, OSError) as e:
+        raise UnavailableError(f"cannot open ClickHouse at {dsn}: {e}") from e
+
+
+def _sink(config: ConsumerConfig, client: Any | None) -> ClickHouseSink:
+    if client is None:
+        client = connect_clickhouse(config.clickhouse_dsn, config.database)
+    sink = ClickHouseSink(client, config.database)
+    sink.ensure_schema()
+    return sink
+
+
+def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -> Pipeline:
+    """The Kafka → ClickHouse pipeline (dead letters to ``<topic>.dlq``), schema ensured.
+
+    Pass ``client`` to share one ClickHouse client (required with chdb when the process
+    also serves queries). Raises ConfigError when ``config.kafka_bootstrap`` is empty.
+    """
+    if not config.kafka_bootstrap:
+        raise ConfigError(f"{names.KAFKA} is not set: no Kafka to consume from")
+    sink = _sink(config, client)
+    source = KafkaSource(
+        config.kafka_bootstrap, config.topic, config.group_id,
+        max_poll_records=config.max_poll_records, client_id=config.client_id,
+    )
+    try:
+        dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,
+                                   client_id=f"{config.client_id}-dlq")
+    except BaseException:
+        source.close()
+        raise
+    return Pipeline(source, sink, dead, config, name="runstream-consumer")
+
+
+def build_spool_pipeline(config: ConsumerConfig, *, client: Any | None = None) -> Pipeline:
+    """The spool → ClickHouse pipeline of the embedded mode (dead letters to
+    ``<spool_dir>/dead/``), schema ensured. See :func:`build_kafka_pipeline` on ``client``."""
+    sink = _sink(config, client)
+    config.spool_dir.mkdir(parents=True, exist_ok=True)
+    return Pipeline(SpoolSource(config.spool_dir), sink, SpoolDeadLetterSink(config.spool_dir),
+                    config, name="runstream-consumer-spool")
+
+
+def run_consumer(
+    config: ConsumerConfig, stop: threading.Event, *, client: Any | None = None
+) -> Pipeline:
+    """Run the Kafka pipeline on the calling thread until ``stop`` is set (the CLI sets it
+    on SIGTERM/SIGINT); the batch in hand is written and committed before it returns the
+    finished pipeline (its counters say what was done). Blocks."""
+    pipeline = build_kafka_pipeline(config, client=client)
+    pipeline.run(stop)
+    return pipeline

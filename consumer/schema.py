@@ -14,9 +14,13 @@ a different point and is kept.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from runstream.proto.errors import InvalidArgumentError
+
 DEDUP_WINDOW = 10_000
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +29,16 @@ class Table:
     columns: tuple[tuple[str, str], ...]  # (name, ClickHouse type [codec])
     engine: str
     order_by: str
+    # Computed by ClickHouse (MATERIALIZED), never inserted: (name, type and expression).
+    computed: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
+        """The columns an insert supplies, in order."""
         return tuple(c for c, _ in self.columns)
 
     def ddl(self, database: str) -> str:
-        cols = ",\n  ".join(f"`{c}` {t}" for c, t in self.columns)
+        cols = ",\n  ".join(f"`{c}` {t}" for c, t in (*self.columns, *self.computed))
         return (
             f"CREATE TABLE IF NOT EXISTS `{database}`.`{self.name}` (\n  {cols}\n)"
             f" ENGINE = {self.engine} ORDER BY ({self.order_by})"
@@ -83,11 +90,14 @@ PARAMS = Table(
     "run_id, key, rank",
 )
 
+# One row per (run, key): every rank may set the same tag, so the latest wins, and among
+# equal timestamps the highest rank; `ver` makes that choice independent of insert order.
 TAGS = Table(
     "tags",
     (("run_id", "String"), ("key", "String"), ("value", "String"), ("rank", "UInt32"), *_ENVELOPE),
-    "ReplacingMergeTree(ts_ms)",
+    "ReplacingMergeTree(ver)",
     "run_id, key",
+    (("ver", "UInt64 MATERIALIZED toUInt64(greatest(ts_ms, 0)) * 1048576 + rank"),),
 )
 
 ARTIFACTS = Table(
@@ -138,7 +148,8 @@ def summary_ddl(database: str) -> list[str]:
         "  `min` SimpleAggregateFunction(min, Float64),\n"
         "  `max` SimpleAggregateFunction(max, Float64)\n"
         ") ENGINE = AggregatingMergeTree ORDER BY (run_id, key, rank)",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{database}`.`{METRIC_SUMMARIES}_mv`"
+        # The database name is checked by all_ddl; no user text reaches this SQL.
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{database}`.`{METRIC_SUMMARIES}_mv`"  # noqa: S608
         f" TO `{database}`.`{METRIC_SUMMARIES}` AS SELECT run_id, key, rank,"
         " argMaxState(value, (step, ts_ms)) AS last, max(step) AS last_step,"
         " min(value) AS min, max(value) AS max"
@@ -147,7 +158,12 @@ def summary_ddl(database: str) -> list[str]:
 
 
 def all_ddl(database: str) -> list[str]:
-    """Statements that create the database and every table; safe to run repeatedly."""
+    """Statements that create the database and every table; safe to run repeatedly.
+
+    Raises InvalidArgumentError unless ``database`` is a plain identifier.
+    """
+    if not _IDENTIFIER.fullmatch(database):
+        raise InvalidArgumentError(f"database name {database[:80]!r} is not [A-Za-z_][A-Za-z0-9_]*")
     return [
         f"CREATE DATABASE IF NOT EXISTS `{database}`",
         *(t.ddl(database) for t in TABLES),

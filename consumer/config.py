@@ -1,0 +1,126 @@
+"""Configuration of the consumer: where events come from and where rows go.
+
+Precedence as everywhere in Runstream: explicit argument (construct ``ConsumerConfig``
+directly, or ``dataclasses.replace``) > ``RUNSTREAM_*`` environment variable > default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runstream.proto import config as names
+from runstream.proto.errors import ConfigError
+
+# Consumer-only variables (the shared ones live in runstream.proto.config).
+GROUP_ID = "RUNSTREAM_CONSUMER_GROUP"
+MAX_BATCH_ROWS = "RUNSTREAM_CONSUMER_MAX_BATCH_ROWS"
+MAX_BATCH_AGE_S = "RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S"
+
+DEFAULT_GROUP_ID = "runstream-consumer"
+DEFAULT_MAX_BATCH_ROWS = 50_000
+DEFAULT_MAX_BATCH_AGE_S = 0.5
+
+_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Kafka's own rule for topic names (and group ids, which we hold to the same).
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def check_database(name: str, value: str) -> str:
+    """Return ``value`` if it is a plain ClickHouse identifier, else raise ConfigError."""
+    if not _DATABASE.fullmatch(value) or len(value) > 128:
+        raise ConfigError(f"{name}={value!r}: expected a database name [A-Za-z_][A-Za-z0-9_]*")
+    return value
+
+
+def check_topic(name: str, value: str) -> str:
+    """Return ``value`` if it is a legal Kafka topic name, else raise ConfigError."""
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{name}={value!r}: expected 1..249 characters of [A-Za-z0-9._-]")
+    return value
+
+
+def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a positive integer") from None
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r}: expected a positive integer")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerConfig:
+    """Everything one consumer process needs. Immutable, so safe to share between threads."""
+
+    #: Kafka bootstrap servers ("host:port"); empty = no Kafka (spool only).
+    kafka_bootstrap: tuple[str, ...] = ()
+    #: Topic of run events; dead letters go to ``<topic>.dlq``.
+    topic: str = names.DEFAULT_TOPIC
+    #: Kafka consumer group; every consumer process of one deployment shares it.
+    group_id: str = DEFAULT_GROUP_ID
+    #: "chdb:///abs/path" (embedded engine) or "http://host:8123".
+    clickhouse_dsn: str
+    #: ClickHouse database the tables live in (created if missing).
+    database: str = names.DEFAULT_DATABASE
+    #: The local spool directory the embedded mode ingests.
+    spool_dir: Path
+    #: Flush a batch to ClickHouse once it holds this many rows (all tables together) ...
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    #: ... or once its oldest message is this many seconds old.
+    max_batch_age_s: float = DEFAULT_MAX_BATCH_AGE_S
+    #: Longest a single poll blocks waiting for messages, seconds.
+    poll_timeout_s: float = 0.2
+    #: Most messages one poll returns.
+    max_poll_records: int = 5000
+    #: Kafka client id prefix (shows up in broker logs and metrics).
+    client_id: str = field(default="runstream-consumer")
+
+    def __post_init__(self) -> None:
+        check_topic(names.TOPIC, self.topic)
+        check_topic(GROUP_ID, self.group_id)
+        check_database(names.CLICKHOUSE_DATABASE, self.database)
+        names.check_dsn(names.CLICKHOUSE, self.clickhouse_dsn)
+        if self.max_batch_rows < 1:
+            raise ConfigError(f"max_batch_rows={self.max_batch_rows}: expected >= 1")
+        if not self.max_batch_age_s >= 0:
+            raise ConfigError(f"max_batch_age_s={self.max_batch_age_s}: expected >= 0")
+        if self.max_poll_records < 1:
+            raise ConfigError(f"max_poll_records={self.max_poll_records}: expected >= 1")
+
+    @property
+    def dlq_topic(self) -> str:
+        """The dead-letter topic: ``<topic>.dlq``."""
+        return self.topic + ".dlq"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerConfig:
+        """Read the ``RUNSTREAM_*`` variables (``os.environ`` when ``environ`` is None).
+
+        Raises ConfigError naming the variable for any malformed value.
+        """
+        env = names.environ_or_os(environ)
+        raw_kafka = env.get(names.KAFKA, "").strip()
+        bootstrap = tuple(names.parse_bootstrap(names.KAFKA, raw_kafka)) if raw_kafka else ()
+        return cls(
+            kafka_bootstrap=bootstrap,
+            topic=check_topic(names.TOPIC, names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC)),
+            group_id=check_topic(GROUP_ID, names.env_str(env, GROUP_ID, DEFAULT_GROUP_ID)),
+            clickhouse_dsn=names.check_dsn(
+                names.CLICKHOUSE,
+                names.env_str(env, names.CLICKHOUSE, names.default_clickhouse_dsn(env)),
+            ),
+            database=check_database(
+                names.CLICKHOUSE_DATABASE,
+                names.env_str(env, names.CLICKHOUSE_DATABASE, names.DEFAULT_DATABASE),
+            ),
+            spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
+            max_batch_rows=_env_positive_int(env, MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_ROWS),
+            max_batch_age_s=names.env_float(env, MAX_BATCH_AGE_S, DEFAULT_MAX_BATCH_AGE_S),
+        )

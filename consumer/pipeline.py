@@ -1,0 +1,240 @@
+"""The processing chain: poll -> decode -> validate -> batch -> write -> commit.
+
+At-least-once, idempotent: a batch's rows are inserted with a dedup token derived from
+the offset ranges (and bytes) it covers, dead letters are made durable after that, and
+offsets are committed last. A crash anywhere before the commit means the messages are
+delivered again; ClickHouse drops the re-insert of an identical batch by its token, and
+the ReplacingMergeTree keys collapse replays cut into different batches.
+
+Every message ends in exactly one place: rows in ClickHouse, or the dead-letter sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+
+from runstream.consumer.config import ConsumerConfig
+from runstream.consumer.dlq import DeadLetterSink
+from runstream.consumer.rows import RowBatch
+from runstream.consumer.sink import ClickHouseSink
+from runstream.consumer.sources import Message, Position, Source
+from runstream.proto import codec, validation
+from runstream.proto.errors import DecodeError, RunstreamError, UnavailableError, ValidationError
+
+log = logging.getLogger(__name__)
+
+
+def dedup_token(ranges: Mapping[Position, tuple[int, int]], digest: int = 0) -> str:
+    """The insert token of a batch: a hash of its ``topic:partition:first-last`` ranges
+    (sorted, so the order messages arrived in does not matter) and of a checksum of the
+    message bytes (so a recreated topic reusing offsets never collides)."""
+    text = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+    return "rs1-" + hashlib.sha256(f"{text}|{digest:08x}".encode()).hexdigest()[:40]
+
+
+class Pipeline:
+    """Moves messages from a source into ClickHouse, dead-lettering what is malformed.
+
+    Not thread-safe: run it on one thread (``run``/``start``), or drive it by hand with
+    ``run_once``/``drain``/``flush`` from one thread. The counters below are plain ints
+    that other threads may read for progress reporting.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        sink: ClickHouseSink,
+        dead_letters: DeadLetterSink,
+        config: ConsumerConfig,
+        *,
+        name: str = "runstream-consumer",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.dead_letters = dead_letters
+        self.config = config
+        self.name = name
+        self._clock = clock
+        self._stop = threading.Event()
+        self._batch = RowBatch()
+        self._ranges: dict[Position, tuple[int, int]] = {}
+        self._digest = 0
+        self._batch_started: float | None = None
+        self._batch_dead = 0
+        # Written, not yet committed (a commit that failed is retried with the next one).
+        self._uncommitted: dict[Position, int] = {}
+        self._closed = False
+        #: Messages polled, events stored, metric points stored, rows stored (all tables).
+        self.messages = 0
+        self.events = 0
+        self.points = 0
+        self.rows = 0
+        #: Messages sent to the dead-letter sink (counted once durable).
+        self.dead_lettered = 0
+        #: Batches written and committed.
+        self.batches = 0
+        #: Wall-clock seconds spent in sink writes.
+        self.write_s = 0.0
+        #: The exception that ended ``run`` on a thread started by ``start``, if any.
+        self.error: BaseException | None = None
+        source.set_revoke_callback(self._on_revoke)
+
+    # --- driving ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set, then write and commit the batch in hand, close the
+        source and dead-letter sink, and return. Blocks. Raises what ends it early (a
+        non-transient ClickHouse error, or a transient one still failing at shutdown)."""
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                self.run_once()
+            self.flush()
+        finally:
+            self.close()
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        """``run(stop)`` on a new daemon thread named after the pipeline; returns it.
+        An exception that ends the thread is logged and kept in :attr:`error`."""
+
+        def target() -> None:
+            try:
+                self.run(stop)
+            except BaseException as e:
+                self.error = e
+                log.exception("%s stopped by an error", self.name)
+                raise
+
+        thread = threading.Thread(target=target, name=self.name, daemon=True)
+        thread.start()
+        return thread
+
+    def run_once(self) -> int:
+        """Poll once (blocking up to the poll timeout or until the batch is due), process
+        what came, and flush if the batch is full or old. Returns the messages polled."""
+        timeout_s = self.config.poll_timeout_s
+        if self._batch_started is not None:
+            due_in = self._batch_started + self.config.max_batch_age_s - self._clock()
+            timeout_s = max(0.0, min(timeout_s, due_in))
+        messages = self.source.poll(timeout_s, self.config.max_poll_records)
+        for message in messages:
+            self._process(message)
+            if self._batch.rows >= self.config.max_batch_rows:
+                self.flush()
+        self.messages += len(messages)
+        if self._due():
+            self.flush()
+        return len(messages)
+
+    def drain(self, timeout_s: float = 60.0) -> bool:
+        """Process until the source has nothing more right now, and flush. Blocks at most
+        about ``timeout_s`` seconds; returns False if it was still busy at the deadline."""
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            if self.run_once() == 0 and self.source.caught_up():
+                self.flush()
+                if not self._uncommitted:
+                    return True
+        return False
+
+    def flush(self) -> None:
+        """Write the batch in hand, make its dead letters durable, then commit. Blocks.
+
+        On a failed write nothing is committed and the batch stays in hand (a retry
+        reuses its token). A failed commit is logged and retried with the next one.
+        """
+        if self._ranges:
+            token = dedup_token(self._ranges, self._digest)
+            if self._batch.rows:
+                started = time.perf_counter()
+                self.sink.write(self._batch, token, self._stop)
+                self.write_s += time.perf_counter() - started
+            self.dead_letters.flush()
+            for position, (_first, last) in self._ranges.items():
+                self._uncommitted[position] = last
+            self.events += self._batch.events
+            self.points += self._batch.points
+            self.rows += self._batch.rows
+            self.dead_lettered += self._batch_dead
+            self.batches += 1
+            self._reset_batch()
+        if self._uncommitted:
+            try:
+                self.source.commit(self._uncommitted)
+            except UnavailableError as e:
+                log.warning("%s: commit failed, retried with the next batch: %s", self.name, e)
+                return
+            self._uncommitted = {}
+
+    def close(self) -> None:
+        """Release the source and the dead-letter sink (idempotent). Uncommitted messages
+        are delivered again to the next reader."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.dead_letters.close()
+        except RunstreamError as e:
+            log.warning("%s: dead-letter sink did not close cleanly: %s", self.name, e)
+        finally:
+            self.source.close()
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _process(self, message: Message) -> None:
+        position = message.position
+        span = self._ranges.get(position)
+        self._ranges[position] = (
+            (message.offset, message.offset) if span is None else (span[0], message.offset)
+        )
+        self._digest = zlib.crc32(message.value, self._digest)
+        if self._batch_started is None:
+            self._batch_started = self._clock()
+        if message.error is not None:
+            self._dead_letter(message, message.error)
+            return
+        try:
+            event = codec.decode(message.value, message.content_type)
+            validation.validate(event)
+            self._batch.add(event)
+        except (DecodeError, ValidationError) as e:
+            self._dead_letter(message, f"{type(e).__name__}: {e}")
+        except Exception as e:  # a poison message must not stop the partition for good
+            log.exception("%s: unexpected error on %s:%s@%s", self.name, message.topic,
+                          message.partition, message.offset)
+            self._dead_letter(message, f"unexpected {type(e).__name__}: {e}")
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        self.dead_letters.add(message, reason)
+        self._batch_dead += 1
+
+    def _due(self) -> bool:
+        if self._batch_started is None:
+            return False
+        if self._batch.rows >= self.config.max_batch_rows:
+            return True
+        return self._clock() - self._batch_started >= self.config.max_batch_age_s
+
+    def _reset_batch(self) -> None:
+        self._batch = RowBatch()
+        self._ranges = {}
+        self._digest = 0
+        self._batch_started = None
+        self._batch_dead = 0
+
+    def _on_revoke(self) -> None:
+        # Partitions are about to move: store and commit what we hold while we still own
+        # it. If that fails, drop it; the new owner reads it again from the last commit.
+        try:
+            self.flush()
+        except RunstreamError as e:
+            log.warning("%s: could not flush before a rebalance, dropping the batch: %s",
+                        self.name, e)
+            self._reset_batch()
+            self._uncommitted = {}

@@ -1,0 +1,205 @@
+"""Decoded, validated run events -> column-oriented rows for the tables of schema.py.
+
+Pure: no I/O. One :class:`RowBatch` collects the rows of many events, one Python list
+per column, in the column order of each :class:`~runstream.consumer.schema.Table`, ready
+for a column-oriented ClickHouse insert. Metric points never become Python objects of
+their own: the packed protobuf arrays extend the column lists directly.
+
+Mapping (one event -> rows):
+
+* ``run_started``  -> one ``runs`` row and a ``RUNNING`` row in ``run_status``;
+* ``run_finished`` -> one ``run_status`` row (the RunStatus name, e.g. ``"FINISHED"``);
+* ``heartbeat``    -> one ``heartbeats`` row;
+* ``params`` / ``tags`` -> one row per param / tag; ``artifact`` / ``input`` -> one row;
+* ``metrics``      -> one ``metrics`` row per point, identified by
+  (producer_id, seq, idx) where idx is the point's index in the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import repeat
+from typing import Any
+
+from runstream.consumer import schema
+from runstream.proto.errors import ValidationError
+from runstream.proto.v1 import events_pb2
+
+_STATUS_NAMES = {v.number: v.name for v in events_pb2.RunStatus.DESCRIPTOR.values}
+_PARAM_TYPE_NAMES = {v.number: v.name for v in events_pb2.ParamType.DESCRIPTOR.values}
+
+
+class _Columns:
+    """The column lists of one table, in the table's column order."""
+
+    __slots__ = ("by_name", "lists", "table")
+
+    def __init__(self, table: schema.Table) -> None:
+        self.table = table
+        self.lists: list[list[Any]] = [[] for _ in table.columns]
+        self.by_name: dict[str, list[Any]] = dict(zip(table.column_names, self.lists, strict=True))
+
+    def append(self, row: dict[str, Any]) -> None:
+        # A missing column is a programming error; KeyError says which.
+        for name, column in self.by_name.items():
+            column.append(row[name])
+
+    def __len__(self) -> int:
+        return len(self.lists[0])
+
+
+class RowBatch:
+    """Rows for every table, accumulated from validated events.
+
+    Not thread-safe: one pipeline thread owns a batch. ``add`` expects an event that
+    passed :func:`runstream.proto.validation.validate`; it either adds all of an event's
+    rows or (for an event that could never be valid) raises before adding any.
+    """
+
+    def __init__(self) -> None:
+        self._tables: dict[str, _Columns] = {t.name: _Columns(t) for t in schema.TABLES}
+        m = self._tables[schema.METRICS.name].by_name
+        self._m_run_id = m["run_id"]
+        self._m_key = m["key"]
+        self._m_rank = m["rank"]
+        self._m_step = m["step"]
+        self._m_value = m["value"]
+        self._m_ts_ms = m["ts_ms"]
+        self._m_producer_id = m["producer_id"]
+        self._m_seq = m["seq"]
+        self._m_idx = m["idx"]
+        #: Rows in all tables together.
+        self.rows = 0
+        #: Events added.
+        self.events = 0
+        #: Metric points added (rows of the metrics table).
+        self.points = 0
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def add(self, event: events_pb2.RunEvent) -> int:
+        """Add the rows of one validated event; return how many rows it produced."""
+        body = event.WhichOneof("body")
+        if body == "metrics":
+            added = self._add_metrics(event)
+        elif body == "run_started":
+            added = self._add_run_started(event)
+        elif body == "run_finished":
+            f = event.run_finished
+            status = _STATUS_NAMES.get(f.status)
+            if status is None:
+                raise ValidationError(f"run_finished has unknown status {f.status}")
+            self._status(event, status, f.error)
+            added = 1
+        elif body == "heartbeat":
+            self._tables[schema.HEARTBEATS.name].append(
+                {"run_id": event.run_id, "rank": event.rank, "ts_ms": event.ts_ms}
+            )
+            added = 1
+        elif body == "params":
+            envelope = self._envelope(event)
+            rows = []
+            for p in event.params.params:
+                type_name = _PARAM_TYPE_NAMES.get(p.type)
+                if type_name is None:  # an enum number newer than this consumer
+                    raise ValidationError(f"param {p.key!r} has unknown type {p.type}")
+                rows.append({**envelope, "key": p.key, "value": p.value, "type": type_name})
+            cols = self._tables[schema.PARAMS.name]
+            for row in rows:
+                cols.append(row)
+            added = len(rows)
+        elif body == "tags":
+            envelope = self._envelope(event)
+            cols = self._tables[schema.TAGS.name]
+            for t in event.tags.tags:
+                cols.append({**envelope, "key": t.key, "value": t.value})
+            added = len(event.tags.tags)
+        elif body == "artifact":
+            a = event.artifact
+            self._tables[schema.ARTIFACTS.name].append(
+                {**self._envelope(event), "name": a.name, "uri": a.uri,
+                 "size_bytes": a.size_bytes, "sha256": a.sha256}
+            )
+            added = 1
+        elif body == "input":
+            i = event.input
+            self._tables[schema.INPUTS.name].append(
+                {**self._envelope(event), "name": i.name, "uri": i.uri, "digest": i.digest,
+                 "role": i.role}
+            )
+            added = 1
+        else:
+            raise ValidationError(f"event body {body!r} has no table")
+        self.events += 1
+        self.rows += added
+        return added
+
+    def columns(self, table: str) -> list[list[Any]]:
+        """The column lists of ``table`` in schema order (the batch's own lists, not copies)."""
+        return self._tables[table].lists
+
+    def row_count(self, table: str) -> int:
+        """Rows of one table in this batch."""
+        return len(self._tables[table])
+
+    def nonempty(self) -> Iterator[tuple[schema.Table, list[list[Any]]]]:
+        """(table, columns) for every table with rows, in schema.TABLES order."""
+        for cols in self._tables.values():
+            if len(cols):
+                yield cols.table, cols.lists
+
+    # --- per event type -----------------------------------------------------------------
+
+    @staticmethod
+    def _envelope(event: events_pb2.RunEvent) -> dict[str, Any]:
+        return {"run_id": event.run_id, "rank": event.rank, "producer_id": event.producer_id,
+                "seq": event.seq, "ts_ms": event.ts_ms}
+
+    def _status(self, event: events_pb2.RunEvent, status: str, error: str) -> None:
+        self._tables[schema.RUN_STATUS.name].append(
+            {**self._envelope(event), "experiment": event.experiment, "status": status,
+             "error": error}
+        )
+
+    def _add_run_started(self, event: events_pb2.RunEvent) -> int:
+        s = event.run_started
+        self._tables[schema.RUNS.name].append(
+            {
+                **self._envelope(event),
+                "experiment": event.experiment, "name": s.name, "world_size": event.world_size,
+                "local_rank": event.local_rank, "node": event.node,
+                "git_commit": s.code.git_commit, "git_branch": s.code.git_branch,
+                "git_remote": s.code.git_remote, "git_dirty": s.code.git_dirty,
+                "in_git_repo": s.code.in_git_repo, "python_version": s.env.python_version,
+                "os": s.env.os, "command": s.env.command, "cpu_count": s.env.cpu_count,
+            }
+        )
+        self._status(event, _STATUS_NAMES[events_pb2.RUNNING], "")
+        return 2
+
+    def _add_metrics(self, event: events_pb2.RunEvent) -> int:
+        m = event.metrics
+        n = len(m.steps)
+        if not len(m.key_index) == len(m.values) == len(m.ts_ms) == n:
+            raise ValidationError("metrics columns differ in length")
+        keys = list(m.keys)
+        if len(keys) == 1:
+            self._m_key.extend(repeat(keys[0], n))
+        else:
+            try:
+                # Resolved before any column grows, so a bad index adds nothing.
+                point_keys = list(map(keys.__getitem__, m.key_index))
+            except IndexError as e:
+                raise ValidationError("metrics key_index outside the key table") from e
+            self._m_key.extend(point_keys)
+        self._m_run_id.extend(repeat(event.run_id, n))
+        self._m_rank.extend(repeat(event.rank, n))
+        self._m_step.extend(m.steps)
+        self._m_value.extend(m.values)
+        self._m_ts_ms.extend(m.ts_ms)
+        self._m_producer_id.extend(repeat(event.producer_id, n))
+        self._m_seq.extend(repeat(event.seq, n))
+        self._m_idx.extend(range(n))
+        self.points += n
+        return n

@@ -1,0 +1,139 @@
+"""Writes a :class:`~runstream.consumer.rows.RowBatch` to ClickHouse, idempotently.
+
+One column-oriented insert per non-empty table, each with its own
+``insert_deduplication_token`` (``"<batch token>:<table>"``): retrying the same batch
+after a partial failure skips the tables already written. Transient failures
+(connection lost, server busy or restarting) are retried with exponential backoff
+until the caller's stop event is set; they are never a reason to dead-letter.
+Anything else is raised at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
+
+from runstream.consumer import schema
+from runstream.consumer.rows import RowBatch
+from runstream.proto.errors import RunstreamError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+# ClickHouse error codes that mean "try again later", not "this insert is wrong".
+TRANSIENT_CODES = frozenset({
+    3,    # UNEXPECTED_END_OF_FILE
+    159,  # TIMEOUT_EXCEEDED
+    164,  # READONLY
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+    1000,  # POCO_EXCEPTION
+})
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors a retry of the identical insert may cure."""
+    if isinstance(error, OperationalError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(error, Error) and error.code in TRANSIENT_CODES:
+        return True
+    return isinstance(error, DatabaseError) and "Connection refused" in str(error)
+
+
+class ClickHouseSink:
+    """Inserts row batches into the tables of :mod:`runstream.consumer.schema`.
+
+    Not thread-safe by itself (one pipeline thread owns it); the clickhouse-connect
+    client may be shared with other threads if that client allows it (the chdb client
+    serialises calls on its handle).
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        database: str,
+        *,
+        initial_backoff_s: float = 0.1,
+        max_backoff_s: float = 10.0,
+        is_transient: Callable[[BaseException], bool] = is_transient,
+    ) -> None:
+        self.client = client
+        self.database = database
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._is_transient = is_transient
+        #: Failed insert attempts that were retried.
+        self.retries = 0
+
+    def ensure_schema(self) -> None:
+        """Create the database, tables and views if missing (idempotent; blocks)."""
+        for statement in schema.all_ddl(self.database):
+            self.client.command(statement)
+
+    def write(
+        self, batch: RowBatch, dedup_token: str, stop: threading.Event | None = None
+    ) -> None:
+        """Insert every non-empty table of ``batch``; blocks until done.
+
+        Retries transient failures with exponential backoff (``initial_backoff_s``
+        doubling up to ``max_backoff_s``) until ``stop`` is set; always tries at least
+        once. Raises UnavailableError when it gives up on a transient failure, and
+        RunstreamError (chained to the driver's error) for any other failure.
+        """
+        for table, columns in batch.nonempty():
+            self._insert(table, columns, f"{dedup_token}:{table.name}", stop)
+
+    def _insert(
+        self,
+        table: schema.Table,
+        columns: list[list[Any]],
+        token: str,
+        stop: threading.Event | None,
+    ) -> None:
+        backoff = self.initial_backoff_s
+        while True:
+            try:
+                self.client.insert(
+                    table.name,
+                    columns,
+                    column_names=list(table.column_names),
+                    column_oriented=True,
+                    database=self.database,
+                    settings={"insert_deduplication_token": token},
+                )
+                return
+            except Exception as e:  # the driver raises several families; sorted out below
+                if not self._is_transient(e):
+                    raise RunstreamError(
+                        f"insert into {self.database}.{table.name} failed: {e}"
+                    ) from e
+                if stop is not None and stop.is_set():
+                    raise UnavailableError(
+                        f"ClickHouse unavailable, giving up on shutdown: {e}"
+                    ) from e
+                self.retries += 1
+                log.warning(
+                    "insert into %s.%s failed (%s); retrying in %.1fs",
+                    self.database, table.name, e, backoff,
+                )
+                if stop is not None:
+                    if stop.wait(backoff):
+                        raise UnavailableError(
+                            f"ClickHouse unavailable, giving up on shutdown: {e}"
+                        ) from e
+                else:
+                    threading.Event().wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)

@@ -1,0 +1,119 @@
+"""Spool -> ClickHouse (the embedded mode) against the real engine (chdb)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+from runstream.consumer import ConsumerConfig, build_spool_pipeline, connect_clickhouse
+from runstream.consumer.dlq import read_spool_dead_letters
+from runstream.proto import codec, spool
+from tests.helpers import wait_for
+from tests.unit.test_consumer_rows import metrics_event, sample_run
+
+
+def make_config(dsn: str, database: str, spool_dir: Path) -> ConsumerConfig:
+    return ConsumerConfig(clickhouse_dsn=dsn, database=database, spool_dir=spool_dir)
+
+
+def count(client: Any, table: str) -> int:
+    return int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
+
+
+def spool_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_file())
+
+
+def test_spool_files_ingested_then_deleted(chdb_dsn: str, ch_database: str, tmp_path: Path):
+    spool_dir = tmp_path / "spool"
+    writer = spool.SpoolWriter(spool_dir, "prod-a", roll_bytes=2000)
+    for i, e in enumerate(sample_run("run-s", 0, points=40, producer_id="prod-a")):
+        writer.append(codec.encode(e, codec.AVRO if i % 2 else codec.PROTOBUF),
+                      codec.AVRO if i % 2 else codec.PROTOBUF)
+    writer.roll()
+    writer.append(b"\x01not an event", codec.PROTOBUF)  # decodes badly -> dead letter
+    writer.roll()
+    assert len(spool.ready_files(spool_dir)) >= 2
+
+    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
+    try:
+        assert pipeline.drain(timeout_s=60)
+    finally:
+        pipeline.close()
+    client = connect_clickhouse(chdb_dsn, ch_database)
+    assert count(client, "metrics") == 80
+    assert count(client, "runs") == 1
+    assert count(client, "run_status") == 2
+    assert spool_files(spool_dir) == []  # every file deleted; dead/ is a directory
+    [dead] = read_spool_dead_letters(spool_dir)
+    assert dead["payload"] == b"\x01not an event"
+    assert dead["reason"].startswith("DecodeError")
+
+
+def test_torn_tail_frames_before_it_stored_rest_dead_lettered(
+    chdb_dsn: str, ch_database: str, tmp_path: Path
+):
+    spool_dir = tmp_path / "spool"
+    writer = spool.SpoolWriter(spool_dir, "prod-b")
+    for seq in (1, 2):
+        writer.append(codec.encode(metrics_event(10, run_id="run-t", seq=seq)), codec.PROTOBUF)
+    path = writer.roll()
+    assert path is not None
+    good = path.read_bytes()
+    torn = b"\x40\x00\x00\x00" + zlib.crc32(b"x").to_bytes(4, "little") + b"\x00partial"
+    path.write_bytes(good + torn)
+    # A .part file left by a process that is gone is recovered at start.
+    orphan = spool_dir / "prod-c-999999999-00000001.part"
+    w2 = spool.SpoolWriter(tmp_path / "other", "prod-c")
+    w2.append(codec.encode(metrics_event(5, run_id="run-o", seq=1, producer_id="prod-c")),
+              codec.PROTOBUF)
+    other = w2.roll()
+    assert other is not None
+    os.replace(other, orphan)
+
+    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
+    try:
+        assert pipeline.drain(timeout_s=60)
+    finally:
+        pipeline.close()
+    client = connect_clickhouse(chdb_dsn, ch_database)
+    rows = client.query(
+        "SELECT run_id, count() FROM metrics FINAL GROUP BY run_id ORDER BY run_id"
+    ).result_rows
+    assert rows == [("run-o", 5), ("run-t", 20)]
+    assert spool_files(spool_dir) == []
+    [dead] = read_spool_dead_letters(spool_dir)
+    assert dead["payload"] == torn
+    assert dead["offset"] == len(good)
+    assert "corrupt" in dead["reason"]
+
+
+def test_running_pipeline_picks_up_new_files_and_stops_cleanly(
+    chdb_dsn: str, ch_database: str, tmp_path: Path
+):
+    spool_dir = tmp_path / "spool"
+    config = make_config(chdb_dsn, ch_database, spool_dir)
+    pipeline = build_spool_pipeline(config)
+    stop = threading.Event()
+    thread = pipeline.start(stop)
+    try:
+        assert thread.name == "runstream-consumer-spool"
+        writer = spool.SpoolWriter(spool_dir, "prod-live")
+        for seq in range(1, 6):
+            writer.append(codec.encode(metrics_event(100, run_id="run-live", seq=seq,
+                                                     producer_id="prod-live")), codec.PROTOBUF)
+            writer.roll()
+        client = connect_clickhouse(chdb_dsn, ch_database)
+        wait_for(lambda: count(client, "metrics"), lambda n: n == 500, timeout_s=30,
+                 what="spooled points in ClickHouse")
+        wait_for(lambda: spool_files(spool_dir), lambda f: f == [], timeout_s=30,
+                 what="spool files deleted")
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert pipeline.error is None
+    assert pipeline.points == 500

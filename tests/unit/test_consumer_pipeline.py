@@ -1,0 +1,301 @@
+"""Pipeline logic with in-memory fakes: dead letters, commit-after-write, retries, tokens."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
+
+from runstream.consumer import schema
+from runstream.consumer.config import ConsumerConfig
+from runstream.consumer.pipeline import Pipeline, dedup_token
+from runstream.consumer.rows import RowBatch
+from runstream.consumer.sink import ClickHouseSink, is_transient
+from runstream.consumer.sources import Message, Position
+from runstream.proto import codec
+from runstream.proto.errors import RunstreamError, UnavailableError
+from tests.unit.test_consumer_rows import metrics_event, sample_run
+
+TOPIC = "events"
+
+
+def config(**kw: Any) -> ConsumerConfig:
+    base: dict[str, Any] = {"clickhouse_dsn": "chdb:///tmp/unused", "spool_dir": Path("/tmp/x"),
+                            "max_batch_age_s": 3600.0, "poll_timeout_s": 0.0}
+    return ConsumerConfig(**{**base, **kw})
+
+
+class FakeSource:
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = list(messages)
+        self.commits: list[dict[Position, int]] = []
+        self.log: list[str] = []
+        self.closed = False
+        self.revoke: Callable[[], None] | None = None
+
+    def poll(self, timeout_s: float, max_records: int) -> list[Message]:
+        out, self.messages = self.messages[:max_records], self.messages[max_records:]
+        return out
+
+    def commit(self, positions: Mapping[Position, int]) -> None:
+        self.log.append("commit")
+        self.commits.append(dict(positions))
+
+    def caught_up(self) -> bool:
+        return not self.messages
+
+    def set_revoke_callback(self, callback: Callable[[], None]) -> None:
+        self.revoke = callback
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeClient:
+    """Stands in for a clickhouse-connect client; fails the first `failures` inserts."""
+
+    def __init__(self, failures: list[Exception] | None = None,
+                 log: list[str] | None = None) -> None:
+        self.failures = list(failures or [])
+        self.inserts: list[tuple[str, list[list[Any]], str]] = []
+        self.log = log if log is not None else []
+
+    def insert(self, table: str, data: list[list[Any]], *, column_names: list[str],
+               column_oriented: bool, database: str, settings: dict[str, str]) -> None:
+        assert column_oriented
+        assert column_names == list(next(t for t in schema.TABLES if t.name == table).column_names)
+        if self.failures:
+            raise self.failures.pop(0)
+        self.log.append(f"insert:{table}")
+        self.inserts.append((table, [list(c) for c in data],
+                             settings["insert_deduplication_token"]))
+
+    def command(self, sql: str) -> None:
+        pass
+
+    def rows(self, table: str) -> int:
+        return sum(len(cols[0]) for name, cols, _ in self.inserts if name == table)
+
+
+class FakeDeadLetters:
+    def __init__(self, log: list[str]) -> None:
+        self.queued: list[tuple[Message, str]] = []
+        self.flushed: list[tuple[Message, str]] = []
+        self.log = log
+        self.closed = False
+
+    def add(self, message: Message, reason: str) -> None:
+        self.queued.append((message, reason))
+
+    def flush(self) -> None:
+        self.log.append("dlq-flush")
+        self.flushed.extend(self.queued)
+        self.queued.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.closed = True
+
+
+def messages(payloads: list[bytes], partition: int = 0, start: int = 0,
+             content_type: str | None = codec.PROTOBUF_CONTENT_TYPE) -> list[Message]:
+    return [Message(value=p, content_type=content_type, topic=TOPIC, partition=partition,
+                    offset=start + i) for i, p in enumerate(payloads)]
+
+
+def build(msgs: list[Message], failures: list[Exception] | None = None, **kw: Any):
+    source = FakeSource(msgs)
+    client = FakeClient(failures, source.log)
+    dead = FakeDeadLetters(source.log)
+    sink = ClickHouseSink(client, "db", initial_backoff_s=0.001, max_backoff_s=0.001)
+    return Pipeline(source, sink, dead, config(**kw)), source, client, dead
+
+
+def test_dedup_token_depends_on_ranges_not_order():
+    a = dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, 42)
+    b = dedup_token({("t", 1): (0, 3), ("t", 0): (5, 9)}, 42)
+    assert a == b
+    assert a.startswith("rs1-")
+    assert a != dedup_token({("t", 0): (5, 10), ("t", 1): (0, 3)}, 42)
+    assert a != dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, 43)
+    assert a != dedup_token({("u", 0): (5, 9), ("t", 1): (0, 3)}, 42)
+
+
+def test_valid_events_stored_then_committed_last():
+    events = sample_run(points=6)
+    pipe, source, client, _dead = build(messages([codec.encode(e) for e in events]))
+    assert pipe.drain(5)
+    assert client.rows("metrics") == 12
+    assert client.rows("runs") == 1
+    assert client.rows("run_status") == 2
+    assert source.commits == [{(TOPIC, 0): len(events) - 1}]
+    assert source.log[-1] == "commit"
+    assert source.log.index("dlq-flush") > max(
+        i for i, x in enumerate(source.log) if x.startswith("insert"))
+    assert (pipe.events, pipe.points, pipe.batches, pipe.dead_lettered) == (9, 12, 1, 0)
+    # One batch -> one token, suffixed per table.
+    tokens = {tok for _, _, tok in client.inserts}
+    assert len(tokens) == len(client.inserts)
+    assert {tok.rsplit(":", 1)[0] for tok in tokens} == {
+        dedup_token({(TOPIC, 0): (0, 8)}, pipe_digest(events))}
+
+
+def pipe_digest(events: list[Any]) -> int:
+    import zlib
+    digest = 0
+    for e in events:
+        digest = zlib.crc32(codec.encode(e), digest)
+    return digest
+
+
+def test_avro_and_protobuf_messages_both_decode():
+    events = sample_run(points=4)
+    msgs = [Message(value=codec.encode(e, codec.AVRO), content_type=codec.AVRO_CONTENT_TYPE,
+                    topic=TOPIC, partition=0, offset=i) for i, e in enumerate(events)]
+    pipe, _, client, dead = build(msgs)
+    assert pipe.drain(5)
+    assert client.rows("metrics") == 8
+    assert not dead.flushed
+
+
+def test_malformed_messages_are_dead_lettered_not_stored():
+    good = metrics_event(3, seq=1)
+    bad_valid = metrics_event(3, seq=2)
+    bad_valid.run_id = "no spaces allowed"
+    truncated = codec.encode(metrics_event(3, seq=3))[:-5]
+    payloads = [codec.encode(good), b"\xff\x00garbage", truncated, codec.encode(bad_valid)]
+    msgs = messages(payloads)
+    msgs.append(Message(value=b"tail", content_type=None, topic=TOPIC, partition=0, offset=4,
+                        error="corrupt spool file: checksum mismatch"))
+    pipe, source, client, dead = build(msgs)
+    assert pipe.drain(5)
+    assert client.rows("metrics") == 3
+    assert [m.offset for m, _ in dead.flushed] == [1, 2, 3, 4]
+    reasons = [r for _, r in dead.flushed]
+    assert reasons[0].startswith("DecodeError")
+    assert reasons[2].startswith("ValidationError") and "run_id" in reasons[2]
+    assert reasons[3] == "corrupt spool file: checksum mismatch"
+    assert source.commits == [{(TOPIC, 0): 4}]
+    assert pipe.dead_lettered == 4
+
+
+def test_unknown_content_type_is_dead_lettered():
+    msgs = messages([codec.encode(metrics_event(2))], content_type="text/plain")
+    pipe, _, client, dead = build(msgs)
+    assert pipe.drain(5)
+    assert client.inserts == []
+    assert "content-type" in dead.flushed[0][1]
+
+
+def test_failed_write_commits_nothing_and_keeps_the_batch():
+    msgs = messages([codec.encode(metrics_event(4, seq=i + 1)) for i in range(3)])
+    pipe, source, client, _dead = build(msgs, failures=[ProgrammingError("no such table")])
+    with pytest.raises(RunstreamError, match="no such table"):
+        pipe.drain(5)
+    assert source.commits == []
+    assert "dlq-flush" not in source.log
+    # The batch is still in hand: the next flush writes it (same token) and commits.
+    pipe.flush()
+    assert client.rows("metrics") == 12
+    assert source.commits == [{(TOPIC, 0): 2}]
+
+
+def test_transient_errors_are_retried_with_the_same_token():
+    msgs = messages([codec.encode(metrics_event(4))])
+    pipe, source, client, dead = build(
+        msgs, failures=[OperationalError("connection refused"), ConnectionResetError("reset")])
+    assert pipe.drain(5)
+    assert pipe.sink.retries == 2
+    assert client.rows("metrics") == 4
+    assert source.commits == [{(TOPIC, 0): 0}]
+    assert not dead.flushed
+
+
+def test_transient_error_gives_up_once_stop_is_set():
+    stop = threading.Event()
+    stop.set()
+    client = FakeClient([OperationalError("down")] * 3)
+    sink = ClickHouseSink(client, "db", initial_backoff_s=0.001)
+    batch = RowBatch()
+    batch.add(metrics_event(2))
+    with pytest.raises(UnavailableError):
+        sink.write(batch, "tok", stop)
+    assert len(client.failures) == 2  # tried exactly once
+
+
+def test_is_transient_classification():
+    assert is_transient(OperationalError("x"))
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(ProgrammingError("syntax"))
+    assert not is_transient(ValueError("bad column"))
+
+
+def test_batches_cut_by_rows_and_ranges_per_partition():
+    msgs = [*messages([codec.encode(metrics_event(10, seq=i + 1)) for i in range(4)], 0),
+            *messages([codec.encode(metrics_event(10, seq=i + 11)) for i in range(4)], 1, 100)]
+    msgs = [m for pair in zip(msgs[:4], msgs[4:], strict=True) for m in pair]  # interleave
+    pipe, source, client, _ = build(msgs, max_batch_rows=40)
+    assert pipe.drain(5)
+    assert client.rows("metrics") == 80
+    assert pipe.batches == 2
+    assert source.commits == [{(TOPIC, 0): 1, (TOPIC, 1): 101}, {(TOPIC, 0): 3, (TOPIC, 1): 103}]
+
+
+def test_batch_flushed_when_old():
+    now = [0.0]
+    source = FakeSource(messages([codec.encode(metrics_event(2))]))
+    client = FakeClient()
+    pipe = Pipeline(source, ClickHouseSink(client, "db"), FakeDeadLetters(source.log),
+                    config(max_batch_age_s=0.5), clock=lambda: now[0])
+    pipe.run_once()
+    assert source.commits == []
+    now[0] = 0.6
+    pipe.run_once()
+    assert source.commits == [{(TOPIC, 0): 0}]
+
+
+def test_revoke_flushes_the_batch_in_hand():
+    pipe, source, _client, _ = build(messages([codec.encode(metrics_event(2))]))
+    pipe.run_once()
+    assert source.commits == []
+    assert source.revoke is not None
+    source.revoke()
+    assert source.commits == [{(TOPIC, 0): 0}]
+
+
+def test_run_until_stop_commits_the_batch_in_hand_and_closes():
+    stop = threading.Event()
+    msgs = messages([codec.encode(metrics_event(3, seq=i + 1)) for i in range(5)])
+    pipe, source, client, dead = build(msgs)
+    thread = pipe.start(stop)
+    assert thread.name == "runstream-consumer"
+    from tests.helpers import wait_for
+    wait_for(lambda: pipe.messages, lambda n: n == 5, timeout_s=10)
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert pipe.error is None
+    assert client.rows("metrics") == 15
+    assert source.commits[-1] == {(TOPIC, 0): 4}
+    assert source.closed and dead.closed
+
+
+def test_commit_failure_is_retried_with_the_next_commit():
+    class FlakyCommitSource(FakeSource):
+        fail = True
+
+        def commit(self, positions: Mapping[Position, int]) -> None:
+            if self.fail:
+                self.fail = False
+                raise UnavailableError("coordinator moved")
+            super().commit(positions)
+
+    source = FlakyCommitSource(messages([codec.encode(metrics_event(2))]))
+    pipe = Pipeline(source, ClickHouseSink(FakeClient(), "db"), FakeDeadLetters(source.log),
+                    config())
+    assert pipe.drain(5)
+    assert source.commits == [{(TOPIC, 0): 0}]

@@ -1,0 +1,190 @@
+"""RowBatch: every event type to the rows of consumer/schema.py; plus event builders the
+other consumer tests share (``envelope``, ``metrics_event``, ``sample_run``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from runstream.consumer import schema
+from runstream.consumer.rows import RowBatch
+from runstream.proto import validation
+from runstream.proto.errors import ValidationError
+from runstream.proto.v1 import events_pb2 as pb
+
+TS = 1_760_000_000_000
+
+
+def envelope(run_id: str = "run-1", rank: int = 0, seq: int = 1, world_size: int = 2,
+             producer_id: str = "prod-a", ts_ms: int = TS) -> pb.RunEvent:
+    return pb.RunEvent(run_id=run_id, experiment="exp", rank=rank, world_size=world_size,
+                       local_rank=rank, node="node-1", producer_id=producer_id, seq=seq,
+                       ts_ms=ts_ms)
+
+
+def metrics_event(n: int, *, run_id: str = "run-1", rank: int = 0, seq: int = 1,
+                  keys: tuple[str, ...] = ("loss", "acc"), step0: int = 0,
+                  producer_id: str = "prod-a") -> pb.RunEvent:
+    e = envelope(run_id=run_id, rank=rank, seq=seq, producer_id=producer_id)
+    m = e.metrics
+    m.keys.extend(keys)
+    m.key_index.extend(i % len(keys) for i in range(n))
+    m.steps.extend(step0 + i // len(keys) for i in range(n))
+    m.values.extend(0.5 * i for i in range(n))
+    m.ts_ms.extend(TS + i for i in range(n))
+    return e
+
+
+def sample_run(run_id: str = "run-1", rank: int = 0, points: int = 10,
+               producer_id: str = "prod-a") -> list[pb.RunEvent]:
+    """One rank's life: started, params, tags, input, metrics x2, heartbeat, artifact,
+    finished; seq 1..9."""
+    events = []
+    e = envelope(run_id, rank, 1, producer_id=producer_id)
+    e.run_started.name = "my run"
+    e.run_started.code.git_commit = "abc123"
+    e.run_started.code.git_branch = "main"
+    e.run_started.code.in_git_repo = True
+    e.run_started.env.python_version = "3.11.9"
+    e.run_started.env.os = "Linux"
+    e.run_started.env.command = "train.py --lr 0.1"
+    e.run_started.env.cpu_count = 16
+    events.append(e)
+    e = envelope(run_id, rank, 2, producer_id=producer_id)
+    e.params.params.add(key="lr", value="0.1", type=pb.FLOAT)
+    e.params.params.add(key="model.depth", value="12", type=pb.INT)
+    events.append(e)
+    e = envelope(run_id, rank, 3, producer_id=producer_id)
+    e.tags.tags.add(key="team", value="vision")
+    events.append(e)
+    e = envelope(run_id, rank, 4, producer_id=producer_id)
+    e.input.name, e.input.uri, e.input.digest, e.input.role = "train", "s3://d/train", "d1", "train"
+    events.append(e)
+    events.append(metrics_event(points, run_id=run_id, rank=rank, seq=5, producer_id=producer_id))
+    events.append(metrics_event(points, run_id=run_id, rank=rank, seq=6, step0=1000,
+                                producer_id=producer_id))
+    e = envelope(run_id, rank, 7, producer_id=producer_id)
+    e.heartbeat.SetInParent()
+    events.append(e)
+    e = envelope(run_id, rank, 8, producer_id=producer_id)
+    e.artifact.name, e.artifact.uri = "model.npz", "file:///store/ab"
+    e.artifact.size_bytes, e.artifact.sha256 = 1234, "ab" * 32
+    events.append(e)
+    e = envelope(run_id, rank, 9, producer_id=producer_id)
+    e.run_finished.status = pb.FINISHED
+    events.append(e)
+    for e in events:
+        validation.validate(e)
+    return events
+
+
+def table_rows(batch: RowBatch, table: schema.Table) -> list[dict[str, object]]:
+    columns = batch.columns(table.name)
+    return [dict(zip(table.column_names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def test_every_table_has_equal_length_columns_in_schema_order():
+    batch = RowBatch()
+    for e in sample_run():
+        batch.add(e)
+    for table in schema.TABLES:
+        columns = batch.columns(table.name)
+        assert len(columns) == len(table.columns)
+        assert len({len(c) for c in columns}) == 1, table.name
+    assert [t.name for t, _ in batch.nonempty()] == [t.name for t in schema.TABLES]
+    assert batch.events == 9
+    assert batch.points == 20
+    assert batch.rows == len(batch) == 2 + 2 + 1 + 1 + 20 + 1 + 1 + 1
+
+
+def test_run_started_gives_a_runs_row_and_a_running_status():
+    batch = RowBatch()
+    assert batch.add(sample_run()[0]) == 2
+    [run] = table_rows(batch, schema.RUNS)
+    assert run == {
+        "run_id": "run-1", "rank": 0, "experiment": "exp", "name": "my run", "world_size": 2,
+        "local_rank": 0, "node": "node-1", "git_commit": "abc123", "git_branch": "main",
+        "git_remote": "", "git_dirty": False, "in_git_repo": True, "python_version": "3.11.9",
+        "os": "Linux", "command": "train.py --lr 0.1", "cpu_count": 16,
+        "producer_id": "prod-a", "seq": 1, "ts_ms": TS,
+    }
+    [status] = table_rows(batch, schema.RUN_STATUS)
+    assert status["status"] == "RUNNING"
+    assert status["error"] == ""
+    assert (status["producer_id"], status["seq"]) == ("prod-a", 1)
+
+
+def test_run_finished_stores_the_status_name_and_error():
+    e = envelope(seq=3)
+    e.run_finished.status = pb.FAILED
+    e.run_finished.error = "Traceback: boom"
+    batch = RowBatch()
+    batch.add(e)
+    [row] = table_rows(batch, schema.RUN_STATUS)
+    assert (row["status"], row["error"], row["experiment"]) == ("FAILED", "Traceback: boom", "exp")
+    assert batch.row_count(schema.RUNS.name) == 0
+
+
+def test_params_tags_artifact_input_and_heartbeat_rows():
+    batch = RowBatch()
+    events = sample_run()
+    for e in events:
+        batch.add(e)
+    params = table_rows(batch, schema.PARAMS)
+    assert [(p["key"], p["value"], p["type"]) for p in params] == [
+        ("lr", "0.1", "FLOAT"), ("model.depth", "12", "INT")]
+    assert all(p["seq"] == 2 and p["rank"] == 0 for p in params)
+    [tag] = table_rows(batch, schema.TAGS)
+    assert (tag["key"], tag["value"], tag["seq"]) == ("team", "vision", 3)
+    [art] = table_rows(batch, schema.ARTIFACTS)
+    assert (art["name"], art["uri"], art["size_bytes"], art["sha256"]) == (
+        "model.npz", "file:///store/ab", 1234, "ab" * 32)
+    [inp] = table_rows(batch, schema.INPUTS)
+    assert (inp["name"], inp["uri"], inp["digest"], inp["role"]) == (
+        "train", "s3://d/train", "d1", "train")
+    [hb] = table_rows(batch, schema.HEARTBEATS)
+    assert hb == {"run_id": "run-1", "rank": 0, "ts_ms": TS}
+
+
+def test_metrics_one_row_per_point_with_identity():
+    e = metrics_event(5, rank=1, seq=7, keys=("loss", "acc", "lr"))
+    e.metrics.values[3] = math.nan
+    batch = RowBatch()
+    assert batch.add(e) == 5
+    rows = table_rows(batch, schema.METRICS)
+    assert [r["key"] for r in rows] == ["loss", "acc", "lr", "loss", "acc"]
+    assert [r["step"] for r in rows] == [0, 0, 0, 1, 1]
+    assert [r["idx"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["ts_ms"] for r in rows] == [TS + i for i in range(5)]
+    assert {(r["run_id"], r["rank"], r["producer_id"], r["seq"]) for r in rows} == {
+        ("run-1", 1, "prod-a", 7)}
+    assert math.isnan(float(rows[3]["value"]))  # type: ignore[arg-type]
+    assert rows[4]["value"] == 2.0
+    assert batch.points == 5
+
+
+def test_metrics_with_a_single_key():
+    batch = RowBatch()
+    batch.add(metrics_event(3, keys=("loss",)))
+    assert batch.columns(schema.METRICS.name)[1] == ["loss"] * 3
+
+
+def test_bad_key_index_adds_nothing():
+    e = metrics_event(4)
+    e.metrics.key_index[2] = 9
+    batch = RowBatch()
+    with pytest.raises(ValidationError):
+        batch.add(e)
+    assert batch.rows == 0
+    assert all(len(c) == 0 for c in batch.columns(schema.METRICS.name))
+
+
+def test_unknown_param_type_adds_nothing():
+    e = envelope()
+    e.params.params.add(key="a", value="1", type=pb.INT)
+    e.params.params.add(key="b", value="2", type=77)
+    batch = RowBatch()
+    with pytest.raises(ValidationError):
+        batch.add(e)
+    assert batch.row_count(schema.PARAMS.name) == 0
