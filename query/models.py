@@ -1,0 +1,155 @@
+"""Domain objects the query service returns and the query client hands to callers.
+
+Plain frozen dataclasses with no gRPC and no ClickHouse in them, so the service, the
+servicer, the client and the CLI share one vocabulary. Statuses and param types are the
+names of the ``RunStatus`` / ``ParamType`` enums in ``events.proto`` ("RUNNING",
+"FINISHED", ...; "STRING", "INT", ...). Times are epoch milliseconds (``*_ms``); an
+``end_ms`` of 0 means "still running". Instances are immutable and safe to share
+between threads (``MetricHistory`` holds lists: treat them as read-only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Status names (RunStatus in events.proto).
+UNSPECIFIED = "RUN_STATUS_UNSPECIFIED"
+RUNNING = "RUNNING"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+KILLED = "KILLED"
+CRASHED = "CRASHED"
+#: Statuses after which a rank (or the run) has ended.
+TERMINAL_STATUSES = frozenset({FINISHED, FAILED, KILLED, CRASHED})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """One run's headline: rank 0 owns the status; ``start_ms`` is the earliest rank start."""
+
+    run_id: str
+    experiment: str
+    name: str
+    status: str
+    start_ms: int
+    end_ms: int
+    world_size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankInfo:
+    """One rank (process) of a run: where it ran, and its own latest status."""
+
+    rank: int
+    local_rank: int
+    node: str
+    status: str
+    start_ms: int
+    end_ms: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricSummary:
+    """A metric over all ranks: ``last`` is the value at the highest (step, ts_ms)."""
+
+    key: str
+    last: float
+    last_step: int
+    min: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Param:
+    """A hyperparameter as text; ``type`` ("STRING", "INT", "FLOAT", "BOOL") says how to read it."""
+
+    key: str
+    value: str
+    type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tag:
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Artifact:
+    """A file or directory a run produced; ``sha256`` is hex."""
+
+    name: str
+    uri: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Input:
+    """A data set or file a run consumed; ``role`` is "train", "validation", ..."""
+
+    name: str
+    uri: str
+    digest: str
+    role: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeVersion:
+    git_commit: str = ""
+    git_branch: str = ""
+    git_remote: str = ""
+    git_dirty: bool = False
+    in_git_repo: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Environment:
+    python_version: str = ""
+    os: str = ""
+    command: str = ""
+    cpu_count: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """Everything recorded for one run. Sequences are sorted (by key, name or rank)."""
+
+    info: RunInfo
+    params: tuple[Param, ...] = ()
+    tags: tuple[Tag, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    metrics: tuple[MetricSummary, ...] = ()
+    ranks: tuple[RankInfo, ...] = ()
+    code: CodeVersion = field(default_factory=CodeVersion)
+    env: Environment = field(default_factory=Environment)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPage:
+    """One page of runs, newest start first; ``next_page_token`` is "" on the last page."""
+
+    runs: tuple[RunInfo, ...]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricHistory:
+    """Points of one metric, columnar: point i is (ranks[i], steps[i], values[i], ts_ms[i]).
+
+    Ordered by (rank, step, ts_ms) and deduplicated. ``next_page_token`` is "" when
+    every point is here.
+    """
+
+    run_id: str
+    key: str
+    ranks: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    ts_ms: list[int] = field(default_factory=list)
+    next_page_token: str = ""
+
+    def __len__(self) -> int:
+        return len(self.steps)
