@@ -1,0 +1,494 @@
+"""The public SDK: :func:`init` and :class:`Run`.
+
+One run is active per process at a time. ``Run.log`` is the hot path: it validates
+cheaply, appends ``(key, step, value, ts_ms)`` tuples to an in-memory list under a lock
+held only for the append, and returns; encoding and I/O happen on the sender thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from runstream import artifacts
+from runstream import params as params_mod
+from runstream.batch import Point
+from runstream.config import ProducerConfig
+from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
+from runstream.proto import config as names
+from runstream.proto.errors import AlreadyExistsError, InvalidArgumentError
+from runstream.proto.v1 import events_pb2
+from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_KEY_LEN, MAX_NAME_LEN
+from runstream.sender import FLUSH, STOP, EventQueue, Identity, Request, Sender
+from runstream.transport import KafkaTransport, SpoolTransport, Transport
+
+log = logging.getLogger("runstream")
+
+_STATUSES = {
+    "FINISHED": events_pb2.FINISHED,
+    "FAILED": events_pb2.FAILED,
+    "KILLED": events_pb2.KILLED,
+}
+_MAX_RUN_NAME = 256
+_MAX_ERROR = 65536
+
+_active: Run | None = None
+_active_lock = threading.Lock()
+_time_ns = time.time_ns
+
+
+class Run:
+    """One rank's handle on a run. Create with :func:`runstream.init`.
+
+    Methods are thread-safe. ``log`` never blocks on I/O (see its docstring for the one
+    bounded wait); ``log_artifact`` and ``log_input`` block while they copy or hash
+    files; ``flush`` and ``finish`` block up to their timeouts.
+    """
+
+    def __init__(
+        self,
+        *,
+        experiment: str,
+        run_id: str,
+        name: str | None,
+        launcher: LauncherInfo,
+        config: ProducerConfig,
+    ) -> None:
+        self.id = run_id
+        self.experiment = experiment
+        self.name = name
+        self.rank = launcher.rank
+        self.world_size = launcher.world_size
+        self.local_rank = launcher.local_rank
+        self.config = config
+        self._init_pid = os.getpid()
+        self._node = socket.gethostname()[:256]
+        self._next_step = 0
+        self._known_keys: set[str] = set()
+        self._params: dict[str, tuple[str, events_pb2.ParamType]] = {}
+        self._params_lock = threading.Lock()
+        self._finished = False
+        self._finish_lock = threading.Lock()
+        self._wake_at = config.points_per_batch
+        self._max_points = config.max_buffered_points
+        self._queue = EventQueue()
+        self._sender: Sender | None = None
+        self._start_sender(first=True)
+
+    # --- sender lifecycle -------------------------------------------------------------
+
+    def _transport(self, producer_id: str) -> Transport:
+        cfg = self.config
+        spool = SpoolTransport(cfg.spool_dir, producer_id, cfg.encoding, cfg.spool_roll_s)
+        if cfg.kafka:
+            return KafkaTransport(cfg.kafka, cfg.topic, cfg.encoding, spool)
+        return spool
+
+    def _start_sender(self, first: bool = False) -> Sender:
+        producer_id = uuid.uuid4().hex
+        started = None
+        if first:
+            started = (events_pb2.RunStarted(name=self.name or ""), _time_ns() // 1_000_000)
+        sender = Sender(
+            identity=Identity(
+                run_id=self.id,
+                experiment=self.experiment,
+                rank=self.rank,
+                world_size=self.world_size,
+                local_rank=self.local_rank,
+                node=self._node,
+                producer_id=producer_id,
+            ),
+            config=self.config,
+            queue=self._queue,
+            transport=self._transport(producer_id),
+            started=started,
+            heartbeats=os.getpid() == self._init_pid,
+        )
+        self._sender = sender
+        try:
+            sender.start()
+        except RuntimeError:
+            # Interpreter shutdown refuses new threads; finish() then sends inline.
+            pass
+        return sender
+
+    def _ensure_sender(self) -> Sender:
+        sender = self._sender
+        return sender if sender is not None else self._start_sender()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's buffered data stays the parent's; the child is a new producer
+        # (new producer_id, seq from 1) whose sender starts when it first has data.
+        self._queue = EventQueue()
+        self._sender = None
+        self._params_lock = threading.Lock()
+        self._finish_lock = threading.Lock()
+
+    @property
+    def producer_id(self) -> str:
+        """This process' producer id for this run (uuid4 hex; new after fork)."""
+        return self._ensure_sender().identity.producer_id
+
+    # --- the hot path -----------------------------------------------------------------
+
+    def log(self, metrics: Mapping[str, float | int], step: int | None = None) -> None:
+        """Record metric values at ``step`` (default: the previous step + 1, from 0).
+
+        Values: int and float (NaN and inf kept as they are), bool (cast to 1.0/0.0),
+        and anything with ``__float__`` such as numpy scalars; str raises. Keys: strings
+        of 1..250 characters. InvalidArgumentError on bad input, and nothing from that
+        call is recorded. Timestamps are taken here (epoch ms).
+
+        Cost about a microsecond per point; no I/O. When ``max_buffered_points``
+        (1,000,000) points wait for the sender (it cannot keep up: encoding slower than
+        logging), this call blocks until the sender takes the buffer - it takes all of
+        it at once, and spools to disk rather than waiting on Kafka, so the wait is one
+        sender cycle. Thread-safe.
+        """
+        if self._finished:
+            raise InvalidArgumentError(f"run {self.id} is finished; log() after finish()")
+        if step is None:
+            step = self._next_step
+        elif type(step) is not int:
+            step = _check_step(step)
+        elif step < 0:
+            raise InvalidArgumentError(f"step {step} is negative")
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
+            raise InvalidArgumentError(f"metrics must be a dict, not {type(metrics).__name__}")
+        known = self._known_keys
+        ts_ms = _time_ns() // 1_000_000
+        points: list[Point] = []
+        for key, value in metrics.items():
+            if key not in known:
+                _check_metric_key(key)
+                known.add(key)
+            if type(value) is not float:
+                value = _as_float(key, value)
+            points.append((key, step, value, ts_ms))
+        self._next_step = step + 1
+        if self._sender is None:
+            self._start_sender()
+        queue = self._queue
+        with queue.lock:
+            buffered = queue.points
+            buffered += points
+            n = len(buffered)
+        if n >= self._wake_at:
+            queue.wake.set()
+            if n >= self._max_points:
+                sender = self._ensure_sender()
+                queue.wait_for_room(self._max_points, sender.is_alive)
+
+    # --- other events -----------------------------------------------------------------
+
+    def _put_event(self, field: str, body: Any) -> None:
+        if self._finished:
+            raise InvalidArgumentError(f"run {self.id} is finished; no more events")
+        self._ensure_sender()
+        self._queue.put_event(field, body, _time_ns() // 1_000_000)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record hyperparameters. Nested dicts are flattened with dots ({"opt": {"lr":
+        0.1}} -> "opt.lr"); values are typed INT/FLOAT/BOOL/STRING and sent as text.
+        Re-logging a key with the same value is a no-op; with a different value it raises
+        InvalidArgumentError and records nothing from this call. Thread-safe; no I/O."""
+        typed = params_mod.typed_params(params)
+        with self._params_lock:
+            for key, (text, ptype) in typed.items():
+                old = self._params.get(key)
+                if old is not None and old != (text, ptype):
+                    raise InvalidArgumentError(
+                        f"param {key!r} was already logged as {old[0]!r}; cannot change it "
+                        f"to {text!r} (params are immutable within a run)"
+                    )
+            new = {k: v for k, v in typed.items() if k not in self._params}
+            if not new:
+                return
+            self._put_event(
+                "params",
+                events_pb2.Params(
+                    params=[events_pb2.Param(key=k, value=t, type=p) for k, (t, p) in new.items()]
+                ),
+            )
+            self._params.update(new)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (string values; others via ``str``). A later value for a key replaces
+        the earlier one. Thread-safe; no I/O."""
+        values = params_mod.tag_values(tags)
+        if values:
+            self._put_event(
+                "tags", events_pb2.Tags(tags=[events_pb2.Tag(key=k, value=v)
+                                              for k, v in values.items()])
+            )
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
+        """Copy a file or directory into the content-addressed store (the artifacts dir,
+        ``RUNSTREAM_ARTIFACTS``) and record it; returns the content's sha256 hex.
+        ``name`` defaults to the path's base name. Blocks while copying."""
+        source = Path(path)
+        label = name if name is not None else source.resolve().name
+        if not label or len(label) > MAX_NAME_LEN:
+            raise InvalidArgumentError(f"artifact name must be 1..{MAX_NAME_LEN} characters")
+        stored = artifacts.store(self.config.artifacts_dir, source)
+        self._put_event(
+            "artifact",
+            events_pb2.Artifact(
+                name=label, uri=stored.uri, size_bytes=stored.size_bytes, sha256=stored.sha256
+            ),
+        )
+        return stored.sha256
+
+    def log_input(
+        self,
+        uri_or_path: str | os.PathLike[str],
+        name: str | None = None,
+        digest: str | None = None,
+        role: str = "train",
+    ) -> str:
+        """Record a data set the run reads; returns its digest.
+
+        A local file is digested as ``sha256:<hex>`` of its content, a directory over its
+        sorted relative paths and file digests (blocks while hashing; pass ``digest`` to
+        skip). A URI with a scheme (``s3://...``, ``hf://...``) is recorded as given,
+        with ``digest`` or "". Anything else raises InvalidArgumentError.
+        """
+        text = os.fspath(uri_or_path)
+        path = Path(text).expanduser()
+        if "://" in text and not text.startswith("file://"):
+            uri = text
+            found = digest or ""
+        else:
+            if text.startswith("file://"):
+                from urllib.parse import unquote, urlparse
+
+                path = Path(unquote(urlparse(text).path))
+            if not path.exists():
+                raise InvalidArgumentError(
+                    f"input {text!r} is neither an existing path nor a URI with a scheme"
+                )
+            uri = path.resolve().as_uri()
+            found = digest if digest is not None else artifacts.input_digest(path)
+        label = name if name is not None else path.name
+        for what, value, limit in (("uri", uri, 4096), ("name", label, MAX_NAME_LEN),
+                                   ("digest", found, 256), ("role", role, 64)):
+            if len(value) > limit:
+                raise InvalidArgumentError(f"input {what} is over {limit} characters")
+        self._put_event(
+            "input", events_pb2.Input(name=label, uri=uri, digest=found, role=role)
+        )
+        return found
+
+    # --- flush and finish -------------------------------------------------------------
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until everything logged before this call is durable - acknowledged by
+        Kafka, or written to a published spool file - or ``timeout_s`` passes. Returns
+        True when it is. Thread-safe; idempotent; True at once after finish()."""
+        if self._finished:
+            return True
+        if self._sender is None and not self._queue.points and not self._queue.segments:
+            return True
+        sender = self._ensure_sender()
+        request = Request(timeout_s)
+        self._queue.put(FLUSH, request)
+        if not sender.is_alive():
+            sender.run_inline()
+        return request.done.wait(timeout_s) and request.ok
+
+    def finish(self, status: str = "FINISHED", error: str = "", timeout_s: float = 10.0) -> bool:
+        """End this rank's part of the run: send RunFinished (``status`` FINISHED, FAILED
+        or KILLED, ``error`` the reason), flush within ``timeout_s``, stop the sender.
+        Idempotent (later calls return True at once). In a forked child it only flushes
+        and stops: the rank's status belongs to the process that called init. Returns
+        True when everything was delivered or spooled in time. Blocks."""
+        global _active
+        if status not in _STATUSES:
+            raise InvalidArgumentError(
+                f"status {status!r}: expected one of {', '.join(_STATUSES)}"
+            )
+        with self._finish_lock:
+            if self._finished:
+                return True
+            if os.getpid() == self._init_pid:
+                self._queue.put_event(
+                    "run_finished",
+                    events_pb2.RunFinished(status=_STATUSES[status], error=error[-_MAX_ERROR:]),
+                    _time_ns() // 1_000_000,
+                )
+            self._finished = True
+            ok = True
+            if self._sender is not None or self._queue.points or self._queue.segments:
+                sender = self._ensure_sender()
+                request = Request(timeout_s)
+                self._queue.put(STOP, request)
+                if sender.is_alive():
+                    request.done.wait(timeout_s)
+                    sender.join(request.remaining_s())
+                else:
+                    sender.run_inline()
+                ok = request.done.is_set() and request.ok
+        with _active_lock:
+            if _active is self:
+                _active = None
+        return ok
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.finish("FINISHED")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish("KILLED", "".join(traceback.format_exception(exc_type, exc, tb)))
+        else:
+            self.finish("FAILED", "".join(traceback.format_exception(exc_type, exc, tb)))
+
+    def __repr__(self) -> str:
+        return (f"Run(id={self.id!r}, experiment={self.experiment!r}, rank={self.rank}, "
+                f"world_size={self.world_size})")
+
+
+def _check_step(step: object) -> int:
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise InvalidArgumentError(f"step must be a non-negative int, got {step!r:.80}")
+    value = int(step.__index__())
+    if value < 0:
+        raise InvalidArgumentError(f"step {value} is negative")
+    return value
+
+
+def _check_metric_key(key: object) -> None:
+    if type(key) is not str or not 0 < len(key) <= MAX_KEY_LEN:
+        raise InvalidArgumentError(
+            f"metric key {key!r:.80} must be a string of 1..{MAX_KEY_LEN} characters"
+        )
+
+
+def _as_float(key: str, value: object) -> float:
+    if isinstance(value, str | bytes) or value is None:
+        raise InvalidArgumentError(f"metric {key!r} value {value!r:.80} is not a number")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidArgumentError(f"metric {key!r} value {value!r:.80} is not a number") from e
+
+
+def init(
+    experiment: str,
+    name: str | None = None,
+    run_id: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    *,
+    encoding: str | None = None,
+    kafka: str | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    topic: str | None = None,
+    heartbeat_s: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Run:
+    """Start (or join, for the other ranks of a distributed job) a run and return it.
+
+    Settings: explicit argument > ``RUNSTREAM_*`` variable > default (``kafka`` unset
+    means the local spool, ``~/.runstream/spool``). Rank and the shared run id come from
+    the launcher (torchrun, SLURM, OpenMPI, PMI): ``run_id`` > ``RUNSTREAM_RUN_ID`` > the
+    launcher's job id > a fresh uuid4 hex for a single process; several ranks without a
+    shared id raise ConfigError. ``environ`` replaces os.environ (tests).
+
+    One run is active per process: calling init again before ``finish()`` returns the
+    active run when it has the same run id, else raises AlreadyExistsError. Malformed
+    settings raise ConfigError. Returns quickly: the sender thread captures the git
+    version and sends ``run_started``, then ``params`` and ``tags``. Thread-safe.
+    """
+    global _active
+    env = names.environ_or_os(environ)
+    if not isinstance(experiment, str) or not 0 < len(experiment) <= MAX_EXPERIMENT_LEN:
+        raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
+    if name is not None and (not isinstance(name, str) or len(name) > _MAX_RUN_NAME):
+        raise InvalidArgumentError(f"run name must be a string of at most {_MAX_RUN_NAME}")
+    config = ProducerConfig.from_env(env).with_explicit(
+        kafka=kafka,
+        topic=topic,
+        encoding=encoding,
+        spool_dir=None if spool_dir is None else Path(spool_dir),
+        artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
+        run_id=run_id,
+        heartbeat_s=heartbeat_s,
+    )
+    launcher = detect_launcher(env)
+    resolved = resolve_run_id(run_id, config.run_id, launcher)
+    typed = params_mod.typed_params(params) if params else {}
+    tag_text = params_mod.tag_values(tags) if tags else {}
+    with _active_lock:
+        if _active is not None:
+            if _active.id == resolved and _active.experiment == experiment:
+                return _active
+            raise AlreadyExistsError(
+                f"run {_active.id} (experiment {_active.experiment!r}) is still active in "
+                f"this process; call finish() on it before init() of run {resolved}"
+            )
+        run = Run(experiment=experiment, run_id=resolved, name=name, launcher=launcher,
+                  config=config)
+        _active = run
+    if typed:
+        run.log_params(params or {})
+    if tag_text:
+        run.set_tags(tag_text)
+    return run
+
+
+def active_run() -> Run | None:
+    """The run init() returned and finish() has not ended, if any."""
+    return _active
+
+
+def finish(status: str = "FINISHED", error: str = "") -> None:
+    """Finish the active run, if any (see :meth:`Run.finish`). Blocks up to 10 s."""
+    run = _active
+    if run is not None:
+        run.finish(status, error)
+
+
+def _finish_at_exit() -> None:
+    run = _active
+    if run is not None and not run._finished:
+        try:
+            ok = run.finish("FINISHED", timeout_s=run.config.exit_flush_s)
+        except Exception:
+            log.exception("runstream: finishing the run at exit failed")
+            return
+        if not ok:
+            log.error(
+                "runstream: run %s not fully flushed within %.0f s at exit; unsent events "
+                "were written to the spool where possible", run.id, run.config.exit_flush_s,
+            )
+
+
+def _after_fork_in_child() -> None:
+    global _active_lock
+    _active_lock = threading.Lock()
+    run = _active
+    if run is not None:
+        run._after_fork_in_child()
+
+
+atexit.register(_finish_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

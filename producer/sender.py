@@ -1,0 +1,258 @@
+"""The one background thread that turns buffered points and queued events into encoded
+events and hands them to a transport.
+
+Callers (``Run`` methods, any thread) only touch :class:`EventQueue`: a lock held for an
+append or a swap, never across I/O. The sender thread (``runstream-producer-sender``)
+wakes every ``flush_interval_s`` or when the buffer passes one batch, takes everything
+at once, builds columnar MetricsBatch events of at most ``points_per_batch`` points,
+assigns ``seq`` 1, 2, 3 ... in send order, encodes with the run's encoding and sends.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from runstream import capture
+from runstream.batch import Point, metrics_batches
+from runstream.config import ProducerConfig
+from runstream.proto import codec
+from runstream.proto.v1 import events_pb2
+from runstream.transport import Transport
+
+log = logging.getLogger("runstream")
+
+THREAD_NAME = "runstream-producer-sender"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """The envelope fields every event of one producer carries."""
+
+    run_id: str
+    experiment: str
+    rank: int
+    world_size: int
+    local_rank: int
+    node: str
+    producer_id: str
+
+
+class Request:
+    """A flush or stop the caller waits on; ``ok`` is set before ``done``."""
+
+    __slots__ = ("deadline", "done", "ok")
+
+    def __init__(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + max(timeout_s, 0.0)
+        self.done = threading.Event()
+        self.ok = False
+
+    def remaining_s(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def finish(self, ok: bool) -> None:
+        self.ok = ok
+        self.done.set()
+
+
+# Queue items, in caller order: a run of points, one event body, or a request.
+_POINTS, _EVENT, _FLUSH, _STOP = range(4)
+
+
+class EventQueue:
+    """What callers append to and the sender takes from. Thread-safe; nothing here
+    blocks except :meth:`wait_for_room`."""
+
+    __slots__ = ("lock", "points", "room", "segments", "wake")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)
+        self.points: list[Point] = []
+        self.segments: collections.deque[tuple[int, Any]] = collections.deque()
+        self.wake = threading.Event()
+
+    def put(self, kind: int, item: Any) -> None:
+        """Queue an event body or request after every point logged so far."""
+        with self.lock:
+            if self.points:
+                self.segments.append((_POINTS, self.points))
+                self.points = []
+            self.segments.append((kind, item))
+        self.wake.set()
+
+    def put_event(self, field: str, body: Message, ts_ms: int) -> None:
+        self.put(_EVENT, (field, body, ts_ms))
+
+    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Point]]:
+        with self.lock:
+            segments, points = self.segments, self.points
+            self.segments, self.points = collections.deque(), []
+            self.room.notify_all()
+        return segments, points
+
+    def wait_for_room(self, limit: int, alive: Callable[[], bool]) -> None:
+        """Block the caller while ``limit`` or more points wait for the sender."""
+        self.wake.set()
+        with self.room:
+            while len(self.points) >= limit and alive():
+                self.room.wait(0.1)
+
+
+class Sender:
+    """Encodes and sends for one producer (one run in one process).
+
+    ``start()`` runs the loop on a daemon thread named ``runstream-producer-sender``;
+    ``run_inline()`` does the same work on the calling thread (at interpreter exit, when
+    no thread can be started). ``started`` is the RunStarted body to complete with code
+    version and environment and send first; None in a forked child.
+    """
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        config: ProducerConfig,
+        queue: EventQueue,
+        transport: Transport,
+        started: tuple[events_pb2.RunStarted, int] | None,
+        heartbeats: bool,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.queue = queue
+        self.transport = transport
+        self._started = started
+        self._heartbeats = heartbeats
+        self._key = f"{identity.run_id}/{identity.rank}".encode()
+        self._seq = 0
+        self._stopped = False
+        self._next_heartbeat = time.monotonic() + config.heartbeat_s
+        self._thread: threading.Thread | None = None
+        self.events_sent = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(timeout_s, 0.0))
+
+    def run_inline(self) -> None:
+        """Process everything queued, including a stop, on the calling thread."""
+        self._send_run_started()
+        while not self._stopped:
+            self._cycle()
+            if not self._stopped and not self.queue.segments and not self.queue.points:
+                break
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._send_run_started()
+        interval = self.config.flush_interval_s
+        while not self._stopped:
+            self.queue.wake.wait(interval)
+            self.queue.wake.clear()
+            self._cycle()
+
+    def _cycle(self) -> None:
+        segments, points = self.queue.take()
+        for kind, item in segments:
+            try:
+                self._handle(kind, item)
+            except Exception:  # one bad item must not cost the others, nor the thread
+                log.exception("runstream: the sender could not send an event")
+        if points:
+            try:
+                self._send_points(points)
+            except Exception:
+                log.exception("runstream: the sender could not send metric points")
+        if self._stopped:
+            return
+        try:
+            if self._heartbeats and time.monotonic() >= self._next_heartbeat:
+                self._next_heartbeat = time.monotonic() + self.config.heartbeat_s
+                self._send("heartbeat", events_pb2.Heartbeat(), _now_ms())
+            self.transport.maintain()
+        except Exception:  # the thread must survive to serve flush() and finish()
+            log.exception("runstream: the sender hit an unexpected error")
+
+    def _handle(self, kind: int, item: Any) -> None:
+        if kind == _POINTS:
+            self._send_points(item)
+        elif kind == _EVENT:
+            field, body, ts_ms = item
+            self._send(field, body, ts_ms)
+        elif kind == _FLUSH:
+            item.finish(self._safe(lambda: self.transport.flush(item.remaining_s())))
+        elif kind == _STOP:
+            self._stopped = True
+            item.finish(self._safe(lambda: self.transport.close(item.remaining_s())))
+
+    @staticmethod
+    def _safe(call: Callable[[], bool]) -> bool:
+        try:
+            return call()
+        except Exception:
+            log.exception("runstream: flushing the transport failed")
+            return False
+
+    def _send_run_started(self) -> None:
+        if self._started is None:
+            return
+        body, ts_ms = self._started
+        self._started = None
+        try:
+            body.code.CopyFrom(capture.code_version())
+            body.env.CopyFrom(capture.environment())
+        except Exception:
+            log.exception("runstream: capturing code version and environment failed")
+        try:
+            self._send("run_started", body, ts_ms)
+        except Exception:
+            log.exception("runstream: sending run_started failed")
+
+    def _send_points(self, points: list[Point]) -> None:
+        ts_ms = _now_ms()
+        for batch in metrics_batches(points, self.config.points_per_batch):
+            self._send("metrics", batch, ts_ms)
+
+    def _send(self, field: str, body: Message, ts_ms: int) -> None:
+        ident = self.identity
+        self._seq += 1
+        event = events_pb2.RunEvent(
+            run_id=ident.run_id,
+            experiment=ident.experiment,
+            rank=ident.rank,
+            world_size=ident.world_size,
+            local_rank=ident.local_rank,
+            node=ident.node,
+            producer_id=ident.producer_id,
+            seq=self._seq,
+            ts_ms=ts_ms,
+        )
+        getattr(event, field).CopyFrom(body)
+        self.transport.send(self._key, codec.encode(event, self.config.encoding))
+        self.events_sent += 1
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+FLUSH, STOP = _FLUSH, _STOP
