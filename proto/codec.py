@@ -44,7 +44,7 @@ _AVRO_NAMESPACE = "runstream.v1."
 def avro_schema() -> dict[str, Any]:
     """The parsed Avro schema of RunEvent (events.avsc)."""
     text = resources.files("runstream.proto.v1").joinpath("events.avsc").read_text("utf-8")
-    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(text))
+    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(text))  # type: ignore[assignment]
     return parsed
 
 
@@ -97,7 +97,7 @@ def decode(data: bytes, content_type: str | None = None) -> events_pb2.RunEvent:
     buf = io.BytesIO(data)
     buf.seek(10)
     try:
-        record = fastavro.schemaless_reader(
+        record: Any = fastavro.schemaless_reader(
             buf, avro_schema(), avro_schema(), return_record_name=True
         )
     except Exception as e:  # fastavro raises many types on corrupt input
@@ -116,14 +116,15 @@ def decode(data: bytes, content_type: str | None = None) -> events_pb2.RunEvent:
 
 def _message_to_avro(msg: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in msg.DESCRIPTOR.fields:
+    descriptor: Any = msg.DESCRIPTOR
+    for field in descriptor.fields:
         if field.containing_oneof is not None:
             continue
         out[field.name] = _value_to_avro(field, getattr(msg, field.name))
-    for oneof in msg.DESCRIPTOR.oneofs:
+    for oneof in descriptor.oneofs:
         which = msg.WhichOneof(oneof.name)
         if which is None:
-            raise InvalidArgumentError(f"{msg.DESCRIPTOR.name}.{oneof.name} is not set")
+            raise InvalidArgumentError(f"{descriptor.name}.{oneof.name} is not set")
         sub = getattr(msg, which)
         # fastavro picks the union branch of a record by its "-type" key.
         datum = _message_to_avro(sub)
@@ -132,7 +133,7 @@ def _message_to_avro(msg: Message) -> dict[str, Any]:
     return out
 
 
-def _value_to_avro(field: FieldDescriptor, value: Any) -> Any:
+def _value_to_avro(field: Any, value: Any) -> Any:
     if field.is_repeated:
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             return [_message_to_avro(v) for v in value]
@@ -147,7 +148,7 @@ def _value_to_avro(field: FieldDescriptor, value: Any) -> Any:
 
 
 def _avro_to_message(record: dict[str, Any], msg: Message) -> None:
-    descriptor = msg.DESCRIPTOR
+    descriptor: Any = msg.DESCRIPTOR
     for oneof in descriptor.oneofs:
         name, datum = record[oneof.name]
         short = name.rpartition(".")[2]

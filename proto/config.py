@@ -26,7 +26,7 @@ SPOOL_DIR = "RUNSTREAM_SPOOL_DIR"
 ARTIFACTS = "RUNSTREAM_ARTIFACTS"
 RUN_ID = "RUNSTREAM_RUN_ID"
 ENCODING = "RUNSTREAM_ENCODING"
-TOKEN = "RUNSTREAM_TOKEN"
+TOKEN = "RUNSTREAM_TOKEN"  # noqa: S105 - a variable name, not a secret
 # Kafka topic of run events; the dead-letter topic is "<topic>.dlq".
 TOPIC = "RUNSTREAM_TOPIC"
 # Root of every default local path below.
@@ -67,7 +67,9 @@ def env_path(environ: Mapping[str, str], name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
-def env_choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+def env_choice(
+    environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
+) -> str:
     value = env_str(environ, name, default)
     return check_choice(name, value, choices)
 

@@ -90,7 +90,7 @@ class SpoolWriter:
         self._file_no += 1
         name = f"{self.producer_id}-{os.getpid()}-{self._file_no:08d}.part"
         self._path = self.directory / name
-        self._fh = open(self._path, "ab")  # noqa: SIM115 - closed in roll()
+        self._fh = open(self._path, "ab")
         return self._fh
 
 
@@ -144,7 +144,7 @@ def _pid_alive(pid: int) -> bool:
 def recover(directory: Path) -> list[Path]:
     """Publish files left by dead processes (same host): orphan ``.part`` files and stale
     claims go back to ``.spool``. Returns the recovered paths."""
-    recovered = []
+    recovered: list[Path] = []
     if not directory.is_dir():
         return recovered
     for path in sorted(directory.iterdir()):

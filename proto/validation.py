@@ -25,6 +25,9 @@ MAX_KEYS_PER_BATCH = 100_000
 MAX_ITEMS_PER_EVENT = 100_000
 # Years 1970..2400 in epoch milliseconds: anything outside is a corrupt clock or field.
 MAX_TS_MS = 13_569_465_600_000
+_PARAM_TYPES = frozenset(
+    (events_pb2.STRING, events_pb2.INT, events_pb2.FLOAT, events_pb2.BOOL)
+)
 
 
 def check_run_id(run_id: str) -> None:
@@ -70,8 +73,8 @@ def validate(event: events_pb2.RunEvent) -> None:
         for p in event.params.params:
             check_key("param", p.key)
             _check_len(f"param {p.key!r} value", p.value, MAX_PARAM_VALUE_LEN)
-            if p.type == events_pb2.PARAM_TYPE_UNSPECIFIED:
-                raise ValidationError(f"param {p.key!r} has no type")
+            if p.type not in _PARAM_TYPES:
+                raise ValidationError(f"param {p.key!r} has no known type ({p.type})")
     elif body == "tags":
         _check_count("tags", len(event.tags.tags))
         for t in event.tags.tags:
@@ -104,8 +107,8 @@ def validate(event: events_pb2.RunEvent) -> None:
         f = event.run_finished
         if f.status not in (events_pb2.FINISHED, events_pb2.FAILED, events_pb2.KILLED):
             raise ValidationError(
-                f"run_finished status {events_pb2.RunStatus.Name(f.status)} "
-                "is not FINISHED, FAILED or KILLED"
+                f"run_finished status {f.status} is not FINISHED, FAILED or KILLED"
+                " (CRASHED is set by the consumer side, never sent)"
             )
         _check_len("error", f.error, MAX_TEXT_LEN)
 

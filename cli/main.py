@@ -1,0 +1,286 @@
+"""The `runstream` command: services (serve, consume, query-server), sync, and read commands.
+
+This is the composition root: the only place that wires producer, consumer and query
+together. Imports are lazy so `runstream sync` never loads grpcio or ClickHouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from runstream.proto import config as names
+from runstream.proto.errors import RunstreamError
+
+log = logging.getLogger("runstream.cli")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set `stop`; a second SIGINT exits at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("received %s, finishing the batch in hand", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The process environment with explicit flags applied on top (flags win)."""
+    env = dict(os.environ)
+    for flag, name in (
+        ("kafka", names.KAFKA),
+        ("clickhouse", names.CLICKHOUSE),
+        ("database", names.CLICKHOUSE_DATABASE),
+        ("addr", names.QUERY_ADDR),
+        ("spool_dir", names.SPOOL_DIR),
+        ("topic", names.TOPIC),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            env[name] = str(value)
+    return env
+
+
+def _report_progress(stop: threading.Event, counters: Callable[[], tuple[int, int, int]],
+                     every_s: float = 10.0) -> threading.Thread:
+    """Print points/s, events and dead-letter counts every `every_s` while there is traffic."""
+
+    def loop() -> None:
+        last_points, last_t = counters()[0], time.monotonic()
+        while not stop.wait(every_s):
+            points, events, dead = counters()
+            now = time.monotonic()
+            if points != last_points:
+                rate = (points - last_points) / (now - last_t)
+                print(f"runstream: {points:,} points ({rate:,.0f}/s), {events:,} events, "
+                      f"{dead:,} dead-lettered", flush=True)
+            last_points, last_t = points, now
+
+    thread = threading.Thread(target=loop, name="runstream-cli-progress", daemon=True)
+    thread.start()
+    return thread
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Embedded mode: ingestion (spool, and Kafka if configured) + query service, one process."""
+    from runstream.consumer import build_kafka_pipeline, build_spool_pipeline, connect_clickhouse
+    from runstream.consumer.config import ConsumerConfig
+    from runstream.query.server import QueryConfig, start_server
+
+    env = _env_overrides(args)
+    consumer_config = ConsumerConfig.from_env(env)
+    query_config = QueryConfig.from_env(env)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    # One chdb path opens in one process only: ingestion shares this client, and the
+    # pipelines create the tables before the query service starts answering.
+    client = connect_clickhouse(consumer_config.clickhouse_dsn, consumer_config.database)
+    pipelines = [build_spool_pipeline(consumer_config, client=client)]
+    if consumer_config.kafka_bootstrap:
+        pipelines.append(build_kafka_pipeline(consumer_config, client=client))
+    server = start_server(query_config)
+    threads = [
+        threading.Thread(target=p.run, args=(stop,), name=f"runstream-consumer-{i}")
+        for i, p in enumerate(pipelines)
+    ]
+    for t in threads:
+        t.start()
+    sources = f"spool {consumer_config.spool_dir}"
+    if consumer_config.kafka_bootstrap:
+        sources += (f" + Kafka {','.join(consumer_config.kafka_bootstrap)}"
+                    f" topic {consumer_config.topic}")
+    print(f"runstream serve: query service on {server.address}, "
+          f"ClickHouse {consumer_config.clickhouse_dsn}, ingesting from {sources}", flush=True)
+    _report_progress(stop, lambda: _sum_counters(pipelines))
+    try:
+        while not stop.wait(0.5):
+            if not all(t.is_alive() for t in threads):
+                log.error("an ingestion thread stopped unexpectedly; shutting down")
+                stop.set()
+                return 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        server.stop(grace_s=5.0)
+        print("runstream serve: stopped", flush=True)
+    return 0
+
+
+def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
+    return (
+        sum(p.points for p in pipelines),
+        sum(p.events for p in pipelines),
+        sum(p.dead_lettered for p in pipelines),
+    )
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from runstream.consumer import build_kafka_pipeline
+    from runstream.consumer.config import ConsumerConfig
+
+    config = ConsumerConfig.from_env(_env_overrides(args))
+    if not config.kafka_bootstrap:
+        raise RunstreamError(f"runstream consume needs Kafka: set {names.KAFKA} or --kafka")
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    pipeline = build_kafka_pipeline(config)
+    print(f"runstream consume: {','.join(config.kafka_bootstrap)} topic {config.topic} -> "
+          f"ClickHouse {config.clickhouse_dsn} database {config.database}", flush=True)
+    _report_progress(stop, lambda: _sum_counters([pipeline]))
+    pipeline.run(stop)
+    print("runstream consume: stopped", flush=True)
+    return 0
+
+
+def cmd_query_server(args: argparse.Namespace) -> int:
+    from runstream.query.server import QueryConfig, start_server
+
+    config = QueryConfig.from_env(_env_overrides(args))
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    server = start_server(config)
+    print(f"runstream query-server: listening on {server.address}", flush=True)
+    stop.wait()
+    server.stop(grace_s=5.0)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from runstream.sync import sync
+
+    env = _env_overrides(args)
+    bootstrap = env.get(names.KAFKA, "")
+    if not bootstrap:
+        raise RunstreamError(f"runstream sync needs Kafka: set {names.KAFKA} or --kafka")
+    names.parse_bootstrap(names.KAFKA, bootstrap)
+    spool_dir = names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env))
+    topic = names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rrunstream sync: {done}/{total} spool files sent", end="", flush=True)
+
+    stats = sync(spool_dir, bootstrap, topic, progress=progress)
+    print(f"\nrunstream sync: {stats}", flush=True)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from runstream.query.client import Client
+
+    return Client(_env_overrides(args).get(names.QUERY_ADDR) or names.DEFAULT_QUERY_ADDR)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from runstream.cli.read_commands import cmd_runs as run
+
+    with _client(args) as client:
+        return int(run(client, args.experiment, args.limit, args.json))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from runstream.cli.read_commands import cmd_show as run
+
+    with _client(args) as client:
+        return int(run(client, args.run_id, args.json))
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from runstream.cli.read_commands import cmd_history as run
+
+    ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else None
+    with _client(args) as client:
+        return int(run(client, args.run_id, args.key, ranks, args.limit, args.json))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runstream",
+        description="Experiment tracking for distributed training. Flags override "
+        "RUNSTREAM_* environment variables, which override defaults.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def service_flags(p: argparse.ArgumentParser, *, query: bool, ingest: bool) -> None:
+        p.add_argument("--clickhouse", help=f"ClickHouse DSN ({names.CLICKHOUSE})")
+        p.add_argument("--database", help=f"ClickHouse database ({names.CLICKHOUSE_DATABASE})")
+        if query:
+            p.add_argument("--addr", help=f"host:port to listen on ({names.QUERY_ADDR})")
+        if ingest:
+            p.add_argument("--kafka", help=f"Kafka bootstrap servers ({names.KAFKA})")
+            p.add_argument("--topic", help=f"Kafka topic ({names.TOPIC})")
+
+    p = sub.add_parser("serve", help="embedded mode: ingest (spool, Kafka if set) + query service")
+    service_flags(p, query=True, ingest=True)
+    p.add_argument("--spool-dir", type=Path, help=f"spool directory ({names.SPOOL_DIR})")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("consume", help="ingest from Kafka into ClickHouse")
+    service_flags(p, query=False, ingest=True)
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("query-server", help="serve the gRPC query service")
+    service_flags(p, query=True, ingest=False)
+    p.set_defaults(func=cmd_query_server)
+
+    p = sub.add_parser("sync", help="send spooled events (offline runs) to Kafka")
+    p.add_argument("--kafka", help=f"Kafka bootstrap servers ({names.KAFKA})")
+    p.add_argument("--topic", help=f"Kafka topic ({names.TOPIC})")
+    p.add_argument("--spool-dir", type=Path, help=f"spool directory ({names.SPOOL_DIR})")
+    p.set_defaults(func=cmd_sync)
+
+    def read_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs (50)")
+    read_flags(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="everything recorded for one run")
+    p.add_argument("run_id")
+    read_flags(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("history", help="a metric's points over steps")
+    p.add_argument("run_id")
+    p.add_argument("key")
+    p.add_argument("--ranks", help="comma-separated ranks (default: all)")
+    p.add_argument("--limit", type=int, default=0, help="print at most this many points (0: all)")
+    read_flags(p)
+    p.set_defaults(func=cmd_history)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except RunstreamError as e:
+        print(f"runstream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from runstream.proto.errors import ValidationError
+from runstream.proto.v1 import events_pb2 as pb
+from runstream.proto.validation import validate
+from tests.unit.test_codec import envelope, every_event_type
+
+
+def test_every_well_formed_event_is_valid() -> None:
+    for event in every_event_type():
+        validate(event)
+
+
+def _metrics() -> pb.RunEvent:
+    return every_event_type()[2]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda e: setattr(e, "run_id", ""), "run_id"),
+        (lambda e: setattr(e, "run_id", "a b"), "run_id"),
+        (lambda e: setattr(e, "run_id", "x" * 65), "run_id"),
+        (lambda e: setattr(e, "experiment", ""), "experiment"),
+        (lambda e: setattr(e, "world_size", 0), "world_size"),
+        (lambda e: setattr(e, "rank", 4), "rank"),
+        (lambda e: setattr(e, "seq", 0), "seq"),
+        (lambda e: setattr(e, "ts_ms", -1), "ts_ms"),
+        (lambda e: setattr(e, "producer_id", ""), "producer_id"),
+        (lambda e: e.metrics.values.append(1.0), "differ in length"),
+        (lambda e: e.metrics.key_index.__setitem__(0, 9), "key table"),
+        (lambda e: e.metrics.keys.__setitem__(0, ""), "metric key"),
+        (lambda e: e.metrics.keys.__setitem__(0, "k" * 251), "metric key"),
+        (lambda e: e.metrics.steps.__setitem__(0, -5), "negative"),
+    ],
+)
+def test_broken_events_are_rejected_with_a_reason(mutate, reason: str) -> None:
+    event = _metrics()
+    mutate(event)
+    with pytest.raises(ValidationError, match=reason):
+        validate(event)
+
+
+def test_event_without_body_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="no body"):
+        validate(envelope())
+
+
+def test_producer_cannot_claim_crashed() -> None:
+    event = envelope()
+    event.run_finished.status = pb.CRASHED
+    with pytest.raises(ValidationError, match="CRASHED"):
+        validate(event)
+
+
+def test_oversized_param_value_is_rejected() -> None:
+    event = envelope()
+    event.params.params.add(key="k", value="v" * 6001, type=pb.STRING)
+    with pytest.raises(ValidationError, match="over the limit"):
+        validate(event)
+
+
+@pytest.mark.parametrize("param_type", [0, 99])
+def test_unknown_param_type_is_rejected(param_type: int) -> None:
+    event = envelope()
+    event.params.params.add(key="k", value="v", type=param_type)
+    with pytest.raises(ValidationError, match="no known type"):
+        validate(event)
+
+
+def test_unknown_status_number_is_rejected() -> None:
+    event = envelope()
+    event.run_finished.status = 42  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="status"):
+        validate(event)
