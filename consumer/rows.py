@@ -173,6 +173,12 @@ class RowBatch:
                 "git_remote": s.code.git_remote, "git_dirty": s.code.git_dirty,
                 "in_git_repo": s.code.in_git_repo, "python_version": s.env.python_version,
                 "os": s.env.os, "command": s.env.command, "cpu_count": s.env.cpu_count,
+                "git_diff_sha256": s.code.diff_sha256, "git_diff_uri": s.code.diff_uri,
+                "cpu_model": s.env.cpu_model, "memory_bytes": s.env.memory_bytes,
+                "packages": {p.name: p.version for p in s.env.packages},
+                "gpus": [g.name for g in s.env.gpus],
+                "gpu_memory_bytes": [g.memory_bytes for g in s.env.gpus],
+                "gpu_driver": s.env.gpu_driver, "cuda_version": s.env.cuda_version,
             }
         )
         self._status(event, _STATUS_NAMES[events_pb2.RUNNING], "")

@@ -84,30 +84,62 @@ class RunStarted(_message.Message):
     def __init__(self, name: _Optional[str] = ..., code: _Optional[_Union[CodeVersion, _Mapping]] = ..., env: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
 
 class CodeVersion(_message.Message):
-    __slots__ = ("git_commit", "git_branch", "git_remote", "git_dirty", "in_git_repo")
+    __slots__ = ("git_commit", "git_branch", "git_remote", "git_dirty", "in_git_repo", "diff_sha256", "diff_uri")
     GIT_COMMIT_FIELD_NUMBER: _ClassVar[int]
     GIT_BRANCH_FIELD_NUMBER: _ClassVar[int]
     GIT_REMOTE_FIELD_NUMBER: _ClassVar[int]
     GIT_DIRTY_FIELD_NUMBER: _ClassVar[int]
     IN_GIT_REPO_FIELD_NUMBER: _ClassVar[int]
+    DIFF_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DIFF_URI_FIELD_NUMBER: _ClassVar[int]
     git_commit: str
     git_branch: str
     git_remote: str
     git_dirty: bool
     in_git_repo: bool
-    def __init__(self, git_commit: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_remote: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., in_git_repo: _Optional[bool] = ...) -> None: ...
+    diff_sha256: str
+    diff_uri: str
+    def __init__(self, git_commit: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_remote: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., in_git_repo: _Optional[bool] = ..., diff_sha256: _Optional[str] = ..., diff_uri: _Optional[str] = ...) -> None: ...
+
+class Package(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Gpu(_message.Message):
+    __slots__ = ("name", "memory_bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ("python_version", "os", "command", "cpu_count")
+    __slots__ = ("python_version", "os", "command", "cpu_count", "cpu_model", "memory_bytes", "packages", "gpus", "gpu_driver", "cuda_version")
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     CPU_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_DRIVER_FIELD_NUMBER: _ClassVar[int]
+    CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
     python_version: str
     os: str
     command: str
     cpu_count: int
-    def __init__(self, python_version: _Optional[str] = ..., os: _Optional[str] = ..., command: _Optional[str] = ..., cpu_count: _Optional[int] = ...) -> None: ...
+    cpu_model: str
+    memory_bytes: int
+    packages: _containers.RepeatedCompositeFieldContainer[Package]
+    gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
+    gpu_driver: str
+    cuda_version: str
+    def __init__(self, python_version: _Optional[str] = ..., os: _Optional[str] = ..., command: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., packages: _Optional[_Iterable[_Union[Package, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., gpu_driver: _Optional[str] = ..., cuda_version: _Optional[str] = ...) -> None: ...
 
 class Param(_message.Message):
     __slots__ = ("key", "value", "type")

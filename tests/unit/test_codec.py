@@ -29,6 +29,14 @@ def every_event_type() -> list[pb.RunEvent]:
     started.run_started.env.python_version = "3.11.7"
     started.run_started.env.cpu_count = 2
     started.run_started.env.command = "train.py --lr 0.1"
+    started.run_started.env.cpu_model = "AMD EPYC"
+    started.run_started.env.memory_bytes = 24 << 30
+    started.run_started.env.packages.add(name="numpy", version="2.4.6")
+    started.run_started.env.gpus.add(name="NVIDIA H100", memory_bytes=80 << 30)
+    started.run_started.env.gpu_driver = "550.54"
+    started.run_started.env.cuda_version = "12.4"
+    started.run_started.code.diff_sha256 = "ef" * 32
+    started.run_started.code.diff_uri = "file:///store/sha256/ef/" + "ef" * 32
     params = envelope(2)
     params.params.params.add(key="optim.lr", value="0.1", type=pb.FLOAT)
     params.params.params.add(key="epochs", value="3", type=pb.INT)

@@ -107,6 +107,8 @@ def test_run_started_gives_a_runs_row_and_a_running_status():
         "local_rank": 0, "node": "node-1", "git_commit": "abc123", "git_branch": "main",
         "git_remote": "", "git_dirty": False, "in_git_repo": True, "python_version": "3.11.9",
         "os": "Linux", "command": "train.py --lr 0.1", "cpu_count": 16,
+        "git_diff_sha256": "", "git_diff_uri": "", "cpu_model": "", "memory_bytes": 0,
+        "packages": {}, "gpus": [], "gpu_memory_bytes": [], "gpu_driver": "", "cuda_version": "",
         "producer_id": "prod-a", "seq": 1, "ts_ms": TS,
     }
     [status] = table_rows(batch, schema.RUN_STATUS)
