@@ -31,10 +31,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def zero(ctype: str) -> Any:
+    if ctype.startswith("Map("):
+        return {}
+    if ctype.startswith("Array("):
+        return []
+    return DEFAULTS[ctype]
+
+
 def insert(ch: Any, table: schema.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows given as dicts; missing columns get their type's zero value."""
     types = {name: ctype.split(" CODEC")[0] for name, ctype in table.columns}
-    data = [[row.get(c, DEFAULTS[types[c]]) for c in table.column_names] for row in rows]
+    data = [[row.get(c, zero(types[c])) for c in table.column_names] for row in rows]
     ch.insert(table.name, data, column_names=list(table.column_names))
 
 
