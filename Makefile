@@ -44,9 +44,12 @@ typecheck: install
 proto: install
 	PYTHON=$(PY) proto/generate.sh
 
+## make bench: benchmark tables (medians, each against a baseline measured in the same run);
+## installs the bench extra (MLflow, for side-by-side numbers). BENCH="producer query" for a subset.
 bench: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
 	deploy/kafka.sh fetch >/dev/null
-	$(PY) deploy/bench/run_bench.py
+	$(PY) deploy/bench/run_bench.py $(BENCH)
 
 kafka-start:
 	deploy/kafka.sh start
