@@ -15,11 +15,15 @@ service.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runstream.consumer.config import ConsumerConfig, check_database
 from runstream.consumer.dlq import KafkaDeadLetterSink, SpoolDeadLetterSink
+from runstream.consumer.liveness import LivenessChecker
 from runstream.consumer.pipeline import Pipeline, dedup_token
+from runstream.consumer.progress import ProgressReporter
 from runstream.consumer.rows import RowBatch
 from runstream.consumer.sink import ClickHouseSink
 from runstream.consumer.sources import KafkaSource, Message, SpoolSource
@@ -31,8 +35,10 @@ __all__ = [
     "ConsumerConfig",
     "KafkaDeadLetterSink",
     "KafkaSource",
+    "LivenessChecker",
     "Message",
     "Pipeline",
+    "ProgressReporter",
     "RowBatch",
     "SpoolDeadLetterSink",
     "SpoolSource",
@@ -41,6 +47,7 @@ __all__ = [
     "connect_clickhouse",
     "dedup_token",
     "run_consumer",
+    "start_monitors",
 ]
 
 
@@ -85,6 +92,7 @@ def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -
     source = KafkaSource(
         config.kafka_bootstrap, config.topic, config.group_id,
         max_poll_records=config.max_poll_records, client_id=config.client_id,
+        **({"group_instance_id": config.instance_id} if config.instance_id else {}),
     )
     try:
         dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,
@@ -113,3 +121,38 @@ def run_consumer(
     pipeline = build_kafka_pipeline(config, client=client)
     pipeline.run(stop)
     return pipeline
+
+
+def start_monitors(
+    config: ConsumerConfig,
+    pipelines: Sequence[Pipeline],
+    stop: threading.Event,
+    *,
+    client: Any | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[threading.Thread]:
+    """Start the CRASHED detection (``runstream-consumer-liveness``) and the progress
+    reporter (``runstream-consumer-progress``) for this process's ``pipelines``; both
+    stop when ``stop`` is set. With chdb they share ``client``; over HTTP each opens its
+    own (one HTTP session serves one query at a time). Liveness passes run only while
+    every pipeline is caught up (a poll that was not full within the crash timeout)."""
+    shared = client is not None and config.clickhouse_dsn.startswith("chdb:")
+
+    def own_client() -> Any:
+        if shared:
+            return client
+        return connect_clickhouse(config.clickhouse_dsn, config.database)
+
+    def ready() -> bool:
+        now = time.monotonic()
+        return all(
+            p.last_unsaturated_poll is not None
+            and now - p.last_unsaturated_poll <= config.crash_timeout_s
+            for p in pipelines
+        )
+
+    liveness = LivenessChecker(own_client(), config.database,
+                               timeout_s=config.crash_timeout_s, ready=ready)
+    reporter = ProgressReporter(own_client(), config.database, pipelines,
+                                interval_s=config.progress_interval_s, echo=echo)
+    return [liveness.start(stop), reporter.start(stop)]

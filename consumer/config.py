@@ -18,10 +18,15 @@ from runstream.proto.errors import ConfigError
 GROUP_ID = "RUNSTREAM_CONSUMER_GROUP"
 MAX_BATCH_ROWS = "RUNSTREAM_CONSUMER_MAX_BATCH_ROWS"
 MAX_BATCH_AGE_S = "RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S"
+CRASH_TIMEOUT_S = "RUNSTREAM_CRASH_TIMEOUT_S"
+PROGRESS_S = "RUNSTREAM_CONSUMER_PROGRESS_S"
+INSTANCE_ID = "RUNSTREAM_CONSUMER_INSTANCE_ID"
 
 DEFAULT_GROUP_ID = "runstream-consumer"
 DEFAULT_MAX_BATCH_ROWS = 50_000
 DEFAULT_MAX_BATCH_AGE_S = 0.5
+DEFAULT_CRASH_TIMEOUT_S = 60.0
+DEFAULT_PROGRESS_S = 5.0
 
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Kafka's own rule for topic names (and group ids, which we hold to the same).
@@ -81,6 +86,14 @@ class ConsumerConfig:
     max_poll_records: int = 5000
     #: Kafka client id prefix (shows up in broker logs and metrics).
     client_id: str = field(default="runstream-consumer")
+    #: Kafka static membership (``group.instance.id``; empty = dynamic): a consumer that
+    #: restarts with the same id gets its partitions back at once instead of after the
+    #: session timeout (45 s). Give each consumer process of a deployment its own, stable id.
+    instance_id: str = ""
+    #: A RUNNING rank with no heartbeat or event for this many seconds becomes CRASHED.
+    crash_timeout_s: float = DEFAULT_CRASH_TIMEOUT_S
+    #: Seconds between progress rows (``ingest_progress``) and terminal progress lines.
+    progress_interval_s: float = DEFAULT_PROGRESS_S
 
     def __post_init__(self) -> None:
         check_topic(names.TOPIC, self.topic)
@@ -91,6 +104,12 @@ class ConsumerConfig:
             raise ConfigError(f"max_batch_rows={self.max_batch_rows}: expected >= 1")
         if not self.max_batch_age_s >= 0:
             raise ConfigError(f"max_batch_age_s={self.max_batch_age_s}: expected >= 0")
+        if self.instance_id:
+            check_topic(INSTANCE_ID, self.instance_id)
+        if not self.crash_timeout_s > 0:
+            raise ConfigError(f"{CRASH_TIMEOUT_S}={self.crash_timeout_s}: expected > 0")
+        if not self.progress_interval_s > 0:
+            raise ConfigError(f"{PROGRESS_S}={self.progress_interval_s}: expected > 0")
         if self.max_poll_records < 1:
             raise ConfigError(f"max_poll_records={self.max_poll_records}: expected >= 1")
 
@@ -123,4 +142,7 @@ class ConsumerConfig:
             spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
             max_batch_rows=_env_positive_int(env, MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_ROWS),
             max_batch_age_s=names.env_float(env, MAX_BATCH_AGE_S, DEFAULT_MAX_BATCH_AGE_S),
+            instance_id=check_topic(INSTANCE_ID, env[INSTANCE_ID]) if env.get(INSTANCE_ID) else "",
+            crash_timeout_s=names.env_float(env, CRASH_TIMEOUT_S, DEFAULT_CRASH_TIMEOUT_S),
+            progress_interval_s=names.env_float(env, PROGRESS_S, DEFAULT_PROGRESS_S),
         )

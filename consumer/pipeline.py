@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Mapping
 
 from runstream.consumer.config import ConsumerConfig
@@ -83,6 +85,14 @@ class Pipeline:
         self.write_s = 0.0
         #: The exception that ended ``run`` on a thread started by ``start``, if any.
         self.error: BaseException | None = None
+        # Progress, written on the pipeline thread and read by reporters under the lock.
+        self._progress_lock = threading.Lock()
+        self._latencies_ms: deque[float] = deque(maxlen=64)
+        self._offsets: dict[Position, tuple[int, int]] = {}
+        self._offsets_at: float | None = None
+        #: Monotonic time of the last poll that returned less than a full poll (None: none
+        #: yet): ingestion is not backlogged while this is recent.
+        self.last_unsaturated_poll: float | None = None
         source.set_revoke_callback(self._on_revoke)
 
     # --- driving ------------------------------------------------------------------------
@@ -123,6 +133,8 @@ class Pipeline:
             due_in = self._batch_started + self.config.max_batch_age_s - self._clock()
             timeout_s = max(0.0, min(timeout_s, due_in))
         messages = self.source.poll(timeout_s, self.config.max_poll_records)
+        if len(messages) < self.config.max_poll_records:
+            self.last_unsaturated_poll = self._clock()
         for message in messages:
             self._process(message)
             if self._batch.rows >= self.config.max_batch_rows:
@@ -130,6 +142,12 @@ class Pipeline:
         self.messages += len(messages)
         if self._due():
             self.flush()
+        now = self._clock()
+        if self._offsets_at is None or now - self._offsets_at >= self.config.progress_interval_s:
+            self._offsets_at = now
+            offsets = self.source.offsets()
+            with self._progress_lock:
+                self._offsets = offsets
         return len(messages)
 
     def drain(self, timeout_s: float = 60.0) -> bool:
@@ -149,6 +167,7 @@ class Pipeline:
         On a failed write nothing is committed and the batch stays in hand (a retry
         reuses its token). A failed commit is logged and retried with the next one.
         """
+        flush_started = time.perf_counter()
         if self._ranges:
             token = dedup_token(self._ranges, self._digest)
             if self._batch.rows:
@@ -170,7 +189,18 @@ class Pipeline:
             except UnavailableError as e:
                 log.warning("%s: commit failed, retried with the next batch: %s", self.name, e)
                 return
+            with self._progress_lock:
+                self._latencies_ms.append((time.perf_counter() - flush_started) * 1000)
             self._uncommitted = {}
+
+    def progress(self) -> tuple[dict[Position, tuple[int, int]], float]:
+        """(committed offset, end offset) per position as last read (every
+        ``config.progress_interval_s``), and the median milliseconds of recent batches
+        from write to commit (0.0 before the first). Thread-safe; never blocks on I/O."""
+        with self._progress_lock:
+            latencies = list(self._latencies_ms)
+            offsets = dict(self._offsets)
+        return offsets, statistics.median(latencies) if latencies else 0.0
 
     def close(self) -> None:
         """Release the source and the dead-letter sink (idempotent). Uncommitted messages

@@ -12,11 +12,14 @@ Mapping (one event -> rows):
 * ``heartbeat``    -> one ``heartbeats`` row;
 * ``params`` / ``tags`` -> one row per param / tag; ``artifact`` / ``input`` -> one row;
 * ``metrics``      -> one ``metrics`` row per point, identified by
-  (producer_id, seq, idx) where idx is the point's index in the event.
+  (producer_id, seq, idx) where idx is the point's index in the event, and one
+  ``metric_counts`` row per key in the event (its point count, keyed by the event's
+  identity, so replays collapse and per-key counts stay exact).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from itertools import repeat
 from typing import Any
@@ -68,6 +71,7 @@ class RowBatch:
         self._m_producer_id = m["producer_id"]
         self._m_seq = m["seq"]
         self._m_idx = m["idx"]
+        self._counts = self._tables[schema.METRIC_COUNTS.name]
         #: Rows in all tables together.
         self.rows = 0
         #: Events added.
@@ -191,6 +195,7 @@ class RowBatch:
             raise ValidationError("metrics columns differ in length")
         keys = list(m.keys)
         if len(keys) == 1:
+            per_key: dict[str, int] = {keys[0]: n}
             self._m_key.extend(repeat(keys[0], n))
         else:
             try:
@@ -198,6 +203,7 @@ class RowBatch:
                 point_keys = list(map(keys.__getitem__, m.key_index))
             except IndexError as e:
                 raise ValidationError("metrics key_index outside the key table") from e
+            per_key = Counter(point_keys)
             self._m_key.extend(point_keys)
         self._m_run_id.extend(repeat(event.run_id, n))
         self._m_rank.extend(repeat(event.rank, n))
@@ -207,5 +213,8 @@ class RowBatch:
         self._m_producer_id.extend(repeat(event.producer_id, n))
         self._m_seq.extend(repeat(event.seq, n))
         self._m_idx.extend(range(n))
+        envelope = self._envelope(event)
+        for key, points in per_key.items():
+            self._counts.append({**envelope, "key": key, "points": points})
         self.points += n
-        return n
+        return n + len(per_key)

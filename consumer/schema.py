@@ -37,6 +37,20 @@ class Table:
         """The columns an insert supplies, in order."""
         return tuple(c for c, _ in self.columns)
 
+    @property
+    def insert_types(self) -> tuple[str, ...]:
+        """The types an insert sends, in column order: the column types without codecs,
+        and ``LowCardinality(T)`` sent as plain ``T`` (the server builds the dictionary in
+        C++, several times faster than the driver does in Python). Giving the driver the
+        types also saves it a DESCRIBE per insert."""
+        out = []
+        for _, spec in self.columns:
+            type_name = spec.split(" CODEC(")[0]
+            if type_name.startswith("LowCardinality(") and type_name.endswith(")"):
+                type_name = type_name[len("LowCardinality("):-1]
+            out.append(type_name)
+        return tuple(out)
+
     def ddl(self, database: str) -> str:
         cols = ",\n  ".join(f"`{c}` {t}" for c, t in (*self.columns, *self.computed))
         return (
@@ -128,7 +142,10 @@ METRICS = Table(
     "metrics",
     (
         ("run_id", "String"), ("key", "LowCardinality(String)"), ("rank", "UInt32"),
-        ("step", "Int64 CODEC(Delta, ZSTD(1))"), ("value", "Float64 CODEC(ZSTD(1))"),
+        # Codecs chosen by deploy/bench/bench_consumer.py on noisy training curves:
+        # FPC+ZSTD beat Gorilla+ZSTD and ZSTD alone on values, DoubleDelta makes regular
+        # steps nearly free, plain Delta beat DoubleDelta on jittery timestamps.
+        ("step", "Int64 CODEC(DoubleDelta, ZSTD(1))"), ("value", "Float64 CODEC(FPC, ZSTD(1))"),
         ("ts_ms", "Int64 CODEC(Delta, ZSTD(1))"), ("producer_id", "LowCardinality(String)"),
         ("seq", "UInt64 CODEC(Delta, ZSTD(1))"), ("idx", "UInt32 CODEC(Delta, ZSTD(1))"),
     ),
@@ -136,29 +153,127 @@ METRICS = Table(
     "run_id, key, rank, step, producer_id, seq, idx",
 )
 
-TABLES: tuple[Table, ...] = (RUNS, RUN_STATUS, HEARTBEATS, PARAMS, TAGS, ARTIFACTS, INPUTS, METRICS)
+
+# One row per (metric event, key): how many points of that key the event carried. Written
+# by the consumer (rows.py), keyed by the event's identity, so a replayed event collapses
+# to the same row and sum(points) over FINAL is the exact point count under any replay.
+METRIC_COUNTS = Table(
+    "metric_counts",
+    (
+        ("run_id", "String"), ("key", "LowCardinality(String)"), ("rank", "UInt32"),
+        ("producer_id", "LowCardinality(String)"), ("seq", "UInt64"), ("points", "UInt64"),
+        ("ts_ms", "Int64"),
+    ),
+    "ReplacingMergeTree",
+    "run_id, key, rank, producer_id, seq",
+)
+
+TABLES: tuple[Table, ...] = (
+    RUNS, RUN_STATUS, HEARTBEATS, PARAMS, TAGS, ARTIFACTS, INPUTS, METRICS, METRIC_COUNTS,
+)
+
+#: producer_id of the status rows the consumer writes itself (CRASHED, and RUNNING again).
+CONSUMER_PRODUCER_ID = "runstream-consumer"
 
 # Latest/min/max per (run, key, rank), maintained on insert so summaries never scan points.
 # All three aggregates are idempotent, so a replayed point changes nothing.
 METRIC_SUMMARIES = "metric_summaries"
+_SUMMARIES = Table(
+    METRIC_SUMMARIES,
+    (
+        ("run_id", "String"), ("key", "LowCardinality(String)"), ("rank", "UInt32"),
+        ("last", "AggregateFunction(argMax, Float64, Tuple(Int64, Int64))"),
+        ("last_step", "SimpleAggregateFunction(max, Int64)"),
+        ("min", "SimpleAggregateFunction(min, Float64)"),
+        ("max", "SimpleAggregateFunction(max, Float64)"),
+    ),
+    "AggregatingMergeTree",
+    "run_id, key, rank",
+)
+
+# Last sign of life per (run, rank) in the producer's clock (epoch ms): heartbeats, metric
+# points and status events sent by the run (not the consumer's own CRASHED/RUNNING rows).
+# max() is idempotent, so replays change nothing. The liveness checker reads it.
+RANK_ACTIVITY = Table(
+    "rank_activity",
+    (("run_id", "String"), ("rank", "UInt32"), ("last_ms", "SimpleAggregateFunction(max, Int64)")),
+    "AggregatingMergeTree",
+    "run_id, rank",
+)
+
+# Written every few seconds by each consumer process (consumer/progress.py): one row per
+# (consumer, source, topic, partition); the latest row wins. Readers take rows whose
+# ts_ms is recent (a consumer that stopped stops writing).
+INGEST_PROGRESS = Table(
+    "ingest_progress",
+    (
+        ("consumer_id", "String"), ("source", "LowCardinality(String)"), ("topic", "String"),
+        ("partition", "Int32"), ("committed_offset", "Int64"), ("end_offset", "Int64"),
+        ("lag", "Int64"), ("points_total", "UInt64"), ("points_per_s", "Float64"),
+        ("batch_latency_ms", "Float64"), ("ts_ms", "Int64"),
+    ),
+    "ReplacingMergeTree(ts_ms)",
+    "consumer_id, source, topic, partition",
+)
+
+AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, RANK_ACTIVITY)
+AUX_TABLES: tuple[Table, ...] = (INGEST_PROGRESS,)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A materialized view ``name`` that feeds ``target`` from inserts into ``source``.
+
+    ``select`` is the SELECT with ``{source}`` where the (qualified) source table goes.
+    """
+
+    name: str
+    source: str
+    target: str
+    select: str
+
+    def ddl(self, database: str, *, suffix: str = "", on_cluster: str = "") -> str:
+        src = f"`{database}`.`{self.source}{suffix}`"
+        # Only constants and checked identifiers reach this SQL.
+        return (
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{database}`.`{self.name}{suffix}`"
+            f"{on_cluster} TO `{database}`.`{self.target}{suffix}` AS "
+            + self.select.format(source=src)
+        )
+
+
+VIEWS: tuple[View, ...] = (
+    View(
+        f"{METRIC_SUMMARIES}_mv", METRICS.name, METRIC_SUMMARIES,
+        "SELECT run_id, key, rank,"
+        " argMaxState(value, (step, ts_ms)) AS last, max(step) AS last_step,"
+        " min(value) AS min, max(value) AS max"
+        " FROM {source} GROUP BY run_id, key, rank",
+    ),
+    View(
+        "rank_activity_heartbeats_mv", HEARTBEATS.name, RANK_ACTIVITY.name,
+        "SELECT run_id, rank, max(ts_ms) AS last_ms FROM {source} GROUP BY run_id, rank",
+    ),
+    View(
+        "rank_activity_metrics_mv", METRICS.name, RANK_ACTIVITY.name,
+        "SELECT run_id, rank, max(ts_ms) AS last_ms FROM {source} GROUP BY run_id, rank",
+    ),
+    View(
+        "rank_activity_status_mv", RUN_STATUS.name, RANK_ACTIVITY.name,
+        "SELECT run_id, rank, max(ts_ms) AS last_ms FROM {source}"  # noqa: S608
+        f" WHERE producer_id != '{CONSUMER_PRODUCER_ID}' GROUP BY run_id, rank",
+    ),
+)
+
+
+def _check_identifier(what: str, name: str) -> None:
+    if not _IDENTIFIER.fullmatch(name):
+        raise InvalidArgumentError(f"{what} {name[:80]!r} is not [A-Za-z_][A-Za-z0-9_]*")
 
 
 def summary_ddl(database: str) -> list[str]:
-    return [
-        f"CREATE TABLE IF NOT EXISTS `{database}`.`{METRIC_SUMMARIES}` (\n"
-        "  `run_id` String, `key` LowCardinality(String), `rank` UInt32,\n"
-        "  `last` AggregateFunction(argMax, Float64, Tuple(Int64, Int64)),\n"
-        "  `last_step` SimpleAggregateFunction(max, Int64),\n"
-        "  `min` SimpleAggregateFunction(min, Float64),\n"
-        "  `max` SimpleAggregateFunction(max, Float64)\n"
-        ") ENGINE = AggregatingMergeTree ORDER BY (run_id, key, rank)",
-        # The database name is checked by all_ddl; no user text reaches this SQL.
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS `{database}`.`{METRIC_SUMMARIES}_mv`"  # noqa: S608
-        f" TO `{database}`.`{METRIC_SUMMARIES}` AS SELECT run_id, key, rank,"
-        " argMaxState(value, (step, ts_ms)) AS last, max(step) AS last_step,"
-        " min(value) AS min, max(value) AS max"
-        f" FROM `{database}`.`{METRICS.name}` GROUP BY run_id, key, rank",
-    ]
+    """The aggregate tables and the materialized views that feed them (single node)."""
+    return [*(t.ddl(database) for t in AGGREGATE_TABLES), *(v.ddl(database) for v in VIEWS)]
 
 
 def all_ddl(database: str) -> list[str]:
@@ -166,10 +281,61 @@ def all_ddl(database: str) -> list[str]:
 
     Raises InvalidArgumentError unless ``database`` is a plain identifier.
     """
-    if not _IDENTIFIER.fullmatch(database):
-        raise InvalidArgumentError(f"database name {database[:80]!r} is not [A-Za-z_][A-Za-z0-9_]*")
+    _check_identifier("database name", database)
     return [
         f"CREATE DATABASE IF NOT EXISTS `{database}`",
-        *(t.ddl(database) for t in TABLES),
+        *(t.ddl(database) for t in (*TABLES, *AUX_TABLES)),
         *summary_ddl(database),
     ]
+
+
+# --- cluster ---------------------------------------------------------------------------
+
+LOCAL_SUFFIX = "_local"
+#: Rows of one run live on one shard, so FINAL/argMax over a natural key (which always
+#: starts with run_id) see every version of a row on the same shard.
+SHARDING_KEY = "cityHash64(run_id)"
+
+
+def replicated_engine(engine: str, database: str, table: str) -> str:
+    """``ReplacingMergeTree(ts_ms)`` -> ``ReplicatedReplacingMergeTree('<zk path>',
+    '{replica}', ts_ms)``, using the ``{shard}``/``{replica}`` macros of each server."""
+    name, _, args = engine.partition("(")
+    args = args.rstrip(")")
+    path = f"'/clickhouse/tables/{{shard}}/{database}/{table}', '{{replica}}'"
+    return f"Replicated{name}({path}{', ' + args if args else ''})"
+
+
+def _shard_by(table: Table) -> str:
+    if "run_id" in table.column_names:
+        return SHARDING_KEY
+    return "cityHash64(consumer_id)"  # ingest_progress: one consumer's rows together
+
+
+def cluster_ddl(database: str, cluster: str) -> list[str]:
+    """The same schema for a ClickHouse cluster: every table as ``<name>_local`` with a
+    Replicated* engine on each shard, and ``<name>`` as a Distributed table over them
+    (sharded by run). Views run per shard from ``*_local`` into ``*_local``. The consumer
+    and the query service use the unsuffixed (Distributed) names unchanged.
+
+    Raises InvalidArgumentError unless both names are plain identifiers.
+    """
+    _check_identifier("database name", database)
+    _check_identifier("cluster name", cluster)
+    on = f" ON CLUSTER `{cluster}`"
+    out = [f"CREATE DATABASE IF NOT EXISTS `{database}`{on}"]
+    for t in (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES):
+        local = f"{t.name}{LOCAL_SUFFIX}"
+        cols = ",\n  ".join(f"`{c}` {ty}" for c, ty in (*t.columns, *t.computed))
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS `{database}`.`{local}`{on} (\n  {cols}\n)"
+            f" ENGINE = {replicated_engine(t.engine, database, local)}"
+            f" ORDER BY ({t.order_by})"
+        )
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS `{database}`.`{t.name}`{on}"
+            f" AS `{database}`.`{local}`"
+            f" ENGINE = Distributed(`{cluster}`, `{database}`, `{local}`, {_shard_by(t)})"
+        )
+    out.extend(v.ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
+    return out

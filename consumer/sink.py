@@ -79,7 +79,16 @@ class ClickHouseSink:
         self.retries = 0
 
     def ensure_schema(self) -> None:
-        """Create the database, tables and views if missing (idempotent; blocks)."""
+        """Create the database, tables and views if missing (idempotent; blocks).
+
+        On a cluster (``metrics`` is a Distributed table, created from
+        ``deploy/clickhouse/print_ddl.py --cluster``) the schema is left as it is."""
+        engine = self.client.query(
+            "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'metrics'",
+            parameters={"db": self.database},
+        ).result_rows
+        if engine and engine[0][0] == "Distributed":
+            return
         for statement in schema.all_ddl(self.database):
             self.client.command(statement)
 
@@ -110,9 +119,13 @@ class ClickHouseSink:
                     table.name,
                     columns,
                     column_names=list(table.column_names),
+                    column_type_names=list(table.insert_types),
                     column_oriented=True,
                     database=self.database,
-                    settings={"insert_deduplication_token": token},
+                    # Synchronous Distributed inserts (cluster): an error reaches us
+                    # before the commit, and each shard deduplicates by the token.
+                    settings={"insert_deduplication_token": token,
+                              "insert_distributed_sync": 1},
                 )
                 return
             except Exception as e:  # the driver raises several families; sorted out below

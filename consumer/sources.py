@@ -68,6 +68,11 @@ class Source(Protocol):
         """Called on the polling thread, inside poll, when positions were taken away."""
         ...
 
+    def offsets(self) -> dict[Position, tuple[int, int]]:
+        """Per position held now: (next offset to commit, end offset), for lag reports.
+        Called on the polling thread; may do network I/O."""
+        ...
+
     def close(self) -> None:
         """Release the source; uncommitted messages are delivered again later."""
         ...
@@ -101,6 +106,7 @@ class KafkaSource:
         self.topic = topic
         self._revoke_callback: Callable[[], None] | None = None
         self._revoked = False  # set on kafka-python's IO thread, read on the polling thread
+        self._committed: dict[Position, int] = {}  # next offset, per partition we committed
         settings: dict[str, Any] = {
             "bootstrap_servers": list(bootstrap),
             "group_id": group_id,
@@ -166,6 +172,8 @@ class KafkaSource:
         }
         try:
             self._consumer.commit(offsets)
+            for position, last in positions.items():
+                self._committed[position] = last + 1
         except CommitFailedError as e:
             # The group rebalanced: whoever owns these partitions now re-reads from the
             # last commit; the rows are already stored, and replays collapse in ClickHouse.
@@ -179,6 +187,28 @@ class KafkaSource:
             return False
         ends = self._consumer.end_offsets(list(assignment))
         return all(self._consumer.position(tp) >= ends[tp] for tp in assignment)
+
+    def offsets(self) -> dict[Position, tuple[int, int]]:
+        """(committed offset, end offset) per assigned partition; asks the broker for end
+        offsets (and for committed offsets of partitions this process has not committed)."""
+        from kafka.errors import KafkaError
+
+        assignment = list(self._consumer.assignment())
+        if not assignment:
+            return {}
+        try:
+            ends = self._consumer.end_offsets(assignment)
+            out: dict[Position, tuple[int, int]] = {}
+            for tp in assignment:
+                position = (tp.topic, tp.partition)
+                committed = self._committed.get(position)
+                if committed is None:
+                    committed = self._consumer.committed(tp) or 0
+                out[position] = (int(committed), int(ends.get(tp, 0)))
+        except KafkaError as e:
+            log.warning("could not read offsets for the lag report: %s", e)
+            return {}
+        return out
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
@@ -270,6 +300,12 @@ class SpoolSource:
 
     def caught_up(self) -> bool:
         return not self._pending and not spool.ready_files(self.directory)
+
+    def offsets(self) -> dict[Position, tuple[int, int]]:
+        """One pseudo-position ``("spool", 0)``: files ingested, and files ingested plus
+        files waiting (claimed or ready), so lag counts spool files."""
+        waiting = len(self._claimed) + len(spool.ready_files(self.directory))
+        return {("spool", 0): (self.files_done, self.files_done + waiting)}
 
     def close(self) -> None:
         """Hand uncommitted files back to the spool (``.spool``) for the next reader."""

@@ -51,6 +51,9 @@ class FakeSource:
     def set_revoke_callback(self, callback: Callable[[], None]) -> None:
         self.revoke = callback
 
+    def offsets(self) -> dict[Position, tuple[int, int]]:
+        return {(TOPIC, 0): (0, len(self.messages))}
+
     def close(self) -> None:
         self.closed = True
 
@@ -65,9 +68,12 @@ class FakeClient:
         self.log = log if log is not None else []
 
     def insert(self, table: str, data: list[list[Any]], *, column_names: list[str],
-               column_oriented: bool, database: str, settings: dict[str, str]) -> None:
+               column_type_names: list[str], column_oriented: bool, database: str,
+               settings: dict[str, str]) -> None:
         assert column_oriented
-        assert column_names == list(next(t for t in schema.TABLES if t.name == table).column_names)
+        spec = next(t for t in schema.TABLES if t.name == table)
+        assert column_names == list(spec.column_names)
+        assert column_type_names == list(spec.insert_types)
         if self.failures:
             raise self.failures.pop(0)
         self.log.append(f"insert:{table}")

@@ -95,7 +95,8 @@ def test_every_table_has_equal_length_columns_in_schema_order():
     assert [t.name for t, _ in batch.nonempty()] == [t.name for t in schema.TABLES]
     assert batch.events == 9
     assert batch.points == 20
-    assert batch.rows == len(batch) == 2 + 2 + 1 + 1 + 20 + 1 + 1 + 1
+    # runs+status, params, tags, input, points, heartbeat, artifact, finished, counts
+    assert batch.rows == len(batch) == 2 + 2 + 1 + 1 + 20 + 1 + 1 + 1 + 4
 
 
 def test_run_started_gives_a_runs_row_and_a_running_status():
@@ -153,7 +154,9 @@ def test_metrics_one_row_per_point_with_identity():
     e = metrics_event(5, rank=1, seq=7, keys=("loss", "acc", "lr"))
     e.metrics.values[3] = math.nan
     batch = RowBatch()
-    assert batch.add(e) == 5
+    assert batch.add(e) == 5 + 3  # points, and one count row per key
+    assert {(r["key"], r["points"], r["seq"]) for r in table_rows(batch, schema.METRIC_COUNTS)} \
+        == {("loss", 2, 7), ("acc", 2, 7), ("lr", 1, 7)}
     rows = table_rows(batch, schema.METRICS)
     assert [r["key"] for r in rows] == ["loss", "acc", "lr", "loss", "acc"]
     assert [r["step"] for r in rows] == [0, 0, 0, 1, 1]

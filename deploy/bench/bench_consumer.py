@@ -1,0 +1,385 @@
+"""Consumer benchmarks: end-to-end ingest, freshness, bytes per point, MLflow alongside.
+
+Standalone (``make bench`` runs it; ``BENCH=consumer``). Starts a throw-away Apache Kafka
+broker with deploy/kafka.sh (temporary data dir, free ports) and stops it at the end.
+Everything runs on this machine: the SDK producer in its own process, the broker, the
+consumer pipeline and the embedded ClickHouse (chdb) in this process.
+
+* ingest: one SDK process logs N points (10 keys per ``Run.log``) to Kafka; one consumer
+  pipeline writes them to chdb; points/s from the producer's first ``log`` until the last
+  row is queryable (``count()`` polled every 0.1 s). Median of REPEATS.
+* freshness: the SDK logs a steady RATE points/s with each point's value = its
+  ``time.time()`` at ``Run.log``; this process reads ClickHouse directly every 50 ms and
+  records ``now - max(value)`` (age of the newest visible point). p50/p99.
+* bytes/point: noisy realistic curves (loss, accuracy, lr schedule, grad norm, ...) into
+  copies of ``metrics`` with different codecs, OPTIMIZE FINAL, ``system.columns``
+  compressed bytes / rows.
+* MLflow: ``MlflowClient.log_batch`` (1,000 metrics per call, sqlite store in a temp dir)
+  on the same kind of points; points/s and sqlite bytes per point.
+
+Environment: RUNSTREAM_BENCH_POINTS (2,000,000), RUNSTREAM_BENCH_REPEATS (3),
+RUNSTREAM_BENCH_RATE (100,000), RUNSTREAM_BENCH_FRESH_S (10),
+RUNSTREAM_BENCH_MLFLOW_POINTS (200,000).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+POINTS = int(os.environ.get("RUNSTREAM_BENCH_POINTS", "2000000"))
+REPEATS = int(os.environ.get("RUNSTREAM_BENCH_REPEATS", "3"))
+RATE = int(os.environ.get("RUNSTREAM_BENCH_RATE", "100000"))
+FRESH_S = float(os.environ.get("RUNSTREAM_BENCH_FRESH_S", "10"))
+MLFLOW_POINTS = int(os.environ.get("RUNSTREAM_BENCH_MLFLOW_POINTS", "200000"))
+KEYS = [f"k{i}" for i in range(10)]
+
+PRODUCER = r"""
+import sys, time, runstream
+total, rate, run_id = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+keys = [f"k{i}" for i in range(10)]
+run = runstream.init(experiment="bench", run_id=run_id)
+print(f"start {time.time()!r}", flush=True)
+steps = total // len(keys)
+if rate <= 0:
+    for step in range(steps):
+        x = step * 1e-3
+        run.log({k: x + i for i, k in enumerate(keys)}, step=step)
+else:  # steady rate, in 10 ms slices; each value is the wall time it was logged at
+    per_slice = max(1, int(rate / len(keys) / 100))
+    t0 = time.monotonic()
+    step = 0
+    while step < steps:
+        now = time.time()
+        for _ in range(per_slice):
+            run.log({k: now for k in keys}, step=step)
+            step += 1
+        delay = t0 + step * len(keys) / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+run.finish()
+print(f"done {time.time()!r}", flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """deploy/kafka.sh on free ports with a temporary data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.env = {**os.environ, "KAFKA_PORT": str(free_port()),
+                    "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_DATA_DIR": str(data_dir)}
+        out = subprocess.run([str(REPO / "deploy" / "kafka.sh"), "start"], env=self.env,
+                             capture_output=True, text=True, timeout=600, check=True)
+        self.bootstrap = out.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        subprocess.run([str(REPO / "deploy" / "kafka.sh"), "stop"], env=self.env,
+                       capture_output=True, timeout=120)
+
+
+def make_topic(bootstrap: str) -> str:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="runstream-bench")
+    try:
+        admin.create_topics([NewTopic(name, 4, 1), NewTopic(name + ".dlq", 1, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+def start_producer(bootstrap: str, topic: str, points: int, rate: float,
+                   run_id: str, home: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    env.update({"RUNSTREAM_KAFKA": bootstrap, "RUNSTREAM_TOPIC": topic,
+                "RUNSTREAM_HOME": str(home)})
+    return subprocess.Popen([sys.executable, "-c", PRODUCER, str(points), str(rate), run_id],
+                            env=env, stdout=subprocess.PIPE, text=True)
+
+
+def start_consumer(bootstrap: str, topic: str, client: Any, database: str,
+                   tmp: Path) -> tuple[Any, threading.Event, threading.Thread]:
+    from runstream.consumer import ConsumerConfig, build_kafka_pipeline
+
+    config = ConsumerConfig(kafka_bootstrap=(bootstrap,), topic=topic,
+                            group_id=f"bench-{uuid.uuid4().hex[:8]}",
+                            clickhouse_dsn="chdb://" + str(tmp / "chdb"), database=database,
+                            spool_dir=tmp / "spool", max_batch_rows=200_000,
+                            max_batch_age_s=0.2)
+    pipeline = build_kafka_pipeline(config, client=client)
+    stop = threading.Event()
+    return pipeline, stop, pipeline.start(stop)
+
+
+def count(client: Any, run_id: str) -> int:
+    return int(client.query("SELECT count() FROM metrics WHERE run_id = {r:String}",
+                            parameters={"r": run_id}).result_rows[0][0])
+
+
+def bench_ingest(bootstrap: str, client: Any, database: str,
+                 tmp: Path) -> tuple[list[float], str]:
+    rates = []
+    for _ in range(REPEATS):
+        topic = make_topic(bootstrap)
+        pipeline, stop, thread = start_consumer(bootstrap, topic, client, database, tmp)
+        run_id = f"ingest-{uuid.uuid4().hex[:8]}"
+        proc = start_producer(bootstrap, topic, POINTS, 0, run_id, tmp / "home")
+        assert proc.stdout is not None
+        started = float(proc.stdout.readline().split()[1])
+        while count(client, run_id) < POINTS:
+            time.sleep(0.1)
+        elapsed = time.time() - started
+        done = float(proc.stdout.readline().split()[1]) - started
+        proc.wait(timeout=120)
+        stop.set()
+        thread.join(timeout=60)
+        rates.append(POINTS / elapsed)
+        print(f"  ingest: {POINTS:,} points in {elapsed:.2f} s = {POINTS / elapsed:,.0f}/s "
+              f"(the producer finished sending after {done:.2f} s; ClickHouse writes "
+              f"{pipeline.write_s:.2f} s in {pipeline.batches} batches)", flush=True)
+    return rates, run_id
+
+
+def bench_freshness(bootstrap: str, client: Any, database: str, tmp: Path) -> list[float]:
+    topic = make_topic(bootstrap)
+    _pipeline, stop, thread = start_consumer(bootstrap, topic, client, database, tmp)
+    run_id = f"fresh-{uuid.uuid4().hex[:8]}"
+    proc = start_producer(bootstrap, topic, int(RATE * FRESH_S), RATE, run_id, tmp / "home")
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    ages = []
+    warmup_until = time.time() + 1.0
+    while proc.poll() is None:
+        newest = client.query("SELECT max(value) FROM metrics WHERE run_id = {r:String}",
+                              parameters={"r": run_id}).result_rows[0][0]
+        now = time.time()
+        if newest and now > warmup_until:
+            ages.append(now - float(newest))
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=60)
+    return ages
+
+
+CURVE_KEYS = ("loss", "val_loss", "accuracy", "lr", "grad_norm", "tokens_per_s",
+              "gpu_mem", "weight_norm")
+
+
+def noisy_curves(points: int) -> dict[str, list[Any]]:
+    """Training-like series: decaying losses with noise, saturating accuracy, a cosine lr
+    schedule, heavy-tailed grad norms, throughput jitter; one point per key per step,
+    timestamps ~120 ms apart with jitter."""
+    rng = random.Random(7)
+    steps = points // len(CURVE_KEYS)
+    cols: dict[str, list[Any]] = {c: [] for c in
+                                  ("run_id", "key", "rank", "step", "value", "ts_ms",
+                                   "producer_id", "seq", "idx")}
+    ts = 1_760_000_000_000
+    for step in range(steps):
+        ts += 100 + rng.randint(0, 40)
+        p = step / steps
+        values = (
+            2.5 * math.exp(-4 * p) + 0.3 + rng.gauss(0, 0.05),
+            2.6 * math.exp(-3.5 * p) + 0.4 + rng.gauss(0, 0.02),
+            0.95 - 0.7 * math.exp(-5 * p) + rng.gauss(0, 0.01),
+            3e-4 * 0.5 * (1 + math.cos(math.pi * p)),
+            abs(rng.lognormvariate(0, 0.5)),
+            52000 + rng.gauss(0, 800),
+            float(30_000_000_000 + rng.randint(0, 1 << 20)),
+            100 + 10 * p + rng.gauss(0, 0.01),
+        )
+        for i, (key, value) in enumerate(zip(CURVE_KEYS, values, strict=True)):
+            cols["run_id"].append("run-bytes")
+            cols["key"].append(key)
+            cols["rank"].append(0)
+            cols["step"].append(step)
+            cols["value"].append(value)
+            cols["ts_ms"].append(ts)
+            cols["producer_id"].append("0123456789abcdef")
+            cols["seq"].append(step // 100 + 1)
+            cols["idx"].append((step % 100) * len(CURVE_KEYS) + i)
+    return cols
+
+
+CODECS = {
+    # name: (value, step, ts_ms)
+    "ZSTD(1) value, Delta step/ts (walking skeleton)":
+        ("CODEC(ZSTD(1))", "CODEC(Delta, ZSTD(1))", "CODEC(Delta, ZSTD(1))"),
+    "Gorilla value, DoubleDelta step/ts":
+        ("CODEC(Gorilla, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))"),
+    "Gorilla value (no ZSTD), DoubleDelta step/ts":
+        ("CODEC(Gorilla)", "CODEC(DoubleDelta)", "CODEC(DoubleDelta)"),
+    "ZSTD(3) value, DoubleDelta step/ts":
+        ("CODEC(ZSTD(3))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))"),
+    "FPC value, DoubleDelta step/ts":
+        ("CODEC(FPC, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))"),
+    "Gorilla value, DoubleDelta step, Delta ts":
+        ("CODEC(Gorilla, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))"),
+    "FPC value, DoubleDelta step, Delta ts (chosen)":
+        ("CODEC(FPC, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))"),
+}
+
+READS = {
+    # Deduplicated reads of one metric's points: what query/repository.py does (FINAL),
+    # the argMax alternative over the natural key, and the raw read as the floor.
+    "raw (not deduplicated)":
+        "SELECT rank, step, value FROM metrics WHERE run_id = {r:String} AND key = 'k3'"
+        " ORDER BY rank, step",
+    "FINAL":
+        "SELECT rank, step, value FROM metrics FINAL WHERE run_id = {r:String} AND key = 'k3'"
+        " ORDER BY rank, step",
+    "argMax over the natural key":
+        "SELECT rank, step, argMax(value, ts_ms) FROM metrics"
+        " WHERE run_id = {r:String} AND key = 'k3'"
+        " GROUP BY rank, step, producer_id, seq, idx ORDER BY rank, step",
+    "summary from metric_summaries":
+        "SELECT key, argMaxMerge(last), min(min), max(max) FROM metric_summaries"
+        " WHERE run_id = {r:String} GROUP BY key",
+    "summary by scanning metrics FINAL":
+        "SELECT key, argMax(value, (step, ts_ms)), min(value), max(value) FROM metrics FINAL"
+        " WHERE run_id = {r:String} GROUP BY key",
+}
+
+
+def bench_reads(client: Any, run_id: str) -> list[tuple[str, float]]:
+    """Median ms of each read over the points of ``run_id`` as ingested (parts unmerged)."""
+    out = []
+    for label, sql in READS.items():
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            client.query(sql, parameters={"r": run_id})
+            times.append((time.perf_counter() - started) * 1000)
+        out.append((label, statistics.median(times)))
+    return out
+
+
+def bench_bytes(client: Any, database: str) -> list[tuple[str, float, dict[str, float]]]:
+    from runstream.consumer import schema
+
+    cols = noisy_curves(1_000_000)
+    names = list(cols)
+    rows = len(cols["step"])
+    out = []
+    for label, (value_codec, step_codec, ts_codec) in CODECS.items():
+        table = f"bytes_{uuid.uuid4().hex[:8]}"
+        types = dict(schema.METRICS.columns)
+        types = {c: t.split(" CODEC")[0] for c, t in types.items()}
+        types["value"] += f" {value_codec}"
+        types["step"] += f" {step_codec}"
+        types["ts_ms"] += f" {ts_codec}"
+        for c in ("seq", "idx"):
+            types[c] += " CODEC(Delta, ZSTD(1))"
+        ddl = ", ".join(f"`{c}` {types[c]}" for c in names)
+        client.command(f"CREATE TABLE {table} ({ddl}) ENGINE = ReplacingMergeTree"
+                       f" ORDER BY ({schema.METRICS.order_by})")
+        chunk = 200_000
+        for start in range(0, rows, chunk):
+            client.insert(table, [c[start:start + chunk] for c in cols.values()],
+                          column_names=names, column_oriented=True)
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+        per_column = {
+            name: int(b) / rows for name, b in client.query(
+                "SELECT name, data_compressed_bytes FROM system.columns"
+                " WHERE database = {d:String} AND table = {t:String}",
+                parameters={"d": database, "t": table}).result_rows
+        }
+        out.append((label, sum(per_column.values()), per_column))
+        client.command(f"DROP TABLE {table}")
+    return out
+
+
+def bench_mlflow(tmp: Path) -> tuple[float, float]:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    db = tmp / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.create_experiment("bench", artifact_location=str(tmp / "mlartifacts"))
+    run = client.create_run(experiment)
+    steps = MLFLOW_POINTS // len(KEYS)
+    ts = int(time.time() * 1000)
+    batch: list[Metric] = []
+    started = time.perf_counter()
+    for step in range(steps):
+        x = step * 1e-3
+        for i, k in enumerate(KEYS):
+            batch.append(Metric(k, x + i, ts + step, step))
+        if len(batch) >= 1000:
+            client.log_batch(run.info.run_id, metrics=batch)
+            batch = []
+    if batch:
+        client.log_batch(run.info.run_id, metrics=batch)
+    elapsed = time.perf_counter() - started
+    return MLFLOW_POINTS / elapsed, db.stat().st_size / MLFLOW_POINTS
+
+
+def main() -> int:
+    sys.path.insert(0, str(REPO))
+    from runstream.consumer import connect_clickhouse
+
+    results: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="runstream-bench-") as raw:
+        tmp = Path(raw)
+        database = "bench"
+        client = connect_clickhouse("chdb://" + str(tmp / "chdb"), database)
+        from runstream.consumer.sink import ClickHouseSink
+
+        ClickHouseSink(client, database).ensure_schema()
+        broker = Broker(tmp / "kafka")
+        try:
+            rates, run_id = bench_ingest(broker.bootstrap, client, database, tmp)
+            results.append(("end-to-end ingest, SDK -> Kafka -> consumer -> chdb "
+                            f"({POINTS:,} points, median of {len(rates)})",
+                            f"{statistics.median(rates):,.0f} points/s"))
+            for label, ms in bench_reads(client, run_id):
+                results.append((f"read {POINTS // len(KEYS):,} points of one key: {label}",
+                                f"{ms:,.1f} ms"))
+            ages = sorted(bench_freshness(broker.bootstrap, client, database, tmp))
+            if ages:
+                p50 = ages[len(ages) // 2]
+                p99 = ages[min(len(ages) - 1, int(len(ages) * 0.99))]
+                results.append((f"freshness at {RATE:,} points/s, Run.log -> direct"
+                                " ClickHouse read (p50 / p99)", f"{p50:.2f} s / {p99:.2f} s"))
+        finally:
+            broker.stop()
+        for label, total, per_column in bench_bytes(client, database):
+            detail = ", ".join(f"{c} {b:.2f}" for c, b in sorted(per_column.items(),
+                                                                  key=lambda kv: -kv[1]))
+            results.append((f"bytes/point after OPTIMIZE FINAL: {label}",
+                            f"{total:.2f} B ({detail})"))
+        try:
+            mlflow_rate, mlflow_bytes = bench_mlflow(tmp)
+            results.append((f"MLflow log_batch, 1,000/call, sqlite ({MLFLOW_POINTS:,} points)",
+                            f"{mlflow_rate:,.0f} points/s, {mlflow_bytes:.0f} B/point"))
+        except ImportError:
+            results.append(("MLflow log_batch", "skipped: pip install -e '.[bench]'"))
+    width = max(len(a) for a, _ in results)
+    print(f"\n{'measurement'.ljust(width)} | result")
+    print(f"{'-' * width}-|-------")
+    for a, b in results:
+        print(f"{a.ljust(width)} | {b}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
