@@ -53,24 +53,18 @@ def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def _report_progress(stop: threading.Event, counters: Callable[[], tuple[int, int, int]],
-                     every_s: float = 10.0) -> threading.Thread:
-    """Print points/s, events and dead-letter counts every `every_s` while there is traffic."""
+def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any],
+                     client: Any, echo: Callable[[str], None] | None = None
+                     ) -> list[threading.Thread]:
+    """Start the consumer's monitors: progress rows in ClickHouse plus terminal lines
+    (points/s, batch latency, lag per partition; to ``echo``, default stdout) every
+    interval, and CRASHED detection. Returns their (daemon) threads; ``stop`` ends them."""
+    from runstream.consumer import start_monitors
 
-    def loop() -> None:
-        last_points, last_t = counters()[0], time.monotonic()
-        while not stop.wait(every_s):
-            points, events, dead = counters()
-            now = time.monotonic()
-            if points != last_points:
-                rate = (points - last_points) / (now - last_t)
-                print(f"runstream: {points:,} points ({rate:,.0f}/s), {events:,} events, "
-                      f"{dead:,} dead-lettered", flush=True)
-            last_points, last_t = points, now
+    def to_stdout(line: str) -> None:
+        print(line, flush=True)
 
-    thread = threading.Thread(target=loop, name="runstream-cli-progress", daemon=True)
-    thread.start()
-    return thread
+    return start_monitors(config, pipelines, stop, client=client, echo=echo or to_stdout)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -103,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f" topic {consumer_config.topic}")
     print(f"runstream serve: query service on {server.address}, "
           f"ClickHouse {consumer_config.clickhouse_dsn}, ingesting from {sources}", flush=True)
-    _report_progress(stop, lambda: _sum_counters(pipelines))
+    _report_progress(stop, consumer_config, pipelines, client)
     try:
         while not stop.wait(0.5):
             if not all(t.is_alive() for t in threads):
@@ -128,7 +122,9 @@ def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from runstream.consumer import build_kafka_pipeline
+    """Kafka -> ClickHouse ingestion (one member of the consumer group), with progress
+    lines and CRASHED detection, until SIGTERM/SIGINT."""
+    from runstream.consumer import build_kafka_pipeline, connect_clickhouse
     from runstream.consumer.config import ConsumerConfig
 
     config = ConsumerConfig.from_env(_env_overrides(args))
@@ -136,12 +132,21 @@ def cmd_consume(args: argparse.Namespace) -> int:
         raise RunstreamError(f"runstream consume needs Kafka: set {names.KAFKA} or --kafka")
     stop = threading.Event()
     _stop_on_signals(stop)
-    pipeline = build_kafka_pipeline(config)
+    client = connect_clickhouse(config.clickhouse_dsn, config.database)
+    pipeline = build_kafka_pipeline(config, client=client)
     print(f"runstream consume: {','.join(config.kafka_bootstrap)} topic {config.topic} -> "
           f"ClickHouse {config.clickhouse_dsn} database {config.database}", flush=True)
-    _report_progress(stop, lambda: _sum_counters([pipeline]))
-    pipeline.run(stop)
-    print("runstream consume: stopped", flush=True)
+    monitors = _report_progress(stop, config, [pipeline], client)
+    started = time.monotonic()
+    try:
+        pipeline.run(stop)
+    finally:
+        stop.set()
+        for thread in monitors:
+            thread.join(timeout=10)
+    points, events, dead = _sum_counters([pipeline])
+    print(f"runstream consume: stopped after {time.monotonic() - started:,.1f} s: "
+          f"{points:,} points, {events:,} events, {dead:,} dead-lettered", flush=True)
     return 0
 
 
@@ -187,7 +192,52 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from runstream.cli.read_commands import cmd_runs as run
 
     with _client(args) as client:
-        return int(run(client, args.experiment, args.limit, args.json))
+        return int(run(client, args.experiment, args.limit, args.json,
+                       filter_text=args.filter or "", order_by=args.order_by or []))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_compare as run
+
+    keys = args.keys.split(",") if args.keys else []
+    with _client(args) as client:
+        return int(run(client, args.run_ids, keys, args.all, args.json))
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_reproduce as run
+
+    with _client(args) as client:
+        return int(run(client, args.run_id))
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_experiments as run
+
+    with _client(args) as client:
+        return int(run(client, args.json))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_status as run
+
+    with _client(args) as client:
+        return int(run(client, args.json))
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_follow as run
+
+    keys = args.keys.split(",") if args.keys else []
+    with _client(args) as client:
+        return int(run(client, args.run_id, keys, args.from_step, sys.stdout))
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from runstream.cli.query_commands import cmd_plot as run
+
+    with _client(args) as client:
+        return int(run(client, args.run_ids, args.key, args.out, args.max_points))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -202,7 +252,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else None
     with _client(args) as client:
-        return int(run(client, args.run_id, args.key, ranks, args.limit, args.json))
+        return int(run(client, args.run_id, args.key, ranks, args.limit, args.json,
+                       max_points=args.max_points, aggregate=args.aggregate or ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--experiment", help="only this experiment")
+    p.add_argument("--filter", help="MLflow search filter, e.g. \"metrics.acc > 0.9 and "
+                   "params.lr = '0.01'\"")
+    p.add_argument("--order-by", action="append", help="e.g. 'metrics.acc DESC' (repeatable)")
     p.add_argument("--limit", type=int, default=50, help="at most this many runs (50)")
     read_flags(p)
     p.set_defaults(func=cmd_runs)
@@ -262,8 +316,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key")
     p.add_argument("--ranks", help="comma-separated ranks (default: all)")
     p.add_argument("--limit", type=int, default=0, help="print at most this many points (0: all)")
+    p.add_argument("--max-points", type=int, default=0,
+                   help="downsample each series to this many points (LTTB + min/max)")
+    p.add_argument("--aggregate", choices=["mean", "min", "max"],
+                   help="one series across ranks per step")
     read_flags(p)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("compare", help="runs side by side, differences first")
+    p.add_argument("run_ids", nargs="+")
+    p.add_argument("--keys", help="comma-separated metric keys (default: all)")
+    p.add_argument("--all", action="store_true", help="also show identical fields")
+    read_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("reproduce", help="what it takes to reproduce a run")
+    p.add_argument("run_id")
+    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("follow", help="stream a live run's points and status changes")
+    p.add_argument("run_id")
+    p.add_argument("--keys", help="comma-separated metric keys (default: all)")
+    p.add_argument("--from-step", type=int, default=0, help="backfill from this step (-1: none)")
+    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+    p.set_defaults(func=cmd_follow)
+
+    p = sub.add_parser("plot", help="plot a metric of runs to a PNG (needs matplotlib)")
+    p.add_argument("run_ids", nargs="+")
+    p.add_argument("--key", required=True)
+    p.add_argument("--out", default="plot.png")
+    p.add_argument("--max-points", type=int, default=1000)
+    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("experiments", help="experiments and their run counts")
+    read_flags(p)
+    p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("status", help="ingestion progress of the consumers (last minute)")
+    read_flags(p)
+    p.set_defaults(func=cmd_status)
     return parser
 
 

@@ -163,6 +163,17 @@ def run_text(run: Run, now_ms: int) -> str:
 
 
 def history_table(history: MetricHistory) -> str:
+    if history.downsampled or history.aggregate:
+        ranks: list[int] | list[str] = history.ranks or ["*"] * len(history)
+        lo = history.min_values or history.values
+        hi = history.max_values or history.values
+        return format_table(
+            ["RANK", "STEP", "VALUE", "BUCKET MIN", "BUCKET MAX", "TIME (UTC)"],
+            [(r, s, format_value(v), format_value(a), format_value(b), format_time_ms(t))
+             for r, s, v, a, b, t in zip(ranks, history.steps, history.values, lo, hi,
+                                         history.ts_ms, strict=True)],
+            right=(0, 1, 2, 3, 4),
+        )
     return format_table(
         ["RANK", "STEP", "VALUE", "TIME (UTC)"],
         [
@@ -209,13 +220,18 @@ def _run_command(body: Callable[[], str], err: TextIO | None) -> int:
 
 
 def cmd_runs(client: Client, experiment: str | None, limit: int | None, as_json: bool,
-             *, err: TextIO | None = None) -> int:
-    """Print the newest ``limit`` runs (None = all) of one experiment (None = all). Blocks."""
+             *, err: TextIO | None = None, filter_text: str = "",
+             order_by: Sequence[str] = ()) -> int:
+    """Print the first ``limit`` runs (None = all) matching ``filter_text``, in ``order_by``
+    order (default newest first), of one experiment (None = all). Blocks."""
 
     def body() -> str:
         runs: list[RunInfo] = []
         page_size = min(limit, 1000) if limit else 1000
-        for info in client.iter_runs(experiment, page_size=page_size):
+        search: dict[str, Any] = {}
+        if filter_text or order_by:
+            search = {"filter": filter_text, "order_by": order_by}
+        for info in client.iter_runs(experiment, page_size=page_size, **search):
             runs.append(info)
             if limit and len(runs) >= limit:
                 break
@@ -237,11 +253,16 @@ def cmd_show(client: Client, run_id: str, as_json: bool, *, err: TextIO | None =
 
 
 def cmd_history(client: Client, run_id: str, key: str, ranks: Sequence[int] | None,
-                limit: int | None, as_json: bool, *, err: TextIO | None = None) -> int:
-    """Print a metric's points ordered by (rank, step): the first ``limit`` (None = all)."""
+                limit: int | None, as_json: bool, *, err: TextIO | None = None,
+                max_points: int = 0, aggregate: str = "") -> int:
+    """Print a metric's points ordered by (rank, step): the first ``limit`` (None = all),
+    or downsampled to ``max_points`` per series, or aggregated across ranks."""
 
     def body() -> str:
-        if limit:
+        if max_points or aggregate:
+            history = client.metric_history(run_id, key, ranks, max_points=max_points,
+                                            aggregate=aggregate)
+        elif limit:
             history = client.metric_history(run_id, key, ranks, page_size=limit, page_token="")
         else:
             history = client.metric_history(run_id, key, ranks)

@@ -18,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,8 +30,27 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runstream.proto import config as cfg
 from runstream.proto.errors import RunstreamError, code_for_grpc_status, error_for_code
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
-from runstream.query.convert import run_from_pb, run_info_from_pb
-from runstream.query.models import MetricHistory, Run, RunInfo
+from runstream.query.convert import (
+    aggregate_to_pb,
+    comparison_from_pb,
+    experiment_from_pb,
+    follow_update_from_pb,
+    goal_to_pb,
+    ingest_from_pb,
+    run_from_pb,
+    run_info_from_pb,
+    summary_from_pb,
+)
+from runstream.query.models import (
+    Comparison,
+    ExperimentInfo,
+    FollowUpdate,
+    IngestPartition,
+    MetricHistory,
+    MetricSummary,
+    Run,
+    RunInfo,
+)
 
 SERVICE_NAME: str = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
 
@@ -37,6 +58,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RUNS_PAGE_SIZE = 100
 DEFAULT_HISTORY_PAGE_SIZE = 100_000
+#: PEM file of the CA that signed the query server's certificate (TLS on when set).
+TLS_CA = "RUNSTREAM_QUERY_TLS_CA"
 
 R = TypeVar("R")
 
@@ -53,8 +76,11 @@ class Client:
     """A connection to the Runstream query service.
 
     ``target``: "host:port" (any gRPC target); default $RUNSTREAM_QUERY_ADDR, else
-    127.0.0.1:50051. ``timeout_s``: deadline of each RPC, in seconds. The channel
-    connects lazily; close it with :meth:`close` or use the client as a context manager.
+    127.0.0.1:50051. ``timeout_s``: deadline of each RPC, in seconds. ``token``: bearer
+    token sent with every RPC (default $RUNSTREAM_TOKEN). ``tls_ca``: PEM file of the
+    server's CA, which turns TLS on (default $RUNSTREAM_QUERY_TLS_CA; "" = plaintext).
+    The channel connects lazily; close it with :meth:`close` or use the client as a
+    context manager.
     """
 
     def __init__(
@@ -62,24 +88,35 @@ class Client:
         target: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
+        token: str | None = None,
+        tls_ca: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        env = cfg.environ_or_os(environ)
         if target is None:
-            env = cfg.environ_or_os(environ)
             target = cfg.env_str(env, cfg.QUERY_ADDR, cfg.DEFAULT_QUERY_ADDR)
+        token = env.get(cfg.TOKEN, "") if token is None else token
+        tls_ca = env.get(TLS_CA, "") if tls_ca is None else tls_ca
         if not target:
             raise cfg.ConfigError(f"{cfg.QUERY_ADDR}: empty query server address")
         if not timeout_s > 0:
             raise cfg.ConfigError(f"timeout_s={timeout_s}: expected a positive number of seconds")
         self.target = target
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ],
-        )
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        if tls_ca:
+            try:
+                root = Path(tls_ca).read_bytes()
+            except OSError as e:
+                raise cfg.ConfigError(f"{TLS_CA}={tls_ca!r}: {e}") from e
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = query_pb2_grpc.QueryServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -97,7 +134,7 @@ class Client:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout_s)
+            return method(request, timeout=self.timeout_s, metadata=self._metadata)
         except grpc.RpcError as e:
             raise error_from_rpc(e) from e
 
@@ -111,28 +148,105 @@ class Client:
         experiment: str | None = None,
         page_size: int = DEFAULT_RUNS_PAGE_SIZE,
         page_token: str = "",
+        *,
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        experiments: Sequence[str] = (),
     ) -> tuple[list[RunInfo], str]:
-        """One page of runs (``experiment`` None = all), newest start first.
+        """One page of runs matching ``filter`` (MLflow grammar), in ``order_by`` order.
 
-        Returns the runs and the token of the next page ("" on the last page).
-        ``page_size`` is 1..1000.
+        ``experiment``/``experiments`` restrict the experiments (none = all); default
+        order: newest start first. Returns the runs and the token of the next page (""
+        on the last page). ``page_size`` is 1..1000. A bad filter raises
+        InvalidArgumentError naming the offending position.
         """
         request = query_pb2.SearchRunsRequest(
-            experiment=experiment or "", page_size=page_size, page_token=page_token
+            experiment=experiment or "", page_size=page_size, page_token=page_token,
+            filter=filter, order_by=list(order_by), experiments=list(experiments),
         )
         response = self._call(self._stub.SearchRuns, request)
         return [run_info_from_pb(r) for r in response.runs], response.next_page_token
 
     def iter_runs(
-        self, experiment: str | None = None, page_size: int = DEFAULT_RUNS_PAGE_SIZE
+        self,
+        experiment: str | None = None,
+        page_size: int = DEFAULT_RUNS_PAGE_SIZE,
+        *,
+        filter: str = "",
+        order_by: Sequence[str] = (),
     ) -> Iterator[RunInfo]:
-        """Every run (of one experiment), newest first, fetching pages as it goes."""
+        """Every matching run, fetching pages as it goes."""
         token = ""
         while True:
-            runs, token = self.search_runs(experiment, page_size, token)
+            runs, token = self.search_runs(
+                experiment, page_size, token, filter=filter, order_by=order_by
+            )
             yield from runs
             if not token:
                 return
+
+    def compare_runs(
+        self,
+        run_ids: Sequence[str],
+        metric_keys: Sequence[str] = (),
+        goals: Mapping[str, str] | None = None,
+    ) -> Comparison:
+        """2..50 runs side by side (see CompareRuns). ``goals``: key -> "minimize"/"maximize"."""
+        request = query_pb2.CompareRunsRequest(
+            run_ids=list(run_ids), metric_keys=list(metric_keys),
+            goals={k: goal_to_pb(v) for k, v in (goals or {}).items()},
+        )
+        return comparison_from_pb(self._call(self._stub.CompareRuns, request))
+
+    def list_experiments(self) -> list[ExperimentInfo]:
+        response = self._call(self._stub.ListExperiments, query_pb2.ListExperimentsRequest())
+        return [experiment_from_pb(e) for e in response.experiments]
+
+    def list_metric_keys(self, run_id: str) -> list[MetricSummary]:
+        request = query_pb2.ListMetricKeysRequest(run_id=run_id)
+        return [summary_from_pb(m) for m in self._call(self._stub.ListMetricKeys, request).metrics]
+
+    def ingest_status(self) -> list[IngestPartition]:
+        """Latest progress of every consumer partition heard from in the last minute."""
+        response = self._call(self._stub.GetIngestStatus, query_pb2.GetIngestStatusRequest())
+        return [ingest_from_pb(p) for p in response.partitions]
+
+    def follow(
+        self,
+        run_id: str,
+        keys: Sequence[str] = (),
+        from_step: int = 0,
+        ranks: Sequence[int] = (),
+        *,
+        stop: threading.Event | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[FollowUpdate]:
+        """Stream a run's points and status changes (see FollowRun) as they arrive.
+
+        ``from_step`` -1 = live only. Ends when the run ends, when ``timeout_s`` (None =
+        no deadline) passes (DeadlineExceededError), or soon after ``stop`` is set.
+        Blocks while waiting for the next update.
+        """
+        request = query_pb2.FollowRunRequest(
+            run_id=run_id, keys=list(keys), from_step=from_step, ranks=list(ranks)
+        )
+        call = self._stub.FollowRun(request, timeout=timeout_s, metadata=self._metadata)
+        watcher = None
+        if stop is not None:
+            watcher = threading.Thread(
+                target=lambda: stop.wait() and call.cancel(),
+                name="runstream-client-follow-cancel", daemon=True,
+            )
+            watcher.start()
+        try:
+            for message in call:
+                yield follow_update_from_pb(message)
+        except grpc.RpcError as e:
+            if stop is not None and stop.is_set() and e.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise error_from_rpc(e) from e
+        finally:
+            call.cancel()
 
     def metric_history(
         self,
@@ -141,21 +255,40 @@ class Client:
         ranks: Iterable[int] | None = None,
         page_size: int = DEFAULT_HISTORY_PAGE_SIZE,
         page_token: str | None = None,
+        *,
+        max_points: int = 0,
+        aggregate: str = "",
     ) -> MetricHistory:
         """Points of one metric ordered by (rank, step, ts_ms), deduplicated.
 
         ``ranks`` None/empty = all ranks. Without ``page_token`` every page is fetched
         and joined (``next_page_token`` is then ""); with one ("" = first page) only that
-        page comes back, with its ``next_page_token``. NotFoundError for an unknown run;
-        a run without this metric gives an empty history.
+        page comes back, with its ``next_page_token``. ``max_points`` 2..10,000 downsamples
+        each series (LTTB plus the per-bucket min/max envelope) in one call;
+        ``aggregate`` "mean"/"min"/"max" merges ranks per step. NotFoundError for an
+        unknown run; a run without this metric gives an empty history.
         """
         rank_list = sorted(set(ranks or ()))
+        agg = aggregate_to_pb(aggregate)
+        if max_points:
+            request = query_pb2.GetMetricHistoryRequest(
+                run_id=run_id, key=key, ranks=rank_list, max_points=max_points, aggregate=agg
+            )
+            r = self._call(self._stub.GetMetricHistory, request)
+            return MetricHistory(
+                run_id=run_id, key=key, ranks=list(r.ranks), steps=list(r.steps),
+                values=list(r.values), ts_ms=list(r.ts_ms), downsampled=r.downsampled,
+                min_values=list(r.min_values), max_values=list(r.max_values),
+                bucket_counts=list(r.bucket_counts), total_points=r.total_points,
+                aggregate=aggregate,
+            )
         single = page_token is not None
         token = page_token or ""
-        out = MetricHistory(run_id=run_id, key=key)
+        out = MetricHistory(run_id=run_id, key=key, aggregate=aggregate)
         while True:
             request = query_pb2.GetMetricHistoryRequest(
-                run_id=run_id, key=key, ranks=rank_list, page_size=page_size, page_token=token
+                run_id=run_id, key=key, ranks=rank_list, page_size=page_size, page_token=token,
+                aggregate=agg,
             )
             response = self._call(self._stub.GetMetricHistory, request)
             out.ranks.extend(response.ranks)
@@ -174,6 +307,7 @@ class Client:
                 values=out.values,
                 ts_ms=out.ts_ms,
                 next_page_token=token,
+                aggregate=aggregate,
             )
         return out
 

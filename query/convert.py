@@ -11,18 +11,63 @@ from typing import cast
 
 from runstream.proto.v1 import events_pb2, query_pb2
 from runstream.query.models import (
+    MAXIMIZE,
+    MINIMIZE,
     Artifact,
     CodeVersion,
+    ComparedField,
+    ComparedMetric,
+    Comparison,
     Environment,
+    ExperimentInfo,
+    FollowUpdate,
+    Gpu,
+    IngestPartition,
     Input,
     MetricHistory,
+    MetricStats,
     MetricSummary,
+    Package,
     Param,
+    PointsUpdate,
     RankInfo,
     Run,
     RunInfo,
+    StatusUpdate,
     Tag,
 )
+
+_AGGREGATE_TO_PB = {
+    "": query_pb2.AGGREGATE_NONE, "mean": query_pb2.AGGREGATE_MEAN,
+    "min": query_pb2.AGGREGATE_MIN, "max": query_pb2.AGGREGATE_MAX,
+}
+_AGGREGATE_FROM_PB: dict[int, str] = {int(v): k for k, v in _AGGREGATE_TO_PB.items()}
+_GOAL_TO_PB = {
+    "": query_pb2.METRIC_GOAL_AUTO, MINIMIZE: query_pb2.METRIC_GOAL_MINIMIZE,
+    MAXIMIZE: query_pb2.METRIC_GOAL_MAXIMIZE,
+}
+_GOAL_FROM_PB: dict[int, str] = {int(v): k for k, v in _GOAL_TO_PB.items()}
+
+
+def aggregate_to_pb(aggregate: str) -> query_pb2.Aggregate:
+    """"" / "mean" / "min" / "max" as the enum; ValueError for anything else."""
+    try:
+        return _AGGREGATE_TO_PB[aggregate]
+    except KeyError:
+        raise ValueError(f"aggregate {aggregate!r} is not one of mean, min, max") from None
+
+
+def aggregate_from_pb(value: int) -> str:
+    """The enum as "" / "mean" / "min" / "max"; unknown numbers give "?" (rejected later)."""
+    return _AGGREGATE_FROM_PB.get(value, "?")
+
+
+def goal_to_pb(goal: str) -> query_pb2.MetricGoal:
+    return _GOAL_TO_PB.get(goal, query_pb2.METRIC_GOAL_AUTO)
+
+
+def goal_from_pb(value: int) -> str:
+    return _GOAL_FROM_PB.get(value, "?")
 
 
 def status_to_pb(status: str) -> events_pb2.RunStatus:
@@ -85,9 +130,7 @@ def run_to_pb(run: Run) -> query_pb2.Run:
             for i in run.inputs
         ],
         metrics=[
-            query_pb2.MetricSummary(
-                key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max
-            )
+            summary_to_pb(m)
             for m in run.metrics
         ],
         ranks=[
@@ -102,19 +145,98 @@ def run_to_pb(run: Run) -> query_pb2.Run:
             )
             for r in run.ranks
         ],
-        code=events_pb2.CodeVersion(
-            git_commit=run.code.git_commit,
-            git_branch=run.code.git_branch,
-            git_remote=run.code.git_remote,
-            git_dirty=run.code.git_dirty,
-            in_git_repo=run.code.in_git_repo,
+        code=code_to_pb(run.code),
+        env=env_to_pb(run.env),
+    )
+
+
+def code_to_pb(code: CodeVersion) -> events_pb2.CodeVersion:
+    return events_pb2.CodeVersion(
+        git_commit=code.git_commit,
+        git_branch=code.git_branch,
+        git_remote=code.git_remote,
+        git_dirty=code.git_dirty,
+        in_git_repo=code.in_git_repo,
+        diff_sha256=code.diff_sha256,
+        diff_uri=code.diff_uri,
+    )
+
+
+def env_to_pb(env: Environment) -> events_pb2.Environment:
+    return events_pb2.Environment(
+        python_version=env.python_version,
+        os=env.os,
+        command=env.command,
+        cpu_count=env.cpu_count,
+        cpu_model=env.cpu_model,
+        memory_bytes=env.memory_bytes,
+        packages=[events_pb2.Package(name=p.name, version=p.version) for p in env.packages],
+        gpus=[events_pb2.Gpu(name=g.name, memory_bytes=g.memory_bytes) for g in env.gpus],
+        gpu_driver=env.gpu_driver,
+        cuda_version=env.cuda_version,
+    )
+
+
+def summary_to_pb(m: MetricSummary) -> query_pb2.MetricSummary:
+    return query_pb2.MetricSummary(
+        key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max
+    )
+
+
+def comparison_to_pb(c: Comparison) -> query_pb2.CompareRunsResponse:
+    return query_pb2.CompareRunsResponse(
+        runs=[run_info_to_pb(r) for r in c.runs],
+        fields=[
+            query_pb2.ComparedField(section=f.section, key=f.key, values=f.values,
+                                    differs=f.differs)
+            for f in c.fields
+        ],
+        metrics=[
+            query_pb2.ComparedMetric(
+                key=m.key,
+                goal=goal_to_pb(m.goal),
+                stats=[
+                    query_pb2.MetricStats(
+                        present=s.present, last=s.last, last_step=s.last_step, min=s.min,
+                        max=s.max, best=s.best, best_step=s.best_step,
+                    )
+                    for s in m.stats
+                ],
+                best_run=m.best_run,
+                differs=m.differs,
+            )
+            for m in c.metrics
+        ],
+    )
+
+
+def follow_update_to_pb(update: FollowUpdate) -> query_pb2.FollowRunResponse:
+    if isinstance(update, StatusUpdate):
+        return query_pb2.FollowRunResponse(
+            status=query_pb2.StatusUpdate(rank=update.rank, status=status_to_pb(update.status),
+                                          error=update.error, ts_ms=update.ts_ms),
+            live=update.live,
+        )
+    return query_pb2.FollowRunResponse(
+        points=query_pb2.PointsUpdate(
+            keys=update.keys, key_index=update.key_index, ranks=update.ranks,
+            steps=update.steps, values=update.values, ts_ms=update.ts_ms,
         ),
-        env=events_pb2.Environment(
-            python_version=run.env.python_version,
-            os=run.env.os,
-            command=run.env.command,
-            cpu_count=run.env.cpu_count,
-        ),
+        live=update.live,
+    )
+
+
+def experiment_to_pb(e: ExperimentInfo) -> query_pb2.ExperimentInfo:
+    return query_pb2.ExperimentInfo(experiment=e.experiment, run_count=e.run_count,
+                                    last_start_ms=e.last_start_ms)
+
+
+def ingest_to_pb(p: IngestPartition) -> query_pb2.IngestPartition:
+    return query_pb2.IngestPartition(
+        consumer_id=p.consumer_id, source=p.source, topic=p.topic, partition=p.partition,
+        committed_offset=p.committed_offset, end_offset=p.end_offset, lag=p.lag,
+        points_total=p.points_total, points_per_s=p.points_per_s,
+        batch_latency_ms=p.batch_latency_ms, ts_ms=p.ts_ms,
     )
 
 
@@ -125,6 +247,11 @@ def history_to_pb(history: MetricHistory) -> query_pb2.GetMetricHistoryResponse:
         values=history.values,
         ts_ms=history.ts_ms,
         next_page_token=history.next_page_token,
+        downsampled=history.downsampled,
+        min_values=history.min_values,
+        max_values=history.max_values,
+        bucket_counts=history.bucket_counts,
+        total_points=history.total_points,
     )
 
 
@@ -179,11 +306,73 @@ def run_from_pb(msg: query_pb2.Run) -> Run:
             git_remote=msg.code.git_remote,
             git_dirty=msg.code.git_dirty,
             in_git_repo=msg.code.in_git_repo,
+            diff_sha256=msg.code.diff_sha256,
+            diff_uri=msg.code.diff_uri,
         ),
         env=Environment(
             python_version=msg.env.python_version,
             os=msg.env.os,
             command=msg.env.command,
             cpu_count=msg.env.cpu_count,
+            cpu_model=msg.env.cpu_model,
+            memory_bytes=msg.env.memory_bytes,
+            packages=tuple(Package(name=p.name, version=p.version) for p in msg.env.packages),
+            gpus=tuple(Gpu(name=g.name, memory_bytes=g.memory_bytes) for g in msg.env.gpus),
+            gpu_driver=msg.env.gpu_driver,
+            cuda_version=msg.env.cuda_version,
         ),
+    )
+
+
+def summary_from_pb(m: query_pb2.MetricSummary) -> MetricSummary:
+    return MetricSummary(key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max)
+
+
+def comparison_from_pb(msg: query_pb2.CompareRunsResponse) -> Comparison:
+    return Comparison(
+        runs=tuple(run_info_from_pb(r) for r in msg.runs),
+        fields=tuple(
+            ComparedField(section=f.section, key=f.key, values=tuple(f.values),
+                          differs=f.differs)
+            for f in msg.fields
+        ),
+        metrics=tuple(
+            ComparedMetric(
+                key=m.key,
+                goal=goal_from_pb(m.goal),
+                stats=tuple(
+                    MetricStats(present=s.present, last=s.last, last_step=s.last_step,
+                                min=s.min, max=s.max, best=s.best, best_step=s.best_step)
+                    for s in m.stats
+                ),
+                best_run=m.best_run,
+                differs=m.differs,
+            )
+            for m in msg.metrics
+        ),
+    )
+
+
+def follow_update_from_pb(msg: query_pb2.FollowRunResponse) -> FollowUpdate:
+    if msg.HasField("status"):
+        st = msg.status
+        return StatusUpdate(rank=st.rank, status=status_from_pb(st.status), error=st.error,
+                            ts_ms=st.ts_ms, live=msg.live)
+    p = msg.points
+    return PointsUpdate(keys=tuple(p.keys), key_index=list(p.key_index), ranks=list(p.ranks),
+                        steps=list(p.steps), values=list(p.values), ts_ms=list(p.ts_ms),
+                        live=msg.live)
+
+
+def experiment_from_pb(e: query_pb2.ExperimentInfo) -> ExperimentInfo:
+    return ExperimentInfo(experiment=e.experiment, run_count=e.run_count,
+                          last_start_ms=e.last_start_ms)
+
+
+def ingest_from_pb(p: query_pb2.IngestPartition) -> IngestPartition:
+    return IngestPartition(
+        consumer_id=p.consumer_id, source=p.source, topic=p.topic, partition=p.partition,
+        committed_offset=p.committed_offset, end_offset=p.end_offset, lag=p.lag,
+        points_total=p.points_total, points_per_s=p.points_per_s,
+        batch_latency_ms=p.batch_latency_ms, ts_ms=p.ts_ms,
     )

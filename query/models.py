@@ -97,19 +97,45 @@ class Input:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeVersion:
+    """The code a run executed; when dirty, ``diff_sha256`` (hex) and ``diff_uri`` locate
+    the stored ``git diff HEAD``."""
+
     git_commit: str = ""
     git_branch: str = ""
     git_remote: str = ""
     git_dirty: bool = False
     in_git_repo: bool = False
+    diff_sha256: str = ""
+    diff_uri: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Package:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gpu:
+    name: str
+    memory_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
+    """Where a run executed. ``memory_bytes`` is the node's physical memory; packages are
+    sorted by name."""
+
     python_version: str = ""
     os: str = ""
     command: str = ""
     cpu_count: int = 0
+    cpu_model: str = ""
+    memory_bytes: int = 0
+    packages: tuple[Package, ...] = ()
+    gpus: tuple[Gpu, ...] = ()
+    gpu_driver: str = ""
+    cuda_version: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +176,119 @@ class MetricHistory:
     values: list[float] = field(default_factory=list)
     ts_ms: list[int] = field(default_factory=list)
     next_page_token: str = ""
+    #: Set when downsampled: the extremes and size of the bucket each point stands for.
+    downsampled: bool = False
+    min_values: list[float] = field(default_factory=list)
+    max_values: list[float] = field(default_factory=list)
+    bucket_counts: list[int] = field(default_factory=list)
+    #: Points in the whole (downsampled) series.
+    total_points: int = 0
+    #: "" (per rank) or "mean" / "min" / "max" across ranks; then ``ranks`` is empty.
+    aggregate: str = ""
 
     def __len__(self) -> int:
         return len(self.steps)
+
+
+#: Aggregates of GetMetricHistory across ranks ("" = none).
+AGGREGATES = ("", "mean", "min", "max")
+#: Goals of a compared metric.
+MINIMIZE = "minimize"
+MAXIMIZE = "maximize"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComparedField:
+    """One compared field; ``values[i]`` belongs to the i-th compared run ("" = absent)."""
+
+    section: str
+    key: str
+    values: tuple[str, ...]
+    differs: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricStats:
+    """One run's summary of a compared metric; ``present`` False means never logged."""
+
+    present: bool
+    last: float = 0.0
+    last_step: int = 0
+    min: float = 0.0
+    max: float = 0.0
+    best: float = 0.0
+    best_step: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ComparedMetric:
+    """A metric across the compared runs; ``best_run`` indexes the runs (-1 = none)."""
+
+    key: str
+    goal: str
+    stats: tuple[MetricStats, ...]
+    best_run: int
+    differs: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """CompareRuns' answer: fields (differing first) and metrics, runs in request order."""
+
+    runs: tuple[RunInfo, ...]
+    fields: tuple[ComparedField, ...]
+    metrics: tuple[ComparedMetric, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointsUpdate:
+    """FollowRun: new points, columnar; point i's key is ``keys[key_index[i]]``."""
+
+    keys: tuple[str, ...]
+    key_index: list[int]
+    ranks: list[int]
+    steps: list[int]
+    values: list[float]
+    ts_ms: list[int]
+    live: bool = False
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusUpdate:
+    """FollowRun: a rank's status changed (or is reported for the first time)."""
+
+    rank: int
+    status: str
+    error: str
+    ts_ms: int
+    live: bool = False
+
+
+FollowUpdate = PointsUpdate | StatusUpdate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExperimentInfo:
+    experiment: str
+    run_count: int
+    last_start_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestPartition:
+    """The latest progress report of one consumer's source partition (ts_ms: when sent)."""
+
+    consumer_id: str
+    source: str
+    topic: str
+    partition: int
+    committed_offset: int
+    end_offset: int
+    lag: int
+    points_total: int
+    points_per_s: float
+    batch_latency_ms: float
+    ts_ms: int

@@ -19,8 +19,10 @@ HTTP session rejects concurrent queries), created on first use and closed by
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import clickhouse_connect
@@ -28,23 +30,41 @@ from clickhouse_connect.driver.client import Client as ChClient
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 from clickhouse_connect.driver.query import QueryResult
 
-from runstream.proto.errors import RunstreamError, UnavailableError
+from runstream.proto.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    RunstreamError,
+    UnavailableError,
+)
+from runstream.query import deadline
+from runstream.query.downsample import Bucket
+from runstream.query.filters import LIST_OPS, Agg, Clause, Kind, Op, OrderBy
 from runstream.query.models import (
+    TERMINAL_STATUSES,
     Artifact,
     CodeVersion,
     Environment,
+    ExperimentInfo,
+    Gpu,
+    IngestPartition,
     Input,
     MetricSummary,
+    Package,
     Param,
     Tag,
 )
-from runstream.query.service import PointRows, RankRow, RunRow, StatusRow
+from runstream.query.service import PointRows, RankRow, RunRow, SearchRow, StatusRow
 from runstream.query.tokens import PointCursor, RunCursor
 
 T = TypeVar("T")
 
 # ClickHouse errors that mean "nothing was ever written here", not a broken query.
 _NOT_CREATED = frozenset({"UNKNOWN_TABLE", "UNKNOWN_DATABASE"})
+_TIMEOUT_CODES = frozenset({159, 160, 394})  # TIMEOUT_EXCEEDED, TOO_SLOW, QUERY_WAS_CANCELLED
+#: Every query runs read-only (readonly=2 still lets a query set its own limits) and is
+#: capped at this many seconds, or the RPC's remaining deadline if sooner.
+DEFAULT_MAX_EXECUTION_S = 60.0
+_READ_SETTINGS: Mapping[str, Any] = {"readonly": 2}
 
 # --- SQL -------------------------------------------------------------------------------
 
@@ -64,13 +84,16 @@ SELECT
     argMax(
         (experiment, name, world_size, local_rank, node,
          git_commit, git_branch, git_remote, git_dirty, in_git_repo,
-         python_version, os, command, cpu_count),
+         python_version, os, command, cpu_count,
+         git_diff_sha256, git_diff_uri, cpu_model, memory_bytes, packages, gpus,
+         gpu_memory_bytes, gpu_driver, cuda_version),
         ts_ms) AS latest,
-    min(ts_ms) AS start_ms
+    min(ts_ms) AS start_ms,
+    run_id
 FROM runs
-WHERE run_id = {run_id:String}
-GROUP BY rank
-ORDER BY rank
+WHERE run_id IN {run_ids:Array(String)}
+GROUP BY run_id, rank
+ORDER BY run_id, rank
 """
 
 # Latest status per (run, rank): argMax over (ts_ms, seq); duplicates of a status row
@@ -218,6 +241,8 @@ class ClickHouseRepository:
             raise self._error(e, f"cannot open ClickHouse {self.dsn}") from e
 
     def _error(self, e: ClickHouseError, what: str) -> RunstreamError:
+        if getattr(e, "code", None) in _TIMEOUT_CODES:
+            return DeadlineExceededError(f"{what}: the query ran past its deadline")
         if isinstance(e, OperationalError):
             return UnavailableError(f"{what}: {e}")
         if getattr(e, "name", None) in _NOT_CREATED or getattr(e, "code", None) in {60, 81}:
@@ -240,9 +265,23 @@ class ClickHouseRepository:
         return client
 
     def _query(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult:
+        left = deadline.remaining_s()
+        limit_s = DEFAULT_MAX_EXECUTION_S if left is None else min(left, DEFAULT_MAX_EXECUTION_S)
+        settings = {**_READ_SETTINGS, "max_execution_time": max(1, math.ceil(limit_s))}
         try:
-            return self._client().query(sql, parameters=dict(parameters))
+            return self._client().query(sql, parameters=dict(parameters), settings=settings)
         except ClickHouseError as e:
+            raise self._error(e, "ClickHouse query failed") from e
+
+    def _is_missing_table(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult | None:
+        """The query's result, or None if its table does not exist (yet)."""
+        try:
+            return self._client().query(
+                sql, parameters=dict(parameters), settings=dict(_READ_SETTINGS)
+            )
+        except ClickHouseError as e:
+            if getattr(e, "name", None) in _NOT_CREATED or getattr(e, "code", None) in {60, 81}:
+                return None
             raise self._error(e, "ClickHouse query failed") from e
 
     def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
@@ -271,12 +310,20 @@ class ClickHouseRepository:
         return bool(self._rows(RUN_EXISTS_SQL, {"run_id": run_id}))
 
     def rank_rows(self, run_id: str) -> list[RankRow]:
+        return self.rank_rows_of([run_id])
+
+    def rank_rows_of(self, run_ids: Sequence[str]) -> list[RankRow]:
+        """The latest RunStarted of every rank of these runs, by (run_id, rank)."""
         out = []
-        for rank, latest, start_ms in self._rows(RANK_ROWS_SQL, {"run_id": run_id}):
+        for rank, latest, start_ms, run_id in self._rows(RANK_ROWS_SQL, {"run_ids": run_ids}):
             (experiment, name, world_size, local_rank, node, git_commit, git_branch, git_remote,
-             git_dirty, in_git_repo, python_version, os_name, command, cpu_count) = latest
+             git_dirty, in_git_repo, python_version, os_name, command, cpu_count,
+             diff_sha256, diff_uri, cpu_model, memory_bytes, packages, gpus, gpu_memory,
+             gpu_driver, cuda_version) = latest
+            gpu_memory = list(gpu_memory) + [0] * max(0, len(gpus) - len(gpu_memory))
             out.append(
                 RankRow(
+                    run_id=run_id,
                     rank=int(rank),
                     experiment=experiment,
                     name=name,
@@ -289,12 +336,25 @@ class ClickHouseRepository:
                         git_remote=git_remote,
                         git_dirty=bool(git_dirty),
                         in_git_repo=bool(in_git_repo),
+                        diff_sha256=diff_sha256,
+                        diff_uri=diff_uri,
                     ),
                     env=Environment(
                         python_version=python_version,
                         os=os_name,
                         command=command,
                         cpu_count=int(cpu_count),
+                        cpu_model=cpu_model,
+                        memory_bytes=int(memory_bytes),
+                        packages=tuple(
+                            Package(name=k, version=v) for k, v in sorted(dict(packages).items())
+                        ),
+                        gpus=tuple(
+                            Gpu(name=g, memory_bytes=int(m))
+                            for g, m in zip(gpus, gpu_memory, strict=False)
+                        ),
+                        gpu_driver=gpu_driver,
+                        cuda_version=cuda_version,
                     ),
                     start_ms=int(start_ms),
                 )
@@ -390,3 +450,517 @@ class ClickHouseRepository:
         sql = POINTS_SQL[(bool(ranks), after is not None)]
         r, s, v, t, p, q, i = self._columns(sql, params, 7)
         return PointRows(ranks=r, steps=s, values=v, ts_ms=t, producer_ids=p, seqs=q, idxs=i)
+
+    # --- SearchRuns ---
+
+    def search(
+        self,
+        experiments: Sequence[str],
+        clauses: Sequence[Clause],
+        order_by: Sequence[OrderBy],
+        after: Sequence[Any] | None,
+        limit: int,
+    ) -> list[SearchRow]:
+        """Runs matching every clause, in order_by order then newest start first."""
+        compiled = compile_search(experiments, clauses, order_by, after, limit)
+        width = len(compiled.keyset)
+        out = []
+        for row in self._rows(compiled.sql, compiled.parameters):
+            run_id, experiment, name, world_size, start_ms, status, end_ms = row[:7]
+            keys = [*row[7:], int(start_ms), run_id]
+            out.append(SearchRow(
+                run_id=run_id, experiment=experiment, name=name, world_size=int(world_size),
+                start_ms=int(start_ms), status=status, end_ms=int(end_ms),
+                keyset=tuple(_plain(v) for v in keys[:width]),
+            ))
+        return out
+
+    # --- GetMetricHistory downsampling and aggregates ---
+
+    def _series(self, run_id: str, key: str, ranks: Sequence[int],
+                aggregate: str) -> tuple[str, str, dict[str, Any]]:
+        """(source, where-on-source, parameters) of one (possibly aggregated) series."""
+        params: dict[str, Any] = {"run_id": run_id, "key": key}
+        ranks_sql = ""
+        if ranks:
+            params["ranks"] = list(ranks)
+            ranks_sql = _RANKS_WHERE
+        where = _SERIES_WHERE.format(ranks=ranks_sql)
+        if aggregate:
+            source = _AGG_SOURCE.format(agg=_AGG_FUNCS[aggregate], where=where)
+            return source, "NOT isNaN(value)", params
+        return "metrics", where + " AND NOT isNaN(value)", params
+
+    def series_range(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+    ) -> tuple[int, int, int]:
+        """(min step, max step, point count) of the series' non-NaN points; count 0 if none."""
+        source, where, params = self._series(run_id, key, ranks, aggregate)
+        row = self._rows(_RANGE_SQL.format(source=source, where=where), params)[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def buckets(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int
+    ) -> list[Bucket]:
+        """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
+        source, where, params = self._series(run_id, key, ranks, aggregate)
+        params.update(lo=lo, width=width)
+        sql = _BUCKETS_SQL.format(source=source, where=where)
+        out = []
+        for rank, bucket, n, lo_v, hi_v, at_min, at_max, avg_step, avg_v, first, last in \
+                self._rows(sql, params):
+            out.append(Bucket(
+                int(rank), int(bucket), int(n), float(lo_v), float(hi_v), _pt(at_min),
+                _pt(at_max), float(avg_step), float(avg_v), _pt(first), _pt(last),
+            ))
+        return out
+
+    def aggregate_points(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
+        limit: int,
+    ) -> tuple[list[int], list[float], list[int]]:
+        """Steps, aggregated values and latest ts_ms after ``after_step``, by step."""
+        source, _, params = self._series(run_id, key, ranks, aggregate)
+        params.update(after_step=after_step, limit=limit)
+        steps, values, ts = self._columns(_AGG_PAGE_SQL.format(source=source), params, 3)
+        return steps, values, ts
+
+    # --- FollowRun ---
+
+    def series_tips(self, run_id: str) -> dict[tuple[str, int], int]:
+        """The highest step stored so far of every (key, rank) of a run."""
+        return {(k, int(r)): int(s) for k, r, s in self._rows(_FOLLOW_TIPS_SQL, {"run_id": run_id})}
+
+    def new_points(
+        self,
+        run_id: str,
+        keys: Sequence[str],
+        ranks: Sequence[int],
+        cursors: Mapping[tuple[str, int], int],
+        from_step: int,
+        limit: int,
+    ) -> tuple[list[str], list[int], list[int], list[float], list[int]]:
+        """Points with step above their (key, rank)'s cursor (else above ``from_step``),
+        by step: (keys, ranks, steps, values, ts_ms)."""
+        params: dict[str, Any] = {"run_id": run_id, "from_step": from_step, "limit": limit}
+        sql = _FOLLOW_SELECT.format(
+            keys=_FOLLOW_KEYS if keys else "", ranks=_RANKS_WHERE if ranks else ""
+        )
+        if keys:
+            params["keys"] = list(keys)
+        if ranks:
+            params["ranks"] = list(ranks)
+        if cursors:
+            params["cursor_series"] = [f"{k}\n{r}" for k, r in cursors]
+            params["cursor_steps"] = list(cursors.values())
+            sql += _FOLLOW_AFTER_EACH
+        else:
+            sql += _FOLLOW_AFTER_ALL
+        sql += _FOLLOW_ORDER
+        k, r, s, v, t = self._columns(sql, params, 5)
+        return k, r, s, v, t
+
+    # --- experiments, compare, ingestion ---
+
+    def experiments(self, limit: int) -> list[ExperimentInfo]:
+        return self._map(
+            EXPERIMENTS_SQL, {"limit": limit},
+            lambda e, n, t: ExperimentInfo(experiment=e, run_count=int(n), last_start_ms=int(t)),
+        )
+
+    def params_of(self, run_ids: Sequence[str]) -> dict[str, list[Param]]:
+        out: dict[str, list[Param]] = {r: [] for r in run_ids}
+        for run_id, k, v, t in self._rows(PARAMS_OF_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(Param(key=k, value=v, type=t))
+        return out
+
+    def tags_of(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]:
+        out: dict[str, list[Tag]] = {r: [] for r in run_ids}
+        for run_id, k, v in self._rows(TAGS_OF_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(Tag(key=k, value=v))
+        return out
+
+    def inputs_of(self, run_ids: Sequence[str]) -> dict[str, list[Input]]:
+        out: dict[str, list[Input]] = {r: [] for r in run_ids}
+        for run_id, n, u, d, role in self._rows(INPUTS_OF_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(Input(name=n, uri=u, digest=d, role=role))
+        return out
+
+    def summaries_of(
+        self, run_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[str, list[MetricSummary]]:
+        params: dict[str, Any] = {"run_ids": list(run_ids)}
+        if keys:
+            params["keys"] = list(keys)
+        sql = SUMMARIES_OF_SQL.format(keys=" AND key IN {keys:Array(String)}" if keys else "")
+        out: dict[str, list[MetricSummary]] = {r: [] for r in run_ids}
+        for run_id, k, last, step, lo, hi in self._rows(sql, params):
+            out.setdefault(run_id, []).append(MetricSummary(
+                key=k, last=float(last), last_step=int(step), min=float(lo), max=float(hi)))
+        return out
+
+    def best_steps(
+        self, run_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """(run_id, key) -> (lowest step at the min, lowest step at the max)."""
+        if not keys:
+            return {}
+        rows = self._rows(BEST_STEPS_SQL, {"run_ids": list(run_ids), "keys": list(keys)})
+        return {(r, k): (int(a), int(b)) for r, k, a, b in rows}
+
+    def ingest_progress(self, since_ms: int) -> list[IngestPartition]:
+        """Latest row per (consumer, source, topic, partition) since ``since_ms``; [] if the
+        consumer has not created ``ingest_progress`` yet."""
+        result = self._is_missing_table(INGEST_SQL, {"since_ms": since_ms})
+        if result is None:
+            return []
+        return [
+            IngestPartition(
+                consumer_id=c, source=s, topic=t, partition=int(p), committed_offset=int(co),
+                end_offset=int(eo), lag=int(lag), points_total=int(pt), points_per_s=float(pps),
+                batch_latency_ms=float(bl), ts_ms=int(ts),
+            )
+            for c, s, t, p, co, eo, lag, pt, pps, bl, ts in result.result_rows
+        ]
+
+
+def _plain(value: Any) -> Any:
+    """A keyset value as JSON keeps it (bool -> int; floats stay floats)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return value
+    return str(value)
+
+
+def _pt(value: Sequence[Any]) -> tuple[int, float, int]:
+    return int(value[0]), float(value[1]), int(value[2])
+
+
+
+
+# --- SearchRuns: a parsed filter compiled from constant fragments ------------------------
+#
+# Every name and value of the filter is a bound parameter ({c<i>_k:String}, ...); the SQL
+# text is assembled only from the constants below, chosen by the AST's enums, and from
+# placeholder names generated from clause indexes, never from input. (That is why S608
+# is silenced on those f-strings.)
+
+_OPS_SQL: Mapping[Op, str] = {
+    Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=",
+    Op.LIKE: "LIKE", Op.ILIKE: "ILIKE", Op.NOT_LIKE: "NOT LIKE", Op.NOT_ILIKE: "NOT ILIKE",
+    Op.IN: "IN", Op.NOT_IN: "NOT IN",
+}
+_METRIC_AGG_SQL: Mapping[Agg, str] = {
+    Agg.LATEST: "argMaxMerge(last)", Agg.MIN: "min(min)", Agg.MAX: "max(max)",
+}
+_ATTRIBUTE_SQL: Mapping[str, str] = {
+    "run_id": "r.run_id", "experiment": "r.run_experiment", "name": "r.run_name",
+    "status": "run_status", "start_ms": "r.start_ms", "end_ms": "run_end_ms",
+    "world_size": "r.run_world_size",
+}
+_ATTRIBUTE_TYPE: Mapping[str, str] = {
+    "run_id": "String", "experiment": "String", "name": "String", "status": "String",
+    "start_ms": "Int64", "end_ms": "Int64", "world_size": "UInt32",
+}
+_DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
+
+_SEARCH_BASE = """
+SELECT
+    r.run_id AS run_id, r.run_experiment AS experiment, r.run_name AS name,
+    r.run_world_size AS world_size, r.start_ms AS start_ms,
+    ifNull(s.status, 'RUN_STATUS_UNSPECIFIED') AS run_status,
+    if(run_status IN {{terminal:Array(String)}}, ifNull(s.last_ms, 0), 0) AS run_end_ms{sort_cols}
+FROM (
+    SELECT run_id,
+        argMin(experiment, (rank, -ts_ms)) AS run_experiment,
+        argMin(name, (rank, -ts_ms)) AS run_name,
+        argMin(world_size, (rank, -ts_ms)) AS run_world_size,
+        min(ts_ms) AS start_ms
+    FROM runs
+    {experiment_where}
+    GROUP BY run_id
+) AS r
+LEFT JOIN (
+    SELECT run_id, argMax(status, (ts_ms, seq)) AS status, max(ts_ms) AS last_ms
+    FROM run_status
+    WHERE rank = 0
+    GROUP BY run_id
+) AS s ON s.run_id = r.run_id{joins}
+WHERE 1{where}
+ORDER BY {order}
+LIMIT {{limit:UInt32}}
+SETTINGS join_use_nulls = 1
+"""
+_EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SortColumn:
+    """One column of the keyset: its SELECT alias, ClickHouse type and direction."""
+
+    alias: str
+    ch_type: str
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSearch:
+    sql: str
+    parameters: dict[str, Any]
+    #: The keyset, in ORDER BY order (ends with start_ms DESC, run_id DESC).
+    keyset: tuple[SortColumn, ...]
+
+
+def _value_param(clause: Clause, name: str, numeric: bool) -> tuple[str, Any]:
+    """The placeholder text and the bound value of a clause's value(s)."""
+    ch_type = "Float64" if numeric else "String"
+    if clause.op in LIST_OPS:
+        return f"{{{name}:Array({ch_type})}}", list(clause.values)
+    return f"{{{name}:{ch_type}}}", clause.values[0]
+
+
+def _clause_sql(i: int, clause: Clause, params: dict[str, Any]) -> str:
+    op = _OPS_SQL[clause.op]
+    field = clause.field
+    k, v = f"c{i}_k", f"c{i}_v"
+    if field.kind is Kind.ATTRIBUTE:
+        numeric = _ATTRIBUTE_TYPE[field.name] != "String"
+        placeholder, params[v] = _value_param(clause, v, numeric)
+        column = _ATTRIBUTE_SQL[field.name]
+        if numeric:
+            column = f"toFloat64({column})"
+        return f"{column} {op} {placeholder}"
+    if field.kind is Kind.DATASET:
+        placeholder, params[v] = _value_param(clause, v, False)
+        column = _DATASET_SQL[field.name]
+        return (f"r.run_id IN (SELECT run_id FROM inputs FINAL"  # noqa: S608
+                f" WHERE {column} {op} {placeholder})")
+    params[k] = field.name
+    if field.kind is Kind.METRIC:
+        placeholder, params[v] = _value_param(clause, v, True)
+        agg = _METRIC_AGG_SQL[field.agg]
+        return (f"r.run_id IN (SELECT run_id FROM metric_summaries WHERE key = {{{k}:String}}"  # noqa: S608
+                f" GROUP BY run_id HAVING {agg} {op} {placeholder})")
+    if field.kind is Kind.PARAM:
+        placeholder, params[v] = _value_param(clause, v, clause.numeric)
+        value = "toFloat64OrNull(argMin(value, rank))" if clause.numeric else "argMin(value, rank)"
+        return (f"r.run_id IN (SELECT run_id FROM params FINAL WHERE key = {{{k}:String}}"  # noqa: S608
+                f" GROUP BY run_id HAVING {value} {op} {placeholder})")
+    # tags
+    placeholder, params[v] = _value_param(clause, v, False)
+    return (f"r.run_id IN (SELECT run_id FROM tags FINAL WHERE key = {{{k}:String}}"  # noqa: S608
+            f" AND value {op} {placeholder})")
+
+
+def _order_sql(
+    j: int, item: OrderBy, params: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]]]:
+    """(join, [(expression, ClickHouse type)]) for one order-by item; expressions may be NULL."""
+    field = item.field
+    if field.kind is Kind.ATTRIBUTE:
+        return "", [(_ATTRIBUTE_SQL[field.name], _ATTRIBUTE_TYPE[field.name])]
+    if field.kind is Kind.DATASET:
+        raise InvalidArgumentError("order_by on datasets.* is not supported")
+    k = f"o{j}_k"
+    params[k] = field.name
+    if field.kind is Kind.METRIC:
+        agg = _METRIC_AGG_SQL[field.agg]
+        join = (f"\nLEFT JOIN (SELECT run_id, {agg} AS v FROM metric_summaries"  # noqa: S608
+                f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
+        return join, [(f"if(isNaN(o{j}.v), NULL, o{j}.v)", "Float64")]
+    if field.kind is Kind.PARAM:
+        join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, rank) AS v FROM params FINAL"  # noqa: S608
+                f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
+        # Numbers first, in numeric order; then text in text order.
+        return join, [(f"toFloat64OrNull(o{j}.v)", "Float64"), (f"o{j}.v", "String")]
+    join = (f"\nLEFT JOIN (SELECT run_id, value AS v FROM tags FINAL"  # noqa: S608
+            f" WHERE key = {{{k}:String}}) AS o{j} ON o{j}.run_id = r.run_id")
+    return join, [(f"o{j}.v", "String")]
+
+
+_ZERO = {"Float64": "0", "String": "''", "Int64": "0", "UInt32": "0"}
+
+
+def compile_search(
+    experiments: Sequence[str],
+    clauses: Sequence[Clause],
+    order_by: Sequence[OrderBy],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> CompiledSearch:
+    """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
+    row served, as :attr:`CompiledSearch.keyset` lists them."""
+    params: dict[str, Any] = {"limit": limit, "terminal": sorted(TERMINAL_STATUSES)}
+    where = [_clause_sql(i, c, params) for i, c in enumerate(clauses)]
+    joins: list[str] = []
+    sort_cols: list[str] = []
+    keyset: list[SortColumn] = []
+    for j, item in enumerate(order_by):
+        join, exprs = _order_sql(j, item, params)
+        joins.append(join)
+        for m, (expr, ch_type) in enumerate(exprs):
+            # Nulls (runs without the field) sort last in either direction.
+            sort_cols.append(f"isNull({expr}) AS s{j}_{m}_n")
+            sort_cols.append(f"ifNull({expr}, {_ZERO[ch_type]}) AS s{j}_{m}_v")
+            keyset.append(SortColumn(f"s{j}_{m}_n", "UInt8", False))
+            keyset.append(SortColumn(f"s{j}_{m}_v", ch_type, item.descending))
+    keyset.append(SortColumn("start_ms", "Int64", True))
+    keyset.append(SortColumn("run_id", "String", True))
+    if after is not None:
+        if len(after) != len(keyset):
+            raise InvalidArgumentError("page_token does not match this request's order_by")
+        ors = []
+        for idx, col in enumerate(keyset):
+            value = after[idx]
+            if (col.ch_type == "String") != isinstance(value, str) or (
+                col.ch_type in ("UInt8", "UInt32", "Int64") and not isinstance(value, int)
+            ):
+                raise InvalidArgumentError(
+                    "page_token is malformed; pass a token from a previous response"
+                )
+            params[f"a{idx}"] = value
+            terms = [f"{c.alias} = {{a{i}:{c.ch_type}}}" for i, c in enumerate(keyset[:idx])]
+            terms.append(f"{col.alias} {'<' if col.descending else '>'} {{a{idx}:{col.ch_type}}}")
+            ors.append("(" + " AND ".join(terms) + ")")
+        where.append("(" + " OR ".join(ors) + ")")
+    if experiments:
+        params["experiments"] = list(experiments)
+    sql = _SEARCH_BASE.format(
+        sort_cols="".join(",\n    " + c for c in sort_cols),
+        experiment_where=_EXPERIMENT_WHERE if experiments else "",
+        joins="".join(joins),
+        where="".join(f"\n    AND {w}" for w in where),
+        order=", ".join(f"{c.alias} {'DESC' if c.descending else 'ASC'}" for c in keyset),
+    )
+    return CompiledSearch(sql, params, tuple(keyset))
+
+
+# --- metric history: downsampling buckets, aggregates across ranks ---------------------
+
+_SERIES_WHERE = """run_id = {{run_id:String}} AND key = {{key:String}}{ranks}"""
+_RANKS_WHERE = " AND rank IN {ranks:Array(UInt32)}"
+
+# Per (rank, step): each rank's latest value at the step (idempotent under replays),
+# then across ranks.
+_AGG_SOURCE = """(
+    SELECT toUInt32(0) AS rank, step, {agg}(v) AS value, max(t) AS ts_ms FROM (
+        SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
+        FROM metrics
+        WHERE {where}
+        GROUP BY rank, step
+    )
+    GROUP BY step
+)"""
+_AGG_FUNCS = {"mean": "avg", "min": "min", "max": "max"}
+
+_RANGE_SQL = """
+SELECT min(step), max(step), count()
+FROM {source}
+WHERE {where}
+"""
+
+# One row per (rank, bucket): its extremes with where they were, its centroid, first and last.
+_BUCKETS_SQL = """
+SELECT rank, intDiv(step - {{lo:Int64}}, {{width:Int64}}) AS bucket, count() AS n,
+    min(value) AS lo_v, max(value) AS hi_v,
+    argMin((step, value, ts_ms), (value, step)) AS at_min,
+    argMax((step, value, ts_ms), (value, -step)) AS at_max,
+    avg(step) AS avg_step, avg(value) AS avg_v,
+    argMin((step, value, ts_ms), step) AS first_pt,
+    argMax((step, value, ts_ms), step) AS last_pt
+FROM {source}
+WHERE {where}
+GROUP BY rank, bucket
+ORDER BY rank, bucket
+"""
+
+_AGG_PAGE_SQL = """
+SELECT step, value, ts_ms FROM {source}
+WHERE step > {{after_step:Int64}}
+ORDER BY step
+LIMIT {{limit:UInt32}}
+"""
+
+
+# --- FollowRun, experiments, compare, ingest -------------------------------------------
+
+_FOLLOW_SELECT = """
+SELECT key, rank, step, value, ts_ms
+FROM metrics FINAL
+WHERE run_id = {{run_id:String}}{keys}{ranks}
+"""
+_FOLLOW_KEYS = " AND key IN {keys:Array(String)}"
+_FOLLOW_AFTER_ALL = "\n    AND step > {from_step:Int64}"
+# Per (key, rank) cursors: a series not seen yet starts after from_step.
+_FOLLOW_AFTER_EACH = """
+    AND step > transform(concat(toString(key), '\\n', toString(rank)),
+                         {cursor_series:Array(String)}, {cursor_steps:Array(Int64)},
+                         {from_step:Int64})"""
+_FOLLOW_ORDER = """
+ORDER BY step, key, rank, ts_ms, producer_id, seq, idx
+LIMIT {limit:UInt32}
+"""
+_FOLLOW_TIPS_SQL = """
+SELECT key, rank, max(step) FROM metrics
+WHERE run_id = {run_id:String}
+GROUP BY key, rank
+"""
+
+EXPERIMENTS_SQL = """
+SELECT experiment, count() AS runs, max(start_ms) FROM (
+    SELECT run_id, argMin(experiment, (rank, -ts_ms)) AS experiment, min(ts_ms) AS start_ms
+    FROM runs
+    GROUP BY run_id
+)
+GROUP BY experiment
+ORDER BY experiment
+LIMIT {limit:UInt32}
+"""
+
+PARAMS_OF_SQL = """
+SELECT run_id, key, argMin(value, rank), argMin(type, rank)
+FROM params FINAL
+WHERE run_id IN {run_ids:Array(String)}
+GROUP BY run_id, key
+ORDER BY run_id, key
+"""
+TAGS_OF_SQL = """
+SELECT run_id, key, value FROM tags FINAL
+WHERE run_id IN {run_ids:Array(String)}
+ORDER BY run_id, key
+"""
+INPUTS_OF_SQL = """
+SELECT run_id, name, uri, digest, role FROM inputs FINAL
+WHERE run_id IN {run_ids:Array(String)}
+GROUP BY run_id, name, uri, digest, role
+ORDER BY run_id, name, uri, role
+"""
+SUMMARIES_OF_SQL = """
+SELECT run_id, key, argMaxMerge(last), max(last_step), min(min), max(max)
+FROM metric_summaries
+WHERE run_id IN {{run_ids:Array(String)}}{keys}
+GROUP BY run_id, key
+ORDER BY run_id, key
+"""
+# The lowest step at which each run reached its min and its max (NaN never wins).
+BEST_STEPS_SQL = """
+SELECT run_id, key,
+    argMin(step, (value, step)), argMax(step, (value, -step))
+FROM metrics
+WHERE run_id IN {run_ids:Array(String)} AND key IN {keys:Array(String)} AND NOT isNaN(value)
+GROUP BY run_id, key
+"""
+
+INGEST_SQL = """
+SELECT consumer_id, source, topic, partition,
+    argMax(committed_offset, ts_ms), argMax(end_offset, ts_ms), argMax(lag, ts_ms),
+    argMax(points_total, ts_ms), argMax(points_per_s, ts_ms),
+    argMax(batch_latency_ms, ts_ms), max(ts_ms)
+FROM ingest_progress
+WHERE ts_ms >= {since_ms:Int64}
+GROUP BY consumer_id, source, topic, partition
+ORDER BY consumer_id, source, topic, partition
+"""

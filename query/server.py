@@ -7,19 +7,29 @@ times, but no second path); :func:`run` is the same with signal handling built i
 Health (``grpc.health.v1.Health``) answers SERVING for ``""`` and
 ``runstream.v1.QueryService`` while the server runs and NOT_SERVING once it starts to
 stop; server reflection lists the query service, health and reflection.
+
+Security: with a token ($RUNSTREAM_TOKEN) every RPC but health needs the metadata
+``authorization: Bearer <token>`` (else UNAUTHENTICATED; compared in constant time).
+With a certificate and key ($RUNSTREAM_QUERY_TLS_CERT, $RUNSTREAM_QUERY_TLS_KEY, PEM
+files) the server speaks TLS only. The ClickHouse user needs read access only: every
+query runs with ``readonly=2`` (SELECT only; a query may still set its own limits such as
+``max_execution_time``), so a read-only ClickHouse profile (``readonly = 2``) suffices.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import signal
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType, TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,8 +51,14 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_WORKERS = 16
 DEFAULT_GRACE_S = 5.0
 
+#: Environment variables of the query server's TLS (PEM files).
+TLS_CERT = "RUNSTREAM_QUERY_TLS_CERT"
+TLS_KEY = "RUNSTREAM_QUERY_TLS_KEY"
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HEALTH: weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer] = weakref.WeakKeyDictionary()
+_SERVICES: weakref.WeakKeyDictionary[grpc.Server, QueryService] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +77,16 @@ class QueryConfig:
     database: str = cfg.DEFAULT_DATABASE
     max_workers: int = DEFAULT_MAX_WORKERS
     grace_s: float = DEFAULT_GRACE_S
+    token: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(f"{TLS_CERT} and {TLS_KEY} must be set together")
+        for name, path in ((TLS_CERT, self.tls_cert), (TLS_KEY, self.tls_key)):
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}={path!r}: no such file")
         cfg.parse_host_port(cfg.QUERY_ADDR, self.addr)
         cfg.check_dsn(cfg.CLICKHOUSE, self.clickhouse_dsn)
         if not _DATABASE.fullmatch(self.database):
@@ -80,20 +104,65 @@ class QueryConfig:
             addr=cfg.env_str(env, cfg.QUERY_ADDR, cfg.DEFAULT_QUERY_ADDR),
             clickhouse_dsn=cfg.env_str(env, cfg.CLICKHOUSE, cfg.default_clickhouse_dsn(env)),
             database=cfg.env_str(env, cfg.CLICKHOUSE_DATABASE, cfg.DEFAULT_DATABASE),
+            token=env.get(cfg.TOKEN, ""),
+            tls_cert=env.get(TLS_CERT, ""),
+            tls_key=env.get(TLS_KEY, ""),
         )
 
 
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Refuses every RPC but health without ``authorization: Bearer <token>``."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def deny(request: Any, context: grpc.ServicerContext) -> Any:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
+        self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method.startswith(_HEALTH_PREFIX):
+            return continuation(handler_call_details)
+        given = next(
+            (v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"),
+            "",
+        )
+        given_bytes = given.encode() if isinstance(given, str) else bytes(given)
+        if hmac.compare_digest(given_bytes, self._expected):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is not None and handler.response_streaming:
+            return self._deny_stream
+        return self._deny_unary
+
+
 def build_server(
-    service: QueryService, addr: str, *, max_workers: int = DEFAULT_MAX_WORKERS
+    service: QueryService,
+    addr: str,
+    *,
+    max_workers: int = DEFAULT_MAX_WORKERS,
+    token: str = "",
+    tls_cert: str = "",
+    tls_key: str = "",
 ) -> tuple[grpc.Server, int]:
     """A gRPC server (not yet started) with the query service, health and reflection.
 
-    Returns the server and the port it is bound to (``addr`` may use port 0).
-    Raises UnavailableError when the address cannot be bound. Stop it with :func:`stop`.
+    ``token`` non-empty requires a bearer token on every RPC but health; ``tls_cert`` and
+    ``tls_key`` (PEM file paths) switch the port to TLS. Returns the server and the port
+    it is bound to (``addr`` may use port 0). Raises UnavailableError when the address
+    cannot be bound. Stop it with :func:`stop`.
     """
     cfg.parse_host_port(cfg.QUERY_ADDR, addr)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="runstream-query"),
+        interceptors=[TokenInterceptor(token)] if token else [],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -108,12 +177,19 @@ def build_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(addr)
+        if tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
+            )
+            port = server.add_secure_port(addr, credentials)
+        else:
+            port = server.add_insecure_port(addr)
     except RuntimeError as e:
         raise UnavailableError(f"cannot listen on {addr}: {e}") from e
     if port == 0:
         raise UnavailableError(f"cannot listen on {addr}")
     _HEALTH[server] = health_servicer
+    _SERVICES[server] = service
     return server, port
 
 
@@ -125,6 +201,9 @@ def stop(server: grpc.Server, grace_s: float = DEFAULT_GRACE_S) -> None:
     health_servicer = _HEALTH.get(server)
     if health_servicer is not None:
         health_servicer.enter_graceful_shutdown()
+    service = _SERVICES.get(server)
+    if service is not None:
+        service.close()  # FollowRun streams end at their next poll, within the grace
     server.stop(grace_s).wait()
 
 
@@ -185,8 +264,11 @@ def start_server(config: QueryConfig) -> QueryServer:
     """
     repository = ClickHouseRepository(config.clickhouse_dsn, config.database)
     try:
-        service = QueryService(repository)
-        server, port = build_server(service, config.addr, max_workers=config.max_workers)
+        service = QueryService(repository, max_followers=max(1, config.max_workers // 2))
+        server, port = build_server(
+            service, config.addr, max_workers=config.max_workers, token=config.token,
+            tls_cert=config.tls_cert, tls_key=config.tls_key,
+        )
     except BaseException:
         repository.close()
         raise

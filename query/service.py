@@ -11,27 +11,45 @@ Every method blocks on the repository.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from runstream.proto.errors import InvalidArgumentError, NotFoundError, ValidationError
+from runstream.proto.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    ValidationError,
+)
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_WORLD_SIZE, check_key, check_run_id
-from runstream.query import tokens
+from runstream.query import compare, filters, tokens
+from runstream.query.downsample import Bucket, bucket_width, select_points
 from runstream.query.models import (
+    AGGREGATES,
+    CRASHED,
+    MAXIMIZE,
+    MINIMIZE,
     TERMINAL_STATUSES,
     UNSPECIFIED,
     Artifact,
     CodeVersion,
+    Comparison,
     Environment,
+    ExperimentInfo,
+    FollowUpdate,
+    IngestPartition,
     Input,
     MetricHistory,
     MetricSummary,
     Param,
+    PointsUpdate,
     RankInfo,
     Run,
     RunInfo,
     RunPage,
+    StatusUpdate,
     Tag,
 )
 from runstream.query.tokens import PointCursor, RunCursor
@@ -41,12 +59,28 @@ MAX_RUNS_PAGE_SIZE = 1000
 DEFAULT_HISTORY_PAGE_SIZE = 100_000
 MAX_HISTORY_PAGE_SIZE = 1_000_000
 MAX_RANKS_FILTER = 65_536
+#: Documented limits of the newer RPCs (see query.proto).
+MAX_EXPERIMENTS_FILTER = 100
+MIN_MAX_POINTS = 2
+MAX_MAX_POINTS = 10_000
+MIN_COMPARED_RUNS = 2
+MAX_COMPARED_RUNS = 50
+MAX_COMPARED_METRICS = 200
+MAX_FOLLOW_BATCH = 10_000
+MAX_FOLLOW_KEYS = 1000
+DEFAULT_MAX_FOLLOWERS = 8
+DEFAULT_FOLLOW_POLL_S = 0.5
+MAX_EXPERIMENTS_LISTED = 10_000
+INGEST_WINDOW_MS = 60_000
+#: Statuses after which FollowRun ends (CRASHED is left out: heartbeats may resume).
+_FOLLOW_END = TERMINAL_STATUSES - {CRASHED}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RankRow:
     """One rank's latest ``runs`` row (its RunStarted), and when it first started."""
 
+    run_id: str = ""
     rank: int
     experiment: str
     name: str
@@ -80,6 +114,20 @@ class RunRow:
     name: str
     world_size: int
     start_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchRow:
+    """A run as SearchRuns lists it, with rank 0's status and its keyset (sort) values."""
+
+    run_id: str
+    experiment: str
+    name: str
+    world_size: int
+    start_ms: int
+    status: str
+    end_ms: int
+    keyset: tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +174,56 @@ class RunRepository(Protocol):
         after: PointCursor | None,
         limit: int,
     ) -> PointRows: ...
+
+    def search(
+        self,
+        experiments: Sequence[str],
+        clauses: Sequence[filters.Clause],
+        order_by: Sequence[filters.OrderBy],
+        after: Sequence[Any] | None,
+        limit: int,
+    ) -> list[SearchRow]: ...
+
+    def series_range(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+    ) -> tuple[int, int, int]: ...
+
+    def buckets(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int
+    ) -> list[Bucket]: ...
+
+    def aggregate_points(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
+        limit: int,
+    ) -> tuple[list[int], list[float], list[int]]: ...
+
+    def series_tips(self, run_id: str) -> dict[tuple[str, int], int]: ...
+
+    def new_points(
+        self,
+        run_id: str,
+        keys: Sequence[str],
+        ranks: Sequence[int],
+        cursors: Mapping[tuple[str, int], int],
+        from_step: int,
+        limit: int,
+    ) -> tuple[list[str], list[int], list[int], list[float], list[int]]: ...
+
+    def experiments(self, limit: int) -> list[ExperimentInfo]: ...
+    def rank_rows_of(self, run_ids: Sequence[str]) -> list[RankRow]: ...
+    def params_of(self, run_ids: Sequence[str]) -> dict[str, list[Param]]: ...
+    def tags_of(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]: ...
+    def inputs_of(self, run_ids: Sequence[str]) -> dict[str, list[Input]]: ...
+
+    def summaries_of(
+        self, run_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[str, list[MetricSummary]]: ...
+
+    def best_steps(
+        self, run_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[int, int]]: ...
+
+    def ingest_progress(self, since_ms: int) -> list[IngestPartition]: ...
 
 
 # --- request validation (pure) -------------------------------------------------------
@@ -228,13 +326,18 @@ def assemble_ranks(ranks: Sequence[RankRow], statuses: Sequence[StatusRow]) -> t
 
 
 class QueryService:
-    """Answers GetRun, SearchRuns and GetMetricHistory from a :class:`RunRepository`.
+    """Answers every QueryService RPC from a :class:`RunRepository`.
 
-    Thread-safe when the repository is; each call blocks on storage.
+    Thread-safe when the repository is; each call blocks on storage. ``max_followers``
+    bounds concurrent :meth:`follow_run` streams (each holds one gRPC worker thread).
     """
 
-    def __init__(self, repository: RunRepository) -> None:
+    def __init__(
+        self, repository: RunRepository, *, max_followers: int = DEFAULT_MAX_FOLLOWERS
+    ) -> None:
         self._repo = repository
+        self._followers = threading.BoundedSemaphore(max_followers)
+        self._closing = threading.Event()
 
     @property
     def repository(self) -> RunRepository:
@@ -261,36 +364,51 @@ class QueryService:
         )
 
     def search_runs(
-        self, experiment: str = "", page_size: int = 0, page_token: str = ""
+        self,
+        experiment: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        filter_text: str = "",
+        order_by: Sequence[str] = (),
+        experiments: Sequence[str] = (),
     ) -> RunPage:
-        """Runs of one experiment ("" = all), newest start first, keyset-paged.
+        """Runs matching ``filter_text`` (MLflow grammar, see :mod:`filters`), keyset-paged.
 
-        ``page_size`` 0 = 100, else 1..1000. A malformed token, or one from a request
-        with another experiment, raises InvalidArgumentError.
+        ``experiment`` and ``experiments`` together restrict the experiments (none = all).
+        ``order_by``: up to 3 fields, then newest start first. ``page_size`` 0 = 100, else
+        1..1000. A bad filter, order_by or token raises InvalidArgumentError (a filter
+        error names the token position).
         """
-        validate_experiment(experiment)
+        wanted = sorted({experiment, *experiments} - {""})
+        if len(wanted) > MAX_EXPERIMENTS_FILTER:
+            raise InvalidArgumentError(
+                f"{len(wanted)} experiments, over the limit of {MAX_EXPERIMENTS_FILTER}"
+            )
+        for name in wanted:
+            validate_experiment(name)
         limit = page_size_or_default(page_size, DEFAULT_RUNS_PAGE_SIZE, MAX_RUNS_PAGE_SIZE)
-        after = tokens.decode_runs_token(page_token, experiment)
-        rows = self._repo.search_runs(experiment, after, limit + 1)
+        clauses = filters.parse_filter(filter_text)
+        ordering = filters.parse_order_by(tuple(order_by))
+        scope = tokens.search_scope(wanted, filter_text, tuple(order_by))
+        arity = 2 + sum(4 if o.field.kind is filters.Kind.PARAM else 2 for o in ordering)
+        after = tokens.decode_search_token(page_token, scope, arity)
+        rows = self._repo.search(wanted, clauses, ordering, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        status0 = {s.run_id: s for s in self._repo.statuses([r.run_id for r in rows], rank=0)}
         runs = tuple(
             RunInfo(
                 run_id=r.run_id,
                 experiment=r.experiment,
                 name=r.name,
-                status=status0[r.run_id].status if r.run_id in status0 else UNSPECIFIED,
+                status=r.status,
                 start_ms=r.start_ms,
-                end_ms=run_end_ms(status0.get(r.run_id)),
+                end_ms=r.end_ms,
                 world_size=r.world_size,
             )
             for r in rows
         )
-        token = ""
-        if more:
-            last = RunCursor(rows[-1].start_ms, rows[-1].run_id)
-            token = tokens.encode_runs_token(experiment, last)
+        token = tokens.encode_search_token(scope, rows[-1].keyset) if more else ""
         return RunPage(runs=runs, next_page_token=token)
 
     def metric_history(
@@ -300,20 +418,37 @@ class QueryService:
         ranks: Iterable[int] = (),
         page_size: int = 0,
         page_token: str = "",
+        *,
+        max_points: int = 0,
+        aggregate: str = "",
     ) -> MetricHistory:
-        """One page of a metric's points ordered by (rank, step, ts_ms), deduplicated.
+        """A metric's points: every point paged (``max_points`` 0), or downsampled.
 
-        ``ranks`` empty = all ranks. ``page_size`` 0 = 100,000, else 1..1,000,000.
+        Lossless: one page ordered by (rank, step, ts_ms), deduplicated; ``page_size`` 0 =
+        100,000, else 1..1,000,000. Downsampled (``max_points`` 2..10,000): at most that
+        many points per series, with each bucket's min/max envelope, in one answer.
+        ``aggregate`` ("mean", "min", "max") merges ranks per step into one series.
         NotFoundError for an unknown run; a known run without this key gives no points.
         """
         validate_run_id(run_id)
         validate_metric_key(key)
         rank_filter = validate_ranks(ranks)
+        if aggregate not in AGGREGATES:
+            raise InvalidArgumentError(f"aggregate {aggregate!r} is not one of mean, min, max")
+        if max_points:
+            if not MIN_MAX_POINTS <= max_points <= MAX_MAX_POINTS:
+                raise InvalidArgumentError(
+                    f"max_points {max_points} out of range {MIN_MAX_POINTS}..{MAX_MAX_POINTS}"
+                    " (0 = every point, paged)"
+                )
+            return self._downsampled(run_id, key, rank_filter, max_points, aggregate)
         limit = page_size_or_default(page_size, DEFAULT_HISTORY_PAGE_SIZE, MAX_HISTORY_PAGE_SIZE)
+        if aggregate:
+            return self._aggregate_page(run_id, key, rank_filter, aggregate, limit, page_token)
         after = tokens.decode_history_token(page_token, run_id, key, rank_filter)
         page = self._repo.metric_points(run_id, key, rank_filter, after, limit + 1)
-        if not page.steps and after is None and not self._repo.run_exists(run_id):
-            raise NotFoundError(f"run {run_id!r} not found")
+        if not page.steps and after is None:
+            self._check_exists(run_id)
         token = ""
         if len(page.steps) > limit:
             token = tokens.encode_history_token(run_id, key, rank_filter, page.cursor(limit - 1))
@@ -327,3 +462,220 @@ class QueryService:
             next_page_token=token,
         )
 
+    def _check_exists(self, run_id: str) -> None:
+        if not self._repo.run_exists(run_id):
+            raise NotFoundError(f"run {run_id!r} not found")
+
+    def _aggregate_page(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
+                        limit: int, page_token: str) -> MetricHistory:
+        scoped_key = f"{key}\n{aggregate}"
+        after = tokens.decode_history_token(page_token, run_id, scoped_key, ranks)
+        after_step = after.step if after is not None else -(1 << 63)
+        steps, values, ts = self._repo.aggregate_points(
+            run_id, key, ranks, aggregate, after_step, limit + 1
+        )
+        if not steps and after is None:
+            self._check_exists(run_id)
+        token = ""
+        if len(steps) > limit:
+            cursor = PointCursor(0, steps[limit - 1], 0, "", 0, 0)
+            token = tokens.encode_history_token(run_id, scoped_key, ranks, cursor)
+        return MetricHistory(run_id=run_id, key=key, steps=steps[:limit], values=values[:limit],
+                             ts_ms=ts[:limit], next_page_token=token, aggregate=aggregate)
+
+    def _downsampled(self, run_id: str, key: str, ranks: tuple[int, ...], max_points: int,
+                     aggregate: str) -> MetricHistory:
+        lo, hi, count = self._repo.series_range(run_id, key, ranks, aggregate)
+        out = MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate,
+                            total_points=count)
+        if count == 0:
+            self._check_exists(run_id)
+            return out
+        width = bucket_width(lo, hi, max_points)
+        by_rank: dict[int, list[Bucket]] = {}
+        for b in self._repo.buckets(run_id, key, ranks, aggregate, lo, width):
+            by_rank.setdefault(b.rank, []).append(b)
+        for rank, buckets in sorted(by_rank.items()):
+            for b, (step, value, ts) in zip(buckets, select_points(buckets), strict=True):
+                if not aggregate:
+                    out.ranks.append(rank)
+                out.steps.append(step)
+                out.values.append(value)
+                out.ts_ms.append(ts)
+                out.min_values.append(b.min_value)
+                out.max_values.append(b.max_value)
+                out.bucket_counts.append(b.count)
+        return out
+
+    # --- CompareRuns ---
+
+    def compare_runs(
+        self,
+        run_ids: Sequence[str],
+        metric_keys: Sequence[str] = (),
+        goals: Mapping[str, str] | None = None,
+    ) -> Comparison:
+        """Runs side by side: differing fields first, then metric summaries with best steps.
+
+        2..50 distinct runs; ``metric_keys`` empty = every key of any run (at most 200);
+        ``goals`` maps keys to "minimize"/"maximize" (default: by name, see compare.py).
+        NotFoundError names the first unknown run.
+        """
+        ids = list(dict.fromkeys(run_ids))
+        if not MIN_COMPARED_RUNS <= len(ids) <= MAX_COMPARED_RUNS:
+            raise InvalidArgumentError(
+                f"compare {MIN_COMPARED_RUNS}..{MAX_COMPARED_RUNS} distinct runs, not {len(ids)}"
+            )
+        for run_id in ids:
+            validate_run_id(run_id)
+        if len(metric_keys) > MAX_COMPARED_METRICS:
+            raise InvalidArgumentError(f"more than {MAX_COMPARED_METRICS} metric keys")
+        for key in metric_keys:
+            validate_metric_key(key)
+        goal_map = dict(goals or {})
+        for key, goal in goal_map.items():
+            if goal not in ("", MINIMIZE, MAXIMIZE):
+                raise InvalidArgumentError(f"goal of {key!r} must be minimize or maximize")
+        rank_rows = self._repo.rank_rows_of(ids)
+        statuses = self._repo.statuses(ids)
+        ranks_of: dict[str, list[RankRow]] = {r: [] for r in ids}
+        status_of: dict[str, list[StatusRow]] = {r: [] for r in ids}
+        for row in rank_rows:
+            ranks_of[row.run_id].append(row)
+        for st in statuses:
+            status_of[st.run_id].append(st)
+        for run_id in ids:
+            if not ranks_of[run_id] and not status_of[run_id]:
+                raise NotFoundError(f"run {run_id!r} not found")
+        summaries = self._repo.summaries_of(ids, list(metric_keys))
+        keys = list(metric_keys) or sorted({m.key for ms in summaries.values() for m in ms})
+        keys = keys[:MAX_COMPARED_METRICS]
+        best = self._repo.best_steps(ids, keys)
+        params, tags, inputs = (self._repo.params_of(ids), self._repo.tags_of(ids),
+                                self._repo.inputs_of(ids))
+        heads = [min(ranks_of[r], key=lambda x: x.rank) if ranks_of[r] else None for r in ids]
+        fields = compare.compare_fields(
+            [params.get(r, []) for r in ids],
+            [h.code if h else CodeVersion() for h in heads],
+            [inputs.get(r, []) for r in ids],
+            [h.env if h else Environment() for h in heads],
+            [tags.get(r, []) for r in ids],
+            [h.world_size if h else 0 for h in heads],
+            [len({x.node for x in ranks_of[r]}) for r in ids],
+        )
+        metrics = compare.compare_metrics(
+            keys,
+            [{m.key: m for m in summaries.get(r, [])} for r in ids],
+            [{k: v for (rid, k), v in best.items() if rid == r} for r in ids],
+            goal_map,
+        )
+        runs = tuple(assemble_run_info(r, ranks_of[r], status_of[r]) for r in ids)
+        return Comparison(runs=runs, fields=tuple(fields), metrics=tuple(metrics))
+
+    # --- small listings ---
+
+    def list_experiments(self) -> list[ExperimentInfo]:
+        """Every experiment (at most 10,000) with its run count, by name."""
+        return self._repo.experiments(MAX_EXPERIMENTS_LISTED)
+
+    def list_metric_keys(self, run_id: str) -> list[MetricSummary]:
+        """The metric keys of a run with their summaries. NotFoundError if unknown."""
+        validate_run_id(run_id)
+        summaries = self._repo.metric_summaries(run_id)
+        if not summaries:
+            self._check_exists(run_id)
+        return summaries
+
+    def ingest_status(self, now_ms: int | None = None) -> list[IngestPartition]:
+        """Latest progress of every consumer partition heard from in the last minute."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return self._repo.ingest_progress(now - INGEST_WINDOW_MS)
+
+    # --- FollowRun ---
+
+    def close(self) -> None:
+        """Make running :meth:`follow_run` streams end at their next poll. Idempotent."""
+        self._closing.set()
+
+    def follow_run(
+        self,
+        run_id: str,
+        keys: Sequence[str] = (),
+        ranks: Iterable[int] = (),
+        from_step: int = -1,
+        *,
+        cancelled: threading.Event,
+        poll_s: float = DEFAULT_FOLLOW_POLL_S,
+    ) -> Iterator[FollowUpdate]:
+        """Points (steps above each series' last one) and status changes of a run.
+
+        Backfills points with step >= ``from_step`` (-1: none), then polls ClickHouse
+        every ``poll_s`` seconds. After the backfill one empty PointsUpdate with
+        ``live`` True marks the switch. Ends when every rank reached FINISHED, FAILED or
+        KILLED (after a last poll), when ``cancelled`` is set, or when :meth:`close` is
+        called. Each update holds at most 10,000 points; nothing else is buffered, so a
+        slow reader only slows its own polling. At most ``max_followers`` streams run at
+        once (UnavailableError beyond). Blocks between polls; runs on the caller's thread.
+        """
+        validate_run_id(run_id)
+        if len(keys) > MAX_FOLLOW_KEYS:
+            raise InvalidArgumentError(f"more than {MAX_FOLLOW_KEYS} keys")
+        for key in keys:
+            validate_metric_key(key)
+        rank_filter = validate_ranks(ranks)
+        if from_step < -1:
+            raise InvalidArgumentError("from_step must be -1 (live only) or a step >= 0")
+        if not self._followers.acquire(blocking=False):
+            raise UnavailableError("too many FollowRun streams; try again later")
+        try:
+            self._check_exists(run_id)
+            yield from self._follow(run_id, tuple(keys), rank_filter, from_step, cancelled, poll_s)
+        finally:
+            self._followers.release()
+
+    def _follow(self, run_id: str, keys: tuple[str, ...], ranks: tuple[int, ...],
+                from_step: int, cancelled: threading.Event, poll_s: float
+                ) -> Iterator[FollowUpdate]:
+        if from_step >= 0:
+            cursors: dict[tuple[str, int], int] = {}
+            floor = from_step - 1
+        else:
+            cursors = self._repo.series_tips(run_id)
+            floor = -(1 << 63)
+        seen: dict[int, tuple[str, str]] = {}
+        live = False
+        last_pass = False
+        while True:
+            statuses = [s for s in self._repo.statuses([run_id]) if not ranks or s.rank in ranks]
+            for st in statuses:
+                if seen.get(st.rank) != (st.status, st.error):
+                    seen[st.rank] = (st.status, st.error)
+                    yield StatusUpdate(rank=st.rank, status=st.status, error=st.error,
+                                       ts_ms=st.last_ms, live=live)
+            ended = bool(statuses) and all(s.status in _FOLLOW_END for s in statuses)
+            while True:
+                k, r, s, v, t = self._repo.new_points(
+                    run_id, keys, ranks, cursors, floor, MAX_FOLLOW_BATCH
+                )
+                if not s:
+                    break
+                names = tuple(dict.fromkeys(k))
+                index = {name: i for i, name in enumerate(names)}
+                for key, rank, step in zip(k, r, s, strict=True):
+                    if step > cursors.get((key, rank), floor):
+                        cursors[(key, rank)] = step
+                yield PointsUpdate(keys=names, key_index=[index[x] for x in k], ranks=r,
+                                   steps=s, values=v, ts_ms=t, live=live)
+                if len(s) < MAX_FOLLOW_BATCH or self._stopping(cancelled):
+                    break
+            if not live:
+                live = True
+                yield PointsUpdate(keys=(), key_index=[], ranks=[], steps=[], values=[],
+                                   ts_ms=[], live=True)
+            # One more poll after the end: points and status land in separate inserts.
+            if last_pass or self._stopping(cancelled) or cancelled.wait(poll_s):
+                return
+            last_pass = ended
+
+    def _stopping(self, cancelled: threading.Event) -> bool:
+        return cancelled.is_set() or self._closing.is_set()

@@ -3,21 +3,36 @@
 :class:`QueryServicer` holds no logic. A :class:`RunstreamError` becomes
 ``context.abort`` with the status from :data:`runstream.proto.errors.GRPC_STATUS` and
 the error's message; anything unexpected is logged with its traceback and answered
-``INTERNAL`` without internals in the message. Thread-safe: grpcio calls it from its
-worker pool, one RPC per thread.
+``INTERNAL`` without internals in the message. Each call runs inside a
+:func:`deadline.scope` of the RPC's remaining time, so ClickHouse queries stop when the
+caller's deadline passes. Thread-safe: grpcio calls it from its worker pool, one RPC per
+thread (a FollowRun stream holds its thread until it ends).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
 import grpc
 
 from runstream.proto.errors import GRPC_STATUS, RunstreamError
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
-from runstream.query.convert import history_to_pb, run_info_to_pb, run_to_pb
+from runstream.query import deadline
+from runstream.query.convert import (
+    aggregate_from_pb,
+    comparison_to_pb,
+    experiment_to_pb,
+    follow_update_to_pb,
+    goal_from_pb,
+    history_to_pb,
+    ingest_to_pb,
+    run_info_to_pb,
+    run_to_pb,
+    summary_to_pb,
+)
 from runstream.query.service import QueryService
 
 log = logging.getLogger(__name__)
@@ -45,7 +60,12 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     ) -> query_pb2.SearchRunsResponse:
         def call() -> query_pb2.SearchRunsResponse:
             page = self._service.search_runs(
-                request.experiment, request.page_size, request.page_token
+                request.experiment,
+                request.page_size,
+                request.page_token,
+                filter_text=request.filter,
+                order_by=tuple(request.order_by),
+                experiments=tuple(request.experiments),
             )
             return query_pb2.SearchRunsResponse(
                 runs=[run_info_to_pb(r) for r in page.runs], next_page_token=page.next_page_token
@@ -66,14 +86,84 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     request.ranks,
                     request.page_size,
                     request.page_token,
+                    max_points=request.max_points,
+                    aggregate=aggregate_from_pb(request.aggregate),
                 )
             ),
         )
 
+    def CompareRuns(
+        self, request: query_pb2.CompareRunsRequest, context: grpc.ServicerContext
+    ) -> query_pb2.CompareRunsResponse:
+        return _answer(
+            context,
+            "CompareRuns",
+            lambda: comparison_to_pb(
+                self._service.compare_runs(
+                    tuple(request.run_ids),
+                    tuple(request.metric_keys),
+                    {k: goal_from_pb(v) for k, v in request.goals.items()},
+                )
+            ),
+        )
+
+    def ListExperiments(
+        self, request: query_pb2.ListExperimentsRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListExperimentsResponse:
+        return _answer(
+            context,
+            "ListExperiments",
+            lambda: query_pb2.ListExperimentsResponse(
+                experiments=[experiment_to_pb(e) for e in self._service.list_experiments()]
+            ),
+        )
+
+    def ListMetricKeys(
+        self, request: query_pb2.ListMetricKeysRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListMetricKeysResponse:
+        return _answer(
+            context,
+            "ListMetricKeys",
+            lambda: query_pb2.ListMetricKeysResponse(
+                metrics=[summary_to_pb(m) for m in self._service.list_metric_keys(request.run_id)]
+            ),
+        )
+
+    def GetIngestStatus(
+        self, request: query_pb2.GetIngestStatusRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetIngestStatusResponse:
+        return _answer(
+            context,
+            "GetIngestStatus",
+            lambda: query_pb2.GetIngestStatusResponse(
+                partitions=[ingest_to_pb(p) for p in self._service.ingest_status()]
+            ),
+        )
+
+    def FollowRun(
+        self, request: query_pb2.FollowRunRequest, context: grpc.ServicerContext
+    ) -> Iterator[query_pb2.FollowRunResponse]:
+        cancelled = threading.Event()
+        # Called when the RPC ends for any reason: client cancel, deadline, server stop.
+        context.add_callback(cancelled.set)
+        updates = self._service.follow_run(
+            request.run_id,
+            tuple(request.keys),
+            tuple(request.ranks),
+            request.from_step,
+            cancelled=cancelled,
+        )
+        while True:
+            update = _answer(context, "FollowRun", lambda: next(updates, None))
+            if update is None:
+                return
+            yield follow_update_to_pb(update)
+
 
 def _answer(context: grpc.ServicerContext, method: str, call: Callable[[], R]) -> R:
     try:
-        return call()
+        with deadline.scope(context.time_remaining()):
+            return call()
     except RunstreamError as e:
         error: RunstreamError = e
     except Exception:

@@ -133,3 +133,32 @@ def decode_history_token(
         _int(seq, _UINT64),
         _int(idx, _UINT32),
     )
+
+
+def search_scope(experiments: Sequence[str], filter_text: str, order_by: Sequence[str]) -> str:
+    """Digest of a SearchRuns request: its experiments, filter and order_by."""
+    return _scope("search", sorted(set(experiments)), filter_text, list(order_by))
+
+
+def encode_search_token(scope: str, keyset: Sequence[object]) -> str:
+    """Token for the SearchRuns page after the row whose keyset values are ``keyset``."""
+    return _encode("search", scope, keyset)
+
+
+def decode_search_token(token: str, scope: str, arity: int) -> list[int | float | str] | None:
+    """The keyset values in a SearchRuns token (None for ""); each a number or a string.
+
+    The repository checks each value's type against its keyset column.
+    """
+    if not token:
+        return None
+    values = _decode(token, "search", scope, arity)
+    for value in values:
+        ok = (isinstance(value, int | float) and not isinstance(value, bool)) or (
+            isinstance(value, str) and len(value) <= 8192
+        )
+        if not ok:
+            raise InvalidArgumentError(
+                "page_token is malformed; pass a token from a previous response"
+            )
+    return values

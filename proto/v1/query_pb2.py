@@ -25,13 +25,19 @@ _sym_db = _symbol_database.Default()
 from runstream.proto.v1 import events_pb2 as runstream_dot_proto_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/proto/v1/query.proto\x12\x0crunstream.v1\x1a\x1frunstream/proto/v1/events.proto\"\x94\x01\n\x08RankInfo\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x12\n\nlocal_rank\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"W\n\rMetricSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04last\x18\x02 \x01(\x01\x12\x11\n\tlast_step\x18\x03 \x01(\x03\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\"\x9a\x01\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\x12\n\nworld_size\x18\x07 \x01(\r\"\xe6\x02\n\x03Run\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.runstream.v1.RunInfo\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.runstream.v1.Param\x12\x1f\n\x04tags\x18\x03 \x03(\x0b\x32\x11.runstream.v1.Tag\x12)\n\tartifacts\x18\x04 \x03(\x0b\x32\x16.runstream.v1.Artifact\x12#\n\x06inputs\x18\x05 \x03(\x0b\x32\x13.runstream.v1.Input\x12,\n\x07metrics\x18\x06 \x03(\x0b\x32\x1b.runstream.v1.MetricSummary\x12%\n\x05ranks\x18\x07 \x03(\x0b\x32\x16.runstream.v1.RankInfo\x12\'\n\x04\x63ode\x18\x08 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\t \x01(\x0b\x32\x19.runstream.v1.Environment\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"N\n\x11SearchRunsRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x12SearchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.runstream.v1.RunInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"l\n\x17GetMetricHistoryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05ranks\x18\x03 \x03(\r\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"p\n\x18GetMetricHistoryResponse\x12\r\n\x05ranks\x18\x01 \x03(\r\x12\r\n\x05steps\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\r\n\x05ts_ms\x18\x04 \x03(\x03\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t2\x87\x02\n\x0cQueryService\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12O\n\nSearchRuns\x12\x1f.runstream.v1.SearchRunsRequest\x1a .runstream.v1.SearchRunsResponse\x12\x61\n\x10GetMetricHistory\x12%.runstream.v1.GetMetricHistoryRequest\x1a&.runstream.v1.GetMetricHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erunstream/proto/v1/query.proto\x12\x0crunstream.v1\x1a\x1frunstream/proto/v1/events.proto\"\x94\x01\n\x08RankInfo\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\x12\n\nlocal_rank\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"W\n\rMetricSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04last\x18\x02 \x01(\x01\x12\x11\n\tlast_step\x18\x03 \x01(\x03\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\"\x9a\x01\n\x07RunInfo\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\x12\n\nworld_size\x18\x07 \x01(\r\"\xe6\x02\n\x03Run\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.runstream.v1.RunInfo\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.runstream.v1.Param\x12\x1f\n\x04tags\x18\x03 \x03(\x0b\x32\x11.runstream.v1.Tag\x12)\n\tartifacts\x18\x04 \x03(\x0b\x32\x16.runstream.v1.Artifact\x12#\n\x06inputs\x18\x05 \x03(\x0b\x32\x13.runstream.v1.Input\x12,\n\x07metrics\x18\x06 \x03(\x0b\x32\x1b.runstream.v1.MetricSummary\x12%\n\x05ranks\x18\x07 \x03(\x0b\x32\x16.runstream.v1.RankInfo\x12\'\n\x04\x63ode\x18\x08 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\t \x01(\x0b\x32\x19.runstream.v1.Environment\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"0\n\x0eGetRunResponse\x12\x1e\n\x03run\x18\x01 \x01(\x0b\x32\x11.runstream.v1.Run\"\x85\x01\n\x11SearchRunsRequest\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x04 \x01(\t\x12\x10\n\x08order_by\x18\x05 \x03(\t\x12\x13\n\x0b\x65xperiments\x18\x06 \x03(\t\"R\n\x12SearchRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.runstream.v1.RunInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xac\x01\n\x17GetMetricHistoryRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05ranks\x18\x03 \x03(\r\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x12\n\nmax_points\x18\x06 \x01(\r\x12*\n\taggregate\x18\x07 \x01(\x0e\x32\x17.runstream.v1.Aggregate\"\xda\x01\n\x18GetMetricHistoryResponse\x12\r\n\x05ranks\x18\x01 \x03(\r\x12\r\n\x05steps\x18\x02 \x03(\x03\x12\x0e\n\x06values\x18\x03 \x03(\x01\x12\r\n\x05ts_ms\x18\x04 \x03(\x03\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\x12\x13\n\x0b\x64ownsampled\x18\x06 \x01(\x08\x12\x12\n\nmin_values\x18\x07 \x03(\x01\x12\x12\n\nmax_values\x18\x08 \x03(\x01\x12\x15\n\rbucket_counts\x18\t \x03(\x04\x12\x14\n\x0ctotal_points\x18\n \x01(\x04\"\xbe\x01\n\x12\x43ompareRunsRequest\x12\x0f\n\x07run_ids\x18\x01 \x03(\t\x12\x13\n\x0bmetric_keys\x18\x02 \x03(\t\x12:\n\x05goals\x18\x03 \x03(\x0b\x32+.runstream.v1.CompareRunsRequest.GoalsEntry\x1a\x46\n\nGoalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0e\x32\x18.runstream.v1.MetricGoal:\x02\x38\x01\"N\n\rComparedField\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x0e\n\x06values\x18\x03 \x03(\t\x12\x0f\n\x07\x64iffers\x18\x04 \x01(\x08\"z\n\x0bMetricStats\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12\x0c\n\x04last\x18\x02 \x01(\x01\x12\x11\n\tlast_step\x18\x03 \x01(\x03\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x0c\n\x04\x62\x65st\x18\x06 \x01(\x01\x12\x11\n\tbest_step\x18\x07 \x01(\x03\"\x92\x01\n\x0e\x43omparedMetric\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x04goal\x18\x02 \x01(\x0e\x32\x18.runstream.v1.MetricGoal\x12(\n\x05stats\x18\x03 \x03(\x0b\x32\x19.runstream.v1.MetricStats\x12\x10\n\x08\x62\x65st_run\x18\x04 \x01(\x05\x12\x0f\n\x07\x64iffers\x18\x05 \x01(\x08\"\x96\x01\n\x13\x43ompareRunsResponse\x12#\n\x04runs\x18\x01 \x03(\x0b\x32\x15.runstream.v1.RunInfo\x12+\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1b.runstream.v1.ComparedField\x12-\n\x07metrics\x18\x03 \x03(\x0b\x32\x1c.runstream.v1.ComparedMetric\"R\n\x10\x46ollowRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\x11\n\tfrom_step\x18\x03 \x01(\x03\x12\r\n\x05ranks\x18\x04 \x03(\r\"l\n\x0cPointsUpdate\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x11\n\tkey_index\x18\x02 \x03(\r\x12\r\n\x05ranks\x18\x03 \x03(\r\x12\r\n\x05steps\x18\x04 \x03(\x03\x12\x0e\n\x06values\x18\x05 \x03(\x01\x12\r\n\x05ts_ms\x18\x06 \x03(\x03\"c\n\x0cStatusUpdate\x12\x0c\n\x04rank\x18\x01 \x01(\r\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\"\x87\x01\n\x11\x46ollowRunResponse\x12,\n\x06points\x18\x01 \x01(\x0b\x32\x1a.runstream.v1.PointsUpdateH\x00\x12,\n\x06status\x18\x02 \x01(\x0b\x32\x1a.runstream.v1.StatusUpdateH\x00\x12\x0c\n\x04live\x18\x03 \x01(\x08\x42\x08\n\x06update\"\x18\n\x16ListExperimentsRequest\"N\n\x0e\x45xperimentInfo\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x11\n\trun_count\x18\x02 \x01(\x04\x12\x15\n\rlast_start_ms\x18\x03 \x01(\x03\"L\n\x17ListExperimentsResponse\x12\x31\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x1c.runstream.v1.ExperimentInfo\"\'\n\x15ListMetricKeysRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"F\n\x16ListMetricKeysResponse\x12,\n\x07metrics\x18\x01 \x03(\x0b\x32\x1b.runstream.v1.MetricSummary\"\x18\n\x16GetIngestStatusRequest\"\xe8\x01\n\x0fIngestPartition\x12\x13\n\x0b\x63onsumer_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05topic\x18\x03 \x01(\t\x12\x11\n\tpartition\x18\x04 \x01(\x05\x12\x18\n\x10\x63ommitted_offset\x18\x05 \x01(\x03\x12\x12\n\nend_offset\x18\x06 \x01(\x03\x12\x0b\n\x03lag\x18\x07 \x01(\x03\x12\x14\n\x0cpoints_total\x18\x08 \x01(\x04\x12\x14\n\x0cpoints_per_s\x18\t \x01(\x01\x12\x18\n\x10\x62\x61tch_latency_ms\x18\n \x01(\x01\x12\r\n\x05ts_ms\x18\x0b \x01(\x03\"L\n\x17GetIngestStatusResponse\x12\x31\n\npartitions\x18\x01 \x03(\x0b\x32\x1d.runstream.v1.IngestPartition*Y\n\tAggregate\x12\x12\n\x0e\x41GGREGATE_NONE\x10\x00\x12\x12\n\x0e\x41GGREGATE_MEAN\x10\x01\x12\x11\n\rAGGREGATE_MIN\x10\x02\x12\x11\n\rAGGREGATE_MAX\x10\x03*V\n\nMetricGoal\x12\x14\n\x10METRIC_GOAL_AUTO\x10\x00\x12\x18\n\x14METRIC_GOAL_MINIMIZE\x10\x01\x12\x18\n\x14METRIC_GOAL_MAXIMIZE\x10\x02\x32\xc8\x05\n\x0cQueryService\x12\x43\n\x06GetRun\x12\x1b.runstream.v1.GetRunRequest\x1a\x1c.runstream.v1.GetRunResponse\x12O\n\nSearchRuns\x12\x1f.runstream.v1.SearchRunsRequest\x1a .runstream.v1.SearchRunsResponse\x12\x61\n\x10GetMetricHistory\x12%.runstream.v1.GetMetricHistoryRequest\x1a&.runstream.v1.GetMetricHistoryResponse\x12R\n\x0b\x43ompareRuns\x12 .runstream.v1.CompareRunsRequest\x1a!.runstream.v1.CompareRunsResponse\x12N\n\tFollowRun\x12\x1e.runstream.v1.FollowRunRequest\x1a\x1f.runstream.v1.FollowRunResponse0\x01\x12^\n\x0fListExperiments\x12$.runstream.v1.ListExperimentsRequest\x1a%.runstream.v1.ListExperimentsResponse\x12[\n\x0eListMetricKeys\x12#.runstream.v1.ListMetricKeysRequest\x1a$.runstream.v1.ListMetricKeysResponse\x12^\n\x0fGetIngestStatus\x12$.runstream.v1.GetIngestStatusRequest\x1a%.runstream.v1.GetIngestStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.proto.v1.query_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_COMPARERUNSREQUEST_GOALSENTRY']._loaded_options = None
+  _globals['_COMPARERUNSREQUEST_GOALSENTRY']._serialized_options = b'8\001'
+  _globals['_AGGREGATE']._serialized_start=3306
+  _globals['_AGGREGATE']._serialized_end=3395
+  _globals['_METRICGOAL']._serialized_start=3397
+  _globals['_METRICGOAL']._serialized_end=3483
   _globals['_RANKINFO']._serialized_start=82
   _globals['_RANKINFO']._serialized_end=230
   _globals['_METRICSUMMARY']._serialized_start=232
@@ -44,14 +50,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRUNREQUEST']._serialized_end=870
   _globals['_GETRUNRESPONSE']._serialized_start=872
   _globals['_GETRUNRESPONSE']._serialized_end=920
-  _globals['_SEARCHRUNSREQUEST']._serialized_start=922
-  _globals['_SEARCHRUNSREQUEST']._serialized_end=1000
-  _globals['_SEARCHRUNSRESPONSE']._serialized_start=1002
-  _globals['_SEARCHRUNSRESPONSE']._serialized_end=1084
-  _globals['_GETMETRICHISTORYREQUEST']._serialized_start=1086
-  _globals['_GETMETRICHISTORYREQUEST']._serialized_end=1194
-  _globals['_GETMETRICHISTORYRESPONSE']._serialized_start=1196
-  _globals['_GETMETRICHISTORYRESPONSE']._serialized_end=1308
-  _globals['_QUERYSERVICE']._serialized_start=1311
-  _globals['_QUERYSERVICE']._serialized_end=1574
+  _globals['_SEARCHRUNSREQUEST']._serialized_start=923
+  _globals['_SEARCHRUNSREQUEST']._serialized_end=1056
+  _globals['_SEARCHRUNSRESPONSE']._serialized_start=1058
+  _globals['_SEARCHRUNSRESPONSE']._serialized_end=1140
+  _globals['_GETMETRICHISTORYREQUEST']._serialized_start=1143
+  _globals['_GETMETRICHISTORYREQUEST']._serialized_end=1315
+  _globals['_GETMETRICHISTORYRESPONSE']._serialized_start=1318
+  _globals['_GETMETRICHISTORYRESPONSE']._serialized_end=1536
+  _globals['_COMPARERUNSREQUEST']._serialized_start=1539
+  _globals['_COMPARERUNSREQUEST']._serialized_end=1729
+  _globals['_COMPARERUNSREQUEST_GOALSENTRY']._serialized_start=1659
+  _globals['_COMPARERUNSREQUEST_GOALSENTRY']._serialized_end=1729
+  _globals['_COMPAREDFIELD']._serialized_start=1731
+  _globals['_COMPAREDFIELD']._serialized_end=1809
+  _globals['_METRICSTATS']._serialized_start=1811
+  _globals['_METRICSTATS']._serialized_end=1933
+  _globals['_COMPAREDMETRIC']._serialized_start=1936
+  _globals['_COMPAREDMETRIC']._serialized_end=2082
+  _globals['_COMPARERUNSRESPONSE']._serialized_start=2085
+  _globals['_COMPARERUNSRESPONSE']._serialized_end=2235
+  _globals['_FOLLOWRUNREQUEST']._serialized_start=2237
+  _globals['_FOLLOWRUNREQUEST']._serialized_end=2319
+  _globals['_POINTSUPDATE']._serialized_start=2321
+  _globals['_POINTSUPDATE']._serialized_end=2429
+  _globals['_STATUSUPDATE']._serialized_start=2431
+  _globals['_STATUSUPDATE']._serialized_end=2530
+  _globals['_FOLLOWRUNRESPONSE']._serialized_start=2533
+  _globals['_FOLLOWRUNRESPONSE']._serialized_end=2668
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=2670
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=2694
+  _globals['_EXPERIMENTINFO']._serialized_start=2696
+  _globals['_EXPERIMENTINFO']._serialized_end=2774
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=2776
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=2852
+  _globals['_LISTMETRICKEYSREQUEST']._serialized_start=2854
+  _globals['_LISTMETRICKEYSREQUEST']._serialized_end=2893
+  _globals['_LISTMETRICKEYSRESPONSE']._serialized_start=2895
+  _globals['_LISTMETRICKEYSRESPONSE']._serialized_end=2965
+  _globals['_GETINGESTSTATUSREQUEST']._serialized_start=2967
+  _globals['_GETINGESTSTATUSREQUEST']._serialized_end=2991
+  _globals['_INGESTPARTITION']._serialized_start=2994
+  _globals['_INGESTPARTITION']._serialized_end=3226
+  _globals['_GETINGESTSTATUSRESPONSE']._serialized_start=3228
+  _globals['_GETINGESTSTATUSRESPONSE']._serialized_end=3304
+  _globals['_QUERYSERVICE']._serialized_start=3486
+  _globals['_QUERYSERVICE']._serialized_end=4198
 # @@protoc_insertion_point(module_scope)

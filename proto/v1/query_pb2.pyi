@@ -1,11 +1,32 @@
 from runstream.proto.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Aggregate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATE_NONE: _ClassVar[Aggregate]
+    AGGREGATE_MEAN: _ClassVar[Aggregate]
+    AGGREGATE_MIN: _ClassVar[Aggregate]
+    AGGREGATE_MAX: _ClassVar[Aggregate]
+
+class MetricGoal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_GOAL_AUTO: _ClassVar[MetricGoal]
+    METRIC_GOAL_MINIMIZE: _ClassVar[MetricGoal]
+    METRIC_GOAL_MAXIMIZE: _ClassVar[MetricGoal]
+AGGREGATE_NONE: Aggregate
+AGGREGATE_MEAN: Aggregate
+AGGREGATE_MIN: Aggregate
+AGGREGATE_MAX: Aggregate
+METRIC_GOAL_AUTO: MetricGoal
+METRIC_GOAL_MINIMIZE: MetricGoal
+METRIC_GOAL_MAXIMIZE: MetricGoal
 
 class RankInfo(_message.Message):
     __slots__ = ("rank", "local_rank", "node", "status", "start_ms", "end_ms", "error")
@@ -92,14 +113,20 @@ class GetRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class SearchRunsRequest(_message.Message):
-    __slots__ = ("experiment", "page_size", "page_token")
+    __slots__ = ("experiment", "page_size", "page_token", "filter", "order_by", "experiments")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     page_size: int
     page_token: str
-    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    filter: str
+    order_by: _containers.RepeatedScalarFieldContainer[str]
+    experiments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -110,29 +137,232 @@ class SearchRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
-    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token")
+    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token", "max_points", "aggregate")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     key: str
     ranks: _containers.RepeatedScalarFieldContainer[int]
     page_size: int
     page_token: str
-    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    max_points: int
+    aggregate: Aggregate
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ...) -> None: ...
 
 class GetMetricHistoryResponse(_message.Message):
-    __slots__ = ("ranks", "steps", "values", "ts_ms", "next_page_token")
+    __slots__ = ("ranks", "steps", "values", "ts_ms", "next_page_token", "downsampled", "min_values", "max_values", "bucket_counts", "total_points")
     RANKS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DOWNSAMPLED_FIELD_NUMBER: _ClassVar[int]
+    MIN_VALUES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_POINTS_FIELD_NUMBER: _ClassVar[int]
     ranks: _containers.RepeatedScalarFieldContainer[int]
     steps: _containers.RepeatedScalarFieldContainer[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     ts_ms: _containers.RepeatedScalarFieldContainer[int]
     next_page_token: str
-    def __init__(self, ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    downsampled: bool
+    min_values: _containers.RepeatedScalarFieldContainer[float]
+    max_values: _containers.RepeatedScalarFieldContainer[float]
+    bucket_counts: _containers.RepeatedScalarFieldContainer[int]
+    total_points: int
+    def __init__(self, ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ..., downsampled: _Optional[bool] = ..., min_values: _Optional[_Iterable[float]] = ..., max_values: _Optional[_Iterable[float]] = ..., bucket_counts: _Optional[_Iterable[int]] = ..., total_points: _Optional[int] = ...) -> None: ...
+
+class CompareRunsRequest(_message.Message):
+    __slots__ = ("run_ids", "metric_keys", "goals")
+    class GoalsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetricGoal
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetricGoal, str]] = ...) -> None: ...
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    METRIC_KEYS_FIELD_NUMBER: _ClassVar[int]
+    GOALS_FIELD_NUMBER: _ClassVar[int]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    metric_keys: _containers.RepeatedScalarFieldContainer[str]
+    goals: _containers.ScalarMap[str, MetricGoal]
+    def __init__(self, run_ids: _Optional[_Iterable[str]] = ..., metric_keys: _Optional[_Iterable[str]] = ..., goals: _Optional[_Mapping[str, MetricGoal]] = ...) -> None: ...
+
+class ComparedField(_message.Message):
+    __slots__ = ("section", "key", "values", "differs")
+    SECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    DIFFERS_FIELD_NUMBER: _ClassVar[int]
+    section: str
+    key: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    differs: bool
+    def __init__(self, section: _Optional[str] = ..., key: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ..., differs: _Optional[bool] = ...) -> None: ...
+
+class MetricStats(_message.Message):
+    __slots__ = ("present", "last", "last_step", "min", "max", "best", "best_step")
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    BEST_STEP_FIELD_NUMBER: _ClassVar[int]
+    present: bool
+    last: float
+    last_step: int
+    min: float
+    max: float
+    best: float
+    best_step: int
+    def __init__(self, present: _Optional[bool] = ..., last: _Optional[float] = ..., last_step: _Optional[int] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., best: _Optional[float] = ..., best_step: _Optional[int] = ...) -> None: ...
+
+class ComparedMetric(_message.Message):
+    __slots__ = ("key", "goal", "stats", "best_run", "differs")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    GOAL_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    BEST_RUN_FIELD_NUMBER: _ClassVar[int]
+    DIFFERS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    goal: MetricGoal
+    stats: _containers.RepeatedCompositeFieldContainer[MetricStats]
+    best_run: int
+    differs: bool
+    def __init__(self, key: _Optional[str] = ..., goal: _Optional[_Union[MetricGoal, str]] = ..., stats: _Optional[_Iterable[_Union[MetricStats, _Mapping]]] = ..., best_run: _Optional[int] = ..., differs: _Optional[bool] = ...) -> None: ...
+
+class CompareRunsResponse(_message.Message):
+    __slots__ = ("runs", "fields", "metrics")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
+    fields: _containers.RepeatedCompositeFieldContainer[ComparedField]
+    metrics: _containers.RepeatedCompositeFieldContainer[ComparedMetric]
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., fields: _Optional[_Iterable[_Union[ComparedField, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[ComparedMetric, _Mapping]]] = ...) -> None: ...
+
+class FollowRunRequest(_message.Message):
+    __slots__ = ("run_id", "keys", "from_step", "ranks")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    from_step: int
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, run_id: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., from_step: _Optional[int] = ..., ranks: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class PointsUpdate(_message.Message):
+    __slots__ = ("keys", "key_index", "ranks", "steps", "values", "ts_ms")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    KEY_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    key_index: _containers.RepeatedScalarFieldContainer[int]
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    ts_ms: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., key_index: _Optional[_Iterable[int]] = ..., ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StatusUpdate(_message.Message):
+    __slots__ = ("rank", "status", "error", "ts_ms")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    status: _events_pb2.RunStatus
+    error: str
+    ts_ms: int
+    def __init__(self, rank: _Optional[int] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., error: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class FollowRunResponse(_message.Message):
+    __slots__ = ("points", "status", "live")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    points: PointsUpdate
+    status: StatusUpdate
+    live: bool
+    def __init__(self, points: _Optional[_Union[PointsUpdate, _Mapping]] = ..., status: _Optional[_Union[StatusUpdate, _Mapping]] = ..., live: _Optional[bool] = ...) -> None: ...
+
+class ListExperimentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ExperimentInfo(_message.Message):
+    __slots__ = ("experiment", "run_count", "last_start_ms")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_START_MS_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    run_count: int
+    last_start_ms: int
+    def __init__(self, experiment: _Optional[str] = ..., run_count: _Optional[int] = ..., last_start_ms: _Optional[int] = ...) -> None: ...
+
+class ListExperimentsResponse(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedCompositeFieldContainer[ExperimentInfo]
+    def __init__(self, experiments: _Optional[_Iterable[_Union[ExperimentInfo, _Mapping]]] = ...) -> None: ...
+
+class ListMetricKeysRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class ListMetricKeysResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricSummary]
+    def __init__(self, metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ...) -> None: ...
+
+class GetIngestStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class IngestPartition(_message.Message):
+    __slots__ = ("consumer_id", "source", "topic", "partition", "committed_offset", "end_offset", "lag", "points_total", "points_per_s", "batch_latency_ms", "ts_ms")
+    CONSUMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    POINTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    consumer_id: str
+    source: str
+    topic: str
+    partition: int
+    committed_offset: int
+    end_offset: int
+    lag: int
+    points_total: int
+    points_per_s: float
+    batch_latency_ms: float
+    ts_ms: int
+    def __init__(self, consumer_id: _Optional[str] = ..., source: _Optional[str] = ..., topic: _Optional[str] = ..., partition: _Optional[int] = ..., committed_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., lag: _Optional[int] = ..., points_total: _Optional[int] = ..., points_per_s: _Optional[float] = ..., batch_latency_ms: _Optional[float] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class GetIngestStatusResponse(_message.Message):
+    __slots__ = ("partitions",)
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedCompositeFieldContainer[IngestPartition]
+    def __init__(self, partitions: _Optional[_Iterable[_Union[IngestPartition, _Mapping]]] = ...) -> None: ...

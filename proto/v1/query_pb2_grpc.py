@@ -49,6 +49,31 @@ class QueryServiceStub:
                 request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.SerializeToString,
                 response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.FromString,
                 _registered_method=True)
+        self.CompareRuns = channel.unary_unary(
+                '/runstream.v1.QueryService/CompareRuns',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsResponse.FromString,
+                _registered_method=True)
+        self.FollowRun = channel.unary_stream(
+                '/runstream.v1.QueryService/FollowRun',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunResponse.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/runstream.v1.QueryService/ListExperiments',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
+        self.ListMetricKeys = channel.unary_unary(
+                '/runstream.v1.QueryService/ListMetricKeys',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysResponse.FromString,
+                _registered_method=True)
+        self.GetIngestStatus = channel.unary_unary(
+                '/runstream.v1.QueryService/GetIngestStatus',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -69,7 +94,46 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetMetricHistory(self, request, context):
-        """Points of one metric of one run, ordered by (rank, step), paged losslessly.
+        """Points of one metric of one run, ordered by (rank, step), paged losslessly; or
+        downsampled to max_points per series (LTTB over per-bucket extremes, with the
+        bucket's min/max envelope); per rank or aggregated across ranks per step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareRuns(self, request, context):
+        """Side by side: what differs between runs first (params, code, inputs, packages,
+        hardware), then metric summaries with the step where each run was best.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowRun(self, request, context):
+        """New points and status changes of a run: backfill from a step, then live until the
+        run ends, the client cancels or the deadline passes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """Experiments with their run counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMetricKeys(self, request, context):
+        """The metric keys of one run, with their summaries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestStatus(self, request, context):
+        """Ingestion progress of every consumer heard from in the last minute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +156,31 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetMetricHistory,
                     request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.FromString,
                     response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.SerializeToString,
+            ),
+            'CompareRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareRuns,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsResponse.SerializeToString,
+            ),
+            'FollowRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowRun,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'ListMetricKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMetricKeys,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysResponse.SerializeToString,
+            ),
+            'GetIngestStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestStatus,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +264,141 @@ class QueryService:
             '/runstream.v1.QueryService/GetMetricHistory',
             runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.SerializeToString,
             runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/CompareRuns',
+            runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runstream.v1.QueryService/FollowRun',
+            runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.FollowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/ListExperiments',
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMetricKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/ListMetricKeys',
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListMetricKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetIngestStatus',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
