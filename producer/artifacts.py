@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from runstream.proto.errors import InvalidArgumentError
+
+log = logging.getLogger("runstream")
 
 _CHUNK = 1 << 20
 
@@ -60,6 +64,11 @@ def _store_file(root: Path, source: Path) -> tuple[str, int]:
             os.unlink(tmp_name)
         raise
     return hexdigest, size
+
+
+def store_bytes(root: Path, data: bytes) -> str:
+    """Store ``data`` under its sha256 (returned, hex); a no-op when already stored."""
+    return _store_bytes(root, data)
 
 
 def _store_bytes(root: Path, data: bytes) -> str:
@@ -112,14 +121,71 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def input_digest(path: Path) -> str:
+class DigestCache:
+    """File digests keyed by (absolute path, size, mtime_ns): a file whose size and
+    mtime are unchanged is not read again; any change means a full hash. Kept in memory
+    and, with ``path``, in a JSON file (written atomically; several ranks sharing it
+    only cost a re-hash). Thread-safe."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[int, int, str]] = {}
+        self._dirty = False
+        if path is not None:
+            try:
+                raw = json.loads(path.read_text("utf-8"))
+                self._entries = {k: (int(v[0]), int(v[1]), str(v[2])) for k, v in raw.items()}
+            except (OSError, ValueError, TypeError, IndexError, AttributeError):
+                self._entries = {}
+
+    def file_sha256(self, path: Path) -> str:
+        """Hex sha256 of a file's content; blocks while hashing a new or changed file."""
+        st = path.stat()
+        key = str(path.resolve())
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        sha = file_sha256(path)
+        with self._lock:
+            self._entries[key] = (st.st_size, st.st_mtime_ns, sha)
+            self._dirty = True
+        return sha
+
+    def save(self) -> None:
+        """Write the cache file, if any and changed. Errors are logged, not raised."""
+        if self._path is None:
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            data = json.dumps(self._entries)
+            self._dirty = False
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".digests-")
+            with os.fdopen(fd, "w") as out:
+                out.write(data)
+            os.replace(tmp, self._path)
+        except OSError as e:
+            log.warning("runstream: cannot write the digest cache %s: %s", self._path, e)
+
+
+def input_digest(path: Path, cache: DigestCache | None = None) -> str:
     """``sha256:<hex>`` of a file's content, or for a directory of the lines
-    ``<relative path>\\t<file sha256>\\n`` over its files sorted by path. Blocks."""
+    ``<relative path>\t<file sha256>\n`` over its files sorted by path. With ``cache``,
+    unchanged files (same size and mtime) are not read again. Blocks."""
+    digest_of = cache.file_sha256 if cache is not None else file_sha256
     if path.is_file():
-        return "sha256:" + file_sha256(path)
-    if path.is_dir():
+        found = "sha256:" + digest_of(path)
+    elif path.is_dir():
         digest = hashlib.sha256()
         for rel, file in _files_under(path):
-            digest.update(f"{rel}\t{file_sha256(file)}\n".encode())
-        return "sha256:" + digest.hexdigest()
-    raise InvalidArgumentError(f"input path {str(path)!r} is not a file or directory")
+            digest.update(f"{rel}\t{digest_of(file)}\n".encode())
+        found = "sha256:" + digest.hexdigest()
+    else:
+        raise InvalidArgumentError(f"input path {str(path)!r} is not a file or directory")
+    if cache is not None:
+        cache.save()
+    return found

@@ -19,6 +19,12 @@ DEFAULT_SPOOL_ROLL_S = 0.5
 DEFAULT_MAX_BUFFERED_POINTS = 1_000_000
 DEFAULT_POINTS_PER_BATCH = 10_000
 DEFAULT_EXIT_FLUSH_S = 10.0
+DEFAULT_SYSTEM_METRICS_S = 10.0
+DEFAULT_KAFKA_STALL_S = 5.0
+# Producer-only settings (the shared names live in runstream.proto.config).
+HEARTBEAT_S = "RUNSTREAM_HEARTBEAT_S"
+SYSTEM_METRICS_S = "RUNSTREAM_SYSTEM_METRICS_S"
+EXIT_FLUSH_S = "RUNSTREAM_EXIT_FLUSH_S"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,7 +32,12 @@ class ProducerConfig:
     """Everything the producer needs, resolved once by :func:`runstream.init`.
 
     ``kafka`` is the bootstrap list ("host:port,...") or None for the local spool.
-    Durations are seconds (``*_s``). Immutable, so safe to share between threads.
+    Durations are seconds (``*_s``): ``heartbeat_s`` between heartbeats
+    (``RUNSTREAM_HEARTBEAT_S``), ``system_metrics_s`` between system metric samples, 0 =
+    off (``RUNSTREAM_SYSTEM_METRICS_S``), ``exit_flush_s`` the flush budget at exit and on
+    SIGTERM (``RUNSTREAM_EXIT_FLUSH_S``), ``kafka_stall_s`` how long an unacknowledged
+    record may wait before new events go to the spool. Immutable, so safe to share
+    between threads.
     """
 
     kafka: str | None = None
@@ -41,6 +52,8 @@ class ProducerConfig:
     max_buffered_points: int = DEFAULT_MAX_BUFFERED_POINTS
     points_per_batch: int = DEFAULT_POINTS_PER_BATCH
     exit_flush_s: float = DEFAULT_EXIT_FLUSH_S
+    system_metrics_s: float = DEFAULT_SYSTEM_METRICS_S
+    kafka_stall_s: float = DEFAULT_KAFKA_STALL_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProducerConfig:
@@ -58,6 +71,10 @@ class ProducerConfig:
             spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
             artifacts_dir=names.env_path(env, names.ARTIFACTS, names.default_artifacts_dir(env)),
             run_id=run_id,
+            heartbeat_s=_positive(HEARTBEAT_S, names.env_float(env, HEARTBEAT_S,
+                                                                DEFAULT_HEARTBEAT_S)),
+            system_metrics_s=names.env_float(env, SYSTEM_METRICS_S, DEFAULT_SYSTEM_METRICS_S),
+            exit_flush_s=names.env_float(env, EXIT_FLUSH_S, DEFAULT_EXIT_FLUSH_S),
         )
 
     def with_explicit(
@@ -70,6 +87,7 @@ class ProducerConfig:
         artifacts_dir: str | Path | None = None,
         run_id: str | None = None,
         heartbeat_s: float | None = None,
+        system_metrics_s: float | None = None,
     ) -> ProducerConfig:
         """A copy with the explicitly given (non-None) arguments applied and checked."""
         changes: dict[str, object] = {}
@@ -90,7 +108,19 @@ class ProducerConfig:
                     or heartbeat_s <= 0:
                 raise ConfigError(f"heartbeat_s={heartbeat_s!r}: expected a positive number")
             changes["heartbeat_s"] = float(heartbeat_s)
+        if system_metrics_s is not None:
+            if not isinstance(system_metrics_s, int | float) \
+                    or not math.isfinite(system_metrics_s) or system_metrics_s < 0:
+                raise ConfigError(
+                    f"system_metrics_s={system_metrics_s!r}: expected a number >= 0 (0 = off)")
+            changes["system_metrics_s"] = float(system_metrics_s)
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _positive(name: str, value: float) -> float:
+    if value <= 0:
+        raise ConfigError(f"{name}={value!r}: expected a positive number")
+    return value
 
 
 def _check_run_id(name: str, value: str) -> str:

@@ -1,8 +1,16 @@
 """The public SDK: :func:`init` and :class:`Run`.
 
 One run is active per process at a time. ``Run.log`` is the hot path: it validates
-cheaply, appends ``(key, step, value, ts_ms)`` tuples to an in-memory list under a lock
-held only for the append, and returns; encoding and I/O happen on the sender thread.
+cheaply, appends one ``(step, ts_ms, {key: value})`` record to an in-memory list under a
+lock held only for the append, and returns; encoding and I/O happen on the sender thread.
+
+Lifecycle: the first ``init`` in a process chains ``sys.excepthook`` (an uncaught
+exception finishes the run FAILED with its traceback, KeyboardInterrupt KILLED),
+``threading.excepthook`` (a thread that dies of an exception makes a run that is not
+finished explicitly end FAILED at exit) and, from the main thread, SIGTERM (KILLED, then
+the previous handler runs; the default one terminates the process). At exit an
+unfinished run is finished with ``exit_flush_s`` as timeout; what Kafka has not taken by
+then is left in the spool for ``runstream sync``.
 """
 
 from __future__ import annotations
@@ -10,26 +18,28 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from runstream import artifacts
 from runstream import params as params_mod
-from runstream.batch import Point
 from runstream.config import ProducerConfig
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
 from runstream.proto.errors import AlreadyExistsError, InvalidArgumentError
 from runstream.proto.v1 import events_pb2
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_KEY_LEN, MAX_NAME_LEN
-from runstream.sender import FLUSH, STOP, EventQueue, Identity, Request, Sender
+from runstream.sender import FLUSH, EventQueue, Identity, Request, Sender
+from runstream.system import SystemSampler
 from runstream.transport import KafkaTransport, SpoolTransport, Transport
 
 log = logging.getLogger("runstream")
@@ -79,8 +89,12 @@ class Run:
         self._params_lock = threading.Lock()
         self._finished = False
         self._finish_lock = threading.Lock()
-        self._wake_at = config.points_per_batch
-        self._max_points = config.max_buffered_points
+        # Buffered log() calls (records) that wake the sender early / block the caller.
+        self._wake_at = max(config.points_per_batch, 1)
+        self._max_records = max(config.max_buffered_points // 10, 1)
+        self._thread_failure = ""
+        self._sampler: SystemSampler | None = None
+        self._digests: artifacts.DigestCache | None = None
         self._queue = EventQueue()
         self._sender: Sender | None = None
         self._start_sender(first=True)
@@ -91,7 +105,8 @@ class Run:
         cfg = self.config
         spool = SpoolTransport(cfg.spool_dir, producer_id, cfg.encoding, cfg.spool_roll_s)
         if cfg.kafka:
-            return KafkaTransport(cfg.kafka, cfg.topic, cfg.encoding, spool)
+            return KafkaTransport(cfg.kafka, cfg.topic, cfg.encoding, spool,
+                                  stall_s=cfg.kafka_stall_s)
         return spool
 
     def _start_sender(self, first: bool = False) -> Sender:
@@ -148,47 +163,73 @@ class Run:
         Values: int and float (NaN and inf kept as they are), bool (cast to 1.0/0.0),
         and anything with ``__float__`` such as numpy scalars; str raises. Keys: strings
         of 1..250 characters. InvalidArgumentError on bad input, and nothing from that
-        call is recorded. Timestamps are taken here (epoch ms).
+        call is recorded; also after ``finish()``. Timestamps are taken here (epoch ms,
+        one per call).
 
-        Cost about a microsecond per point; no I/O. When ``max_buffered_points``
-        (1,000,000) points wait for the sender (it cannot keep up: encoding slower than
-        logging), this call blocks until the sender takes the buffer - it takes all of
-        it at once, and spools to disk rather than waiting on Kafka, so the wait is one
-        sender cycle. Thread-safe.
+        Cost: well under a microsecond per point for float values and known keys (one
+        dict copy and one append under a lock held only for that); no I/O. When
+        ``max_buffered_points // 10`` calls wait for the sender (it cannot keep up),
+        this call blocks until the sender takes the buffer - it takes all of it at once
+        and spools to disk rather than waiting on Kafka, so the wait is one sender cycle.
+        Thread-safe.
         """
-        if self._finished:
-            raise InvalidArgumentError(f"run {self.id} is finished; log() after finish()")
         if step is None:
             step = self._next_step
         elif type(step) is not int:
             step = _check_step(step)
         elif step < 0:
             raise InvalidArgumentError(f"step {step} is negative")
-        if type(metrics) is not dict and not isinstance(metrics, Mapping):
-            raise InvalidArgumentError(f"metrics must be a dict, not {type(metrics).__name__}")
-        known = self._known_keys
         ts_ms = _time_ns() // 1_000_000
-        points: list[Point] = []
-        for key, value in metrics.items():
-            if key not in known:
-                _check_metric_key(key)
-                known.add(key)
-            if type(value) is not float:
-                value = _as_float(key, value)
-            points.append((key, step, value, ts_ms))
-        self._next_step = step + 1
+        if type(metrics) is dict and self._known_keys.issuperset(metrics):
+            for value in metrics.values():
+                if type(value) is not float:
+                    metrics = self._checked(metrics)
+                    break
+            else:
+                metrics = metrics.copy()
+        else:
+            metrics = self._checked(metrics)
         if self._sender is None:
             self._start_sender()
         queue = self._queue
         with queue.lock:
+            if queue.closed:
+                raise InvalidArgumentError(f"run {self.id} is finished; log() after finish()")
             buffered = queue.points
-            buffered += points
+            buffered.append((step, ts_ms, metrics))
             n = len(buffered)
-        if n >= self._wake_at:
+        self._next_step = step + 1
+        # Every length is seen by exactly one caller (appends are one at a time), so the
+        # sender is woken once per batch, not on every call while it catches up.
+        if n == self._wake_at:
             queue.wake.set()
-            if n >= self._max_points:
-                sender = self._ensure_sender()
-                queue.wait_for_room(self._max_points, sender.is_alive)
+        elif n >= self._max_records:
+            sender = self._ensure_sender()
+            queue.wait_for_room(self._max_records, sender.is_alive)
+
+    def _checked(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """A validated copy with float values; the slow path of ``log``."""
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):
+            raise InvalidArgumentError(f"metrics must be a dict, not {type(metrics).__name__}")
+        known = self._known_keys
+        out: dict[str, float] = {}
+        for key, value in metrics.items():
+            if key not in known:
+                _check_metric_key(key)
+            out[key] = value if type(value) is float else _as_float(key, value)
+        known.update(out)
+        return out
+
+    def _log_system(self, metrics: dict[str, float], step: int) -> None:
+        """Append system metrics without touching the user's step counter."""
+        self._known_keys.update(metrics)
+        queue = self._queue
+        with queue.lock:
+            if queue.closed:
+                return
+            queue.points.append((step, _time_ns() // 1_000_000, metrics))
+        if self._sender is None:
+            self._start_sender()
 
     # --- other events -----------------------------------------------------------------
 
@@ -196,7 +237,8 @@ class Run:
         if self._finished:
             raise InvalidArgumentError(f"run {self.id} is finished; no more events")
         self._ensure_sender()
-        self._queue.put_event(field, body, _time_ns() // 1_000_000)
+        if not self._queue.put_event(field, body, _time_ns() // 1_000_000):
+            raise InvalidArgumentError(f"run {self.id} is finished; no more events")
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record hyperparameters. Nested dicts are flattened with dots ({"opt": {"lr":
@@ -260,7 +302,9 @@ class Run:
         """Record a data set the run reads; returns its digest.
 
         A local file is digested as ``sha256:<hex>`` of its content, a directory over its
-        sorted relative paths and file digests (blocks while hashing; pass ``digest`` to
+        sorted relative paths and file digests (blocks while hashing; files whose size and
+        mtime are unchanged since an earlier call are not re-read, see
+        ``artifacts.DigestCache`` kept under the artifacts dir; pass ``digest`` to
         skip). A URI with a scheme (``s3://...``, ``hf://...``) is recorded as given,
         with ``digest`` or "". Anything else raises InvalidArgumentError.
         """
@@ -279,7 +323,8 @@ class Run:
                     f"input {text!r} is neither an existing path nor a URI with a scheme"
                 )
             uri = path.resolve().as_uri()
-            found = digest if digest is not None else artifacts.input_digest(path)
+            found = digest if digest is not None else artifacts.input_digest(
+                path, self._digest_cache())
         label = name if name is not None else path.name
         for what, value, limit in (("uri", uri, 4096), ("name", label, MAX_NAME_LEN),
                                    ("digest", found, 256), ("role", role, 64)):
@@ -289,6 +334,13 @@ class Run:
             "input", events_pb2.Input(name=label, uri=uri, digest=found, role=role)
         )
         return found
+
+    def _digest_cache(self) -> artifacts.DigestCache:
+        cache = self._digests
+        if cache is None:
+            cache = self._digests = artifacts.DigestCache(
+                self.config.artifacts_dir / "index" / "file-digests.json")
+        return cache
 
     # --- flush and finish -------------------------------------------------------------
 
@@ -302,12 +354,20 @@ class Run:
             return True
         sender = self._ensure_sender()
         request = Request(timeout_s)
-        self._queue.put(FLUSH, request)
+        if not self._queue.put(FLUSH, request):
+            return self.finish(timeout_s=timeout_s)  # finished meanwhile: wait for that
         if not sender.is_alive():
             sender.run_inline()
         return request.done.wait(timeout_s) and request.ok
 
-    def finish(self, status: str = "FINISHED", error: str = "", timeout_s: float = 10.0) -> bool:
+    def finish(
+        self,
+        status: str = "FINISHED",
+        error: str = "",
+        timeout_s: float = 10.0,
+        *,
+        _queued: threading.Event | None = None,
+    ) -> bool:
         """End this rank's part of the run: send RunFinished (``status`` FINISHED, FAILED
         or KILLED, ``error`` the reason), flush within ``timeout_s``, stop the sender.
         Idempotent (later calls return True at once). In a forked child it only flushes
@@ -318,27 +378,41 @@ class Run:
             raise InvalidArgumentError(
                 f"status {status!r}: expected one of {', '.join(_STATUSES)}"
             )
+        sampler = self._sampler
+        if sampler is not None:
+            sampler.stop()  # its last sample goes in before the run_finished event
         with self._finish_lock:
             if self._finished:
+                if _queued is not None:
+                    _queued.set()
                 return True
+            final = None
             if os.getpid() == self._init_pid:
-                self._queue.put_event(
+                final = (
                     "run_finished",
                     events_pb2.RunFinished(status=_STATUSES[status], error=error[-_MAX_ERROR:]),
                     _time_ns() // 1_000_000,
                 )
             self._finished = True
             ok = True
-            if self._sender is not None or self._queue.points or self._queue.segments:
+            queue = self._queue
+            if self._sender is not None or queue.points or queue.segments or final:
                 sender = self._ensure_sender()
                 request = Request(timeout_s)
-                self._queue.put(STOP, request)
+                queue.close(final, request)
+                if _queued is not None:
+                    _queued.set()
                 if sender.is_alive():
                     request.done.wait(timeout_s)
                     sender.join(request.remaining_s())
                 else:
                     sender.run_inline()
                 ok = request.done.is_set() and request.ok
+            else:
+                with queue.lock:
+                    queue.closed = True
+                if _queued is not None:
+                    _queued.set()
         with _active_lock:
             if _active is self:
                 _active = None
@@ -403,6 +477,7 @@ def init(
     artifacts_dir: str | os.PathLike[str] | None = None,
     topic: str | None = None,
     heartbeat_s: float | None = None,
+    system_metrics_s: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Run:
     """Start (or join, for the other ranks of a distributed job) a run and return it.
@@ -417,6 +492,9 @@ def init(
     active run when it has the same run id, else raises AlreadyExistsError. Malformed
     settings raise ConfigError. Returns quickly: the sender thread captures the git
     version and sends ``run_started``, then ``params`` and ``tags``. Thread-safe.
+    The first call installs the exception and SIGTERM hooks described in this module's
+    docstring; ``system_metrics_s`` > 0 starts the ``runstream-producer-system`` sampler
+    (``RUNSTREAM_SYSTEM_METRICS_S``, default 10 s; 0 turns it off).
     """
     global _active
     env = names.environ_or_os(environ)
@@ -432,6 +510,7 @@ def init(
         artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
         run_id=run_id,
         heartbeat_s=heartbeat_s,
+        system_metrics_s=system_metrics_s,
     )
     launcher = detect_launcher(env)
     resolved = resolve_run_id(run_id, config.run_id, launcher)
@@ -448,6 +527,10 @@ def init(
         run = Run(experiment=experiment, run_id=resolved, name=name, launcher=launcher,
                   config=config)
         _active = run
+    _install_hooks()
+    if config.system_metrics_s > 0:
+        run._sampler = SystemSampler(run._log_system, config.system_metrics_s)
+        run._sampler.start()
     if typed:
         run.log_params(params or {})
     if tag_text:
@@ -470,8 +553,10 @@ def finish(status: str = "FINISHED", error: str = "") -> None:
 def _finish_at_exit() -> None:
     run = _active
     if run is not None and not run._finished:
+        # A thread that died of an uncaught exception makes an unfinished run FAILED.
+        status = "FAILED" if run._thread_failure else "FINISHED"
         try:
-            ok = run.finish("FINISHED", timeout_s=run.config.exit_flush_s)
+            ok = run.finish(status, run._thread_failure, timeout_s=run.config.exit_flush_s)
         except Exception:
             log.exception("runstream: finishing the run at exit failed")
             return
@@ -480,6 +565,95 @@ def _finish_at_exit() -> None:
                 "runstream: run %s not fully flushed within %.0f s at exit; unsent events "
                 "were written to the spool where possible", run.id, run.config.exit_flush_s,
             )
+
+
+# --- uncaught exceptions and SIGTERM ------------------------------------------------------
+
+_hooks_installed = False
+_previous_sigterm: Any = None
+
+
+def _format(exc_type: type[BaseException], exc: BaseException | None,
+            tb: TracebackType | None) -> str:
+    return "".join(traceback.format_exception(exc_type, exc, tb))
+
+
+def _install_hooks() -> None:
+    """Chain sys.excepthook, threading.excepthook and (from the main thread, when its
+    handler is the default or a Python callable) SIGTERM. Once per process."""
+    global _hooks_installed, _previous_sigterm
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    previous_excepthook = sys.excepthook
+
+    def excepthook(exc_type: type[BaseException], exc: BaseException,
+                   tb: TracebackType | None) -> None:
+        run = _active
+        if run is not None and not run._finished:
+            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+            try:
+                run.finish(status, _format(exc_type, exc, tb), timeout_s=run.config.exit_flush_s)
+            except Exception:
+                log.exception("runstream: recording the uncaught exception failed")
+        previous_excepthook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+    previous_thread_hook = threading.excepthook
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        run = _active
+        if run is not None and args.exc_type is not SystemExit and not run._thread_failure:
+            where = f"in thread {args.thread.name if args.thread else '?'}:\n"
+            run._thread_failure = where + _format(args.exc_type, args.exc_value,
+                                                  args.exc_traceback)
+        previous_thread_hook(args)
+
+    threading.excepthook = thread_excepthook
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL or callable(previous):
+        _previous_sigterm = previous
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Finish the active run as KILLED, then run the previous handler (the default one
+    terminates the process). The finish runs on a helper thread: if this handler
+    interrupted the main thread inside a Runstream lock, the helper cannot queue its
+    events, so the handler returns, the main thread goes on and releases the lock, and
+    the helper sends SIGTERM again once the run is finished."""
+    run = _active
+    if run is not None and not run._finished and os.getpid() == run._init_pid:
+        queued = threading.Event()
+        detached = threading.Event()
+        timeout_s = run.config.exit_flush_s
+        reason = f"terminated by signal {signal.Signals(signum).name}"
+
+        def finish_killed() -> None:
+            try:
+                run.finish("KILLED", reason, timeout_s=timeout_s, _queued=queued)
+            except Exception:
+                log.exception("runstream: finishing the run on %s failed", reason)
+            if detached.is_set():
+                os.kill(os.getpid(), signum)
+
+        helper = threading.Thread(target=finish_killed, name="runstream-producer-signal",
+                                  daemon=True)
+        helper.start()
+        if not queued.wait(1.0):
+            detached.set()
+            if not queued.is_set():
+                return
+            detached.clear()
+        helper.join(timeout_s + 1.0)
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+    else:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _after_fork_in_child() -> None:

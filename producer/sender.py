@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from runstream import capture
-from runstream.batch import Point, metrics_batches
+from runstream.batch import Record, metrics_batches
 from runstream.config import ProducerConfig
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2
@@ -71,28 +71,51 @@ class EventQueue:
     """What callers append to and the sender takes from. Thread-safe; nothing here
     blocks except :meth:`wait_for_room`."""
 
-    __slots__ = ("lock", "points", "room", "segments", "wake")
+    __slots__ = ("closed", "lock", "points", "room", "segments", "wake")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.room = threading.Condition(self.lock)
-        self.points: list[Point] = []
+        self.points: list[Record] = []
+        # Set (under ``lock``) when the run finished: appends after that are refused, so
+        # no point can land behind the final stop and be left unsent.
+        self.closed = False
         self.segments: collections.deque[tuple[int, Any]] = collections.deque()
         self.wake = threading.Event()
 
-    def put(self, kind: int, item: Any) -> None:
-        """Queue an event body or request after every point logged so far."""
+    def put(self, kind: int, item: Any) -> bool:
+        """Queue an event body or request after every point logged so far; False (and
+        nothing queued) once the queue is closed."""
         with self.lock:
+            if self.closed:
+                return False
             if self.points:
                 self.segments.append((_POINTS, self.points))
                 self.points = []
             self.segments.append((kind, item))
         self.wake.set()
+        return True
 
-    def put_event(self, field: str, body: Message, ts_ms: int) -> None:
-        self.put(_EVENT, (field, body, ts_ms))
+    def put_event(self, field: str, body: Message, ts_ms: int) -> bool:
+        return self.put(_EVENT, (field, body, ts_ms))
 
-    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Point]]:
+    def close(self, final: tuple[str, Message, int] | None, stop: Request) -> bool:
+        """Queue the final event (if any) and the stop request, and refuse every later
+        append. False if it was closed already."""
+        with self.lock:
+            if self.closed:
+                return False
+            self.closed = True
+            if self.points:
+                self.segments.append((_POINTS, self.points))
+                self.points = []
+            if final is not None:
+                self.segments.append((_EVENT, final))
+            self.segments.append((_STOP, stop))
+        self.wake.set()
+        return True
+
+    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Record]]:
         with self.lock:
             segments, points = self.segments, self.points
             self.segments, self.points = collections.deque(), []
@@ -100,7 +123,7 @@ class EventQueue:
         return segments, points
 
     def wait_for_room(self, limit: int, alive: Callable[[], bool]) -> None:
-        """Block the caller while ``limit`` or more points wait for the sender."""
+        """Block the caller while ``limit`` or more records wait for the sender."""
         self.wake.set()
         with self.room:
             while len(self.points) >= limit and alive():
@@ -138,6 +161,8 @@ class Sender:
         self._next_heartbeat = time.monotonic() + config.heartbeat_s
         self._thread: threading.Thread | None = None
         self.events_sent = 0
+        #: Called on the sender thread after the stop (the run uses it to stop sampling).
+        self.on_stopped: Callable[[], None] = lambda: None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -203,6 +228,7 @@ class Sender:
         elif kind == _STOP:
             self._stopped = True
             item.finish(self._safe(lambda: self.transport.close(item.remaining_s())))
+            self.on_stopped()
 
     @staticmethod
     def _safe(call: Callable[[], bool]) -> bool:
@@ -218,7 +244,7 @@ class Sender:
         body, ts_ms = self._started
         self._started = None
         try:
-            body.code.CopyFrom(capture.code_version())
+            body.code.CopyFrom(capture.code_version(artifacts_dir=self.config.artifacts_dir))
             body.env.CopyFrom(capture.environment())
         except Exception:
             log.exception("runstream: capturing code version and environment failed")
@@ -227,7 +253,7 @@ class Sender:
         except Exception:
             log.exception("runstream: sending run_started failed")
 
-    def _send_points(self, points: list[Point]) -> None:
+    def _send_points(self, points: list[Record]) -> None:
         ts_ms = _now_ms()
         for batch in metrics_batches(points, self.config.points_per_batch):
             self._send("metrics", batch, ts_ms)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runstream.proto import codec
+from runstream.proto import codec, spool
 from runstream.proto.spool import SpoolWriter
 
 if TYPE_CHECKING:
@@ -24,8 +25,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runstream")
 
-#: Seconds to spool directly after Kafka failed, before trying the broker again.
-KAFKA_RETRY_S = 15.0
+#: Seconds between attempts to reach Kafka again while events go to the spool.
+KAFKA_RETRY_S = 2.0
+#: The oldest unacknowledged record waiting this long means Kafka is down: spool new events.
+KAFKA_STALL_S = 5.0
+#: Spooled bytes handed back to the Kafka producer at once while draining the spool.
+DRAIN_INFLIGHT_BYTES = 8 << 20
 
 
 class Transport(Protocol):
@@ -58,7 +63,9 @@ def kafka_producer_options(bootstrap: str) -> dict[str, Any]:
         "bootstrap_timeout_ms": 5_000,
         # Never stall the sender for long on metadata or a full buffer: spool instead.
         "max_block_ms": 5_000,
-        "delivery_timeout_ms": 30_000,
+        # The idempotent producer retries an outage this long without duplicates; the
+        # sender spools new events after KAFKA_STALL_S meanwhile.
+        "delivery_timeout_ms": 120_000,
         "request_timeout_ms": 10_000,
     }
 
@@ -102,6 +109,19 @@ class SpoolTransport:
         if started is not None and time.monotonic() - started >= self._roll_s:
             self._roll()
 
+    def own_ready_files(self) -> list[Path]:
+        """This writer's published files, oldest first."""
+        writer = self._writer
+        if not writer.directory.is_dir():
+            return []
+        return sorted(writer.directory.glob(f"{writer.producer_id}-*.spool"))
+
+    def publish(self) -> bool:
+        """Publish the file being written, if any; True when one was published."""
+        if self._first_unrolled is None:
+            return False
+        return self._roll()
+
     def _roll(self) -> bool:
         self._first_unrolled = None
         try:
@@ -119,9 +139,21 @@ class SpoolTransport:
 
 
 class KafkaTransport:
-    """Sends to Kafka with key ``<run_id>/<rank>`` and the content-type header; falls back
-    to ``spool`` for anything Kafka does not take, retrying the broker every
-    KAFKA_RETRY_S seconds."""
+    """Sends to Kafka with key ``<run_id>/<rank>`` and the content-type header; the spool
+    takes over while Kafka is down and is drained back into Kafka, in order, when it
+    returns.
+
+    States: *direct* (events go to the Kafka producer) and *spooling* (events go to
+    the spool). Direct turns to spooling when the producer cannot be created, ``send``
+    fails, a delivery fails, or the oldest unacknowledged record is older than
+    ``stall_s``. Records already handed to the producer stay there: the idempotent
+    producer retries them (up to ``delivery_timeout_ms``) without duplicates. Once
+    they are acknowledged, every ``maintain`` hands this producer's spool files back to
+    Kafka oldest first (at most DRAIN_INFLIGHT_BYTES at a time) and deletes each file
+    when all its records are acknowledged; with no file left, sends go direct again.
+    So per-producer order holds across an outage, and nothing waits on the training
+    thread. Owned by the sender thread; not thread-safe.
+    """
 
     def __init__(
         self,
@@ -130,23 +162,35 @@ class KafkaTransport:
         encoding: str,
         spool: SpoolTransport,
         producer_factory: Callable[..., KafkaProducer] | None = None,
+        stall_s: float = KAFKA_STALL_S,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._headers = [(codec.CONTENT_TYPE_HEADER, codec.CONTENT_TYPES[encoding].encode())]
         self.spool = spool
         self._factory = producer_factory
+        self._stall_s = stall_s
         self._producer: KafkaProducer | None = None
-        self._down_until = 0.0
-        # (future, key, payload) in send order, until Kafka acknowledges them.
-        self._pending: collections.deque[tuple[Any, bytes, bytes]] = collections.deque()
+        self._retry_at = 0.0
+        self._spooling = False
+        self._key: bytes | None = None
+        # (future, key, payload, sent_at monotonic s) in send order, until acknowledged.
+        self._pending: collections.deque[tuple[Any, bytes, bytes, float]] = collections.deque()
+        # Spool files handed back to Kafka: (claimed path, original path, futures).
+        self._draining: collections.deque[tuple[Path, Path, list[Any]]] = collections.deque()
         self.sent_to_kafka = 0
         self.spooled = 0
+        self.resent_from_spool = 0
+
+    @property
+    def spooling(self) -> bool:
+        """True while events go to the spool instead of Kafka."""
+        return self._spooling
 
     def _connect(self) -> KafkaProducer | None:
         if self._producer is not None:
             return self._producer
-        if time.monotonic() < self._down_until:
+        if time.monotonic() < self._retry_at:
             return None
         try:
             if self._factory is not None:
@@ -156,7 +200,8 @@ class KafkaTransport:
 
                 producer = KafkaProducer(**kafka_producer_options(self._bootstrap))
         except Exception as e:  # any failure to connect means: spool, retry later
-            self._mark_down(e)
+            self._retry_at = time.monotonic() + KAFKA_RETRY_S
+            self._enter_spooling(e)
             return None
         # kafka-python closes its producers in its own atexit hook, which would run before
         # Runstream's (registered earlier) and strand the final events; we close it.
@@ -166,19 +211,23 @@ class KafkaTransport:
         self._producer = producer
         return producer
 
-    def _mark_down(self, error: BaseException) -> None:
-        if self._down_until <= time.monotonic():
+    def _enter_spooling(self, reason: object) -> None:
+        if not self._spooling:
+            self._spooling = True
             log.warning(
                 "runstream: Kafka at %s unavailable (%s); writing events to the local spool "
-                "(replay with `runstream sync`)", self._bootstrap, error,
+                "and sending them when it is back", self._bootstrap, reason,
             )
-        self._down_until = time.monotonic() + KAFKA_RETRY_S
 
     def _to_spool(self, key: bytes, payload: bytes) -> None:
         self.spooled += 1
         self.spool.send(key, payload)
 
     def send(self, key: bytes, payload: bytes) -> None:
+        self._key = key
+        if self._spooling:
+            self._to_spool(key, payload)
+            return
         producer = self._connect()
         if producer is None:
             self._to_spool(key, payload)
@@ -186,30 +235,98 @@ class KafkaTransport:
         try:
             future = producer.send(self._topic, value=payload, key=key, headers=self._headers)
         except Exception as e:  # timeouts, closed producer, oversize record: spool it
-            self._mark_down(e)
-            self._close_producer(0.0)
+            self._enter_spooling(e)
             self._to_spool(key, payload)
             return
-        self._pending.append((future, key, payload))
+        self._pending.append((future, key, payload, time.monotonic()))
 
     def _collect(self) -> None:
         """Retire acknowledged records from the front; spool the failed ones, in order."""
         pending = self._pending
         while pending and pending[0][0].is_done:
-            future, key, payload = pending.popleft()
+            future, key, payload, _ = pending.popleft()
             if future.succeeded():
                 self.sent_to_kafka += 1
             else:
-                self._mark_down(future.exception)
+                self._enter_spooling(future.exception)
                 self._to_spool(key, payload)
+
+    def _collect_drained(self) -> bool:
+        """Delete spool files whose records Kafka acknowledged; on a failed one put it and
+        every later file back in the spool. False when a drain failed."""
+        while self._draining and all(f.is_done for f in self._draining[0][2]):
+            claimed, _original, futures = self._draining[0]
+            if all(f.succeeded() for f in futures):
+                self._draining.popleft()
+                self.resent_from_spool += len(futures)
+                claimed.unlink(missing_ok=True)
+                continue
+            self._give_back_drains()
+            self._retry_at = time.monotonic() + KAFKA_RETRY_S
+            return False
+        return True
+
+    def _give_back_drains(self) -> None:
+        while self._draining:
+            claimed, original, _ = self._draining.popleft()
+            try:
+                os.replace(claimed, original)
+            except OSError as e:
+                log.error("runstream: cannot put back spool file %s: %s", claimed, e)
+
+    def _drain_step(self) -> None:
+        """Hand spool files back to Kafka, oldest first, without waiting for them; once
+        every file is handed over, sends go direct again (the producer keeps the order)."""
+        if self._pending or not self._collect_drained() or self._draining:
+            return  # older records are still with Kafka: they go first
+        if time.monotonic() < self._retry_at:
+            return
+        producer = self._connect()
+        if producer is None:
+            return
+        self.spool.publish()
+        budget = DRAIN_INFLIGHT_BYTES
+        for original in self.spool.own_ready_files():
+            if budget <= 0:
+                return  # the rest after these are acknowledged
+            claimed = spool.claim(original)
+            if claimed is None:
+                continue  # `runstream sync` or `serve` took it
+            futures: list[Any] = []
+            self._draining.append((claimed, original, futures))
+            try:
+                for frame in spool.read_frames(claimed):
+                    headers = [(codec.CONTENT_TYPE_HEADER,
+                                codec.CONTENT_TYPES[frame.encoding].encode())]
+                    futures.append(producer.send(self._topic, value=frame.payload,
+                                                 key=self._key, headers=headers))
+                    budget -= len(frame.payload)
+            except spool.SpoolCorruptError as e:
+                log.error("runstream: spool file %s is corrupt (%s); its good frames were sent",
+                          original, e)
+            except Exception as e:  # the producer refused: every file goes back, in order
+                log.warning("runstream: resending the spool to Kafka failed: %s", e)
+                self._give_back_drains()  # frames already handed over may arrive twice
+                self._retry_at = time.monotonic() + KAFKA_RETRY_S
+                return
+        self._spooling = False
+        log.warning("runstream: Kafka at %s is back; sending spooled events, then new ones",
+                    self._bootstrap)
 
     def maintain(self) -> None:
         self._collect()
+        if not self._collect_drained():
+            self._enter_spooling("re-sending spooled events failed")
+        if (not self._spooling and self._pending
+                and time.monotonic() - self._pending[0][3] > self._stall_s):
+            self._enter_spooling(f"no acknowledgement for {self._stall_s:.0f} s")
+        if self._spooling:
+            self._drain_step()
         self.spool.maintain()
 
     def flush(self, timeout_s: float) -> bool:
         ok = True
-        if self._producer is not None:
+        if self._producer is not None and (self._pending or self._draining):
             from kafka.errors import KafkaError
 
             try:
@@ -217,6 +334,7 @@ class KafkaTransport:
             except KafkaError:
                 ok = False
         self._collect()
+        self._collect_drained()
         return self.spool.flush(timeout_s) and ok and not self._pending
 
     def _close_producer(self, timeout_s: float) -> None:
@@ -228,14 +346,26 @@ class KafkaTransport:
                 log.warning("runstream: closing the Kafka producer failed: %s", e)
         # Whatever Kafka has not acknowledged by now goes to the spool (at-least-once).
         while self._pending:
-            future, key, payload = self._pending.popleft()
+            future, key, payload, _ = self._pending.popleft()
             if future.is_done and future.succeeded():
                 self.sent_to_kafka += 1
             else:
                 self._to_spool(key, payload)
+        self._collect_drained()
+        self._give_back_drains()
 
     def close(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        flushed = self.flush(timeout_s)
+        """Deliver what Kafka takes within ``timeout_s`` (draining the spool too), keeping
+        a reserve of the time to spool the rest; True when nothing is left behind."""
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        reserve = min(1.0, timeout_s * 0.2)
+        while self._spooling and self._producer is not None \
+                and time.monotonic() < deadline - reserve:
+            self._collect()
+            self._drain_step()
+            if not self._spooling:
+                break
+            self.flush(min(0.2, max(deadline - reserve - time.monotonic(), 0.0)))
+        flushed = self.flush(max(deadline - reserve - time.monotonic(), 0.0))
         self._close_producer(max(deadline - time.monotonic(), 0.0))
-        return self.spool.close(0.0) and flushed
+        return self.spool.close(0.0) and flushed and not self._spooling

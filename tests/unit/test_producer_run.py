@@ -72,8 +72,8 @@ def test_params_flatten_and_types():
 
 
 def test_metrics_batches_are_columnar_and_split():
-    points = [("loss", i, i * 0.5, 1000 + i) for i in range(5)] + [("acc", 9, 1.0, 2000)]
-    batches = list(metrics_batches(points, 4))
+    records = [(i, 1000 + i, {"loss": i * 0.5}) for i in range(5)] + [(9, 2000, {"acc": 1.0})]
+    batches = list(metrics_batches(records, 4))
     assert [len(b.steps) for b in batches] == [4, 2]
     first, second = batches
     assert list(first.keys) == ["loss"] and list(first.key_index) == [0, 0, 0, 0]
