@@ -98,6 +98,7 @@ class KafkaSource:
         *,
         max_poll_records: int = 5000,
         client_id: str = "runstream-consumer",
+        metadata_wait_s: float = 10.0,
         **overrides: Any,
     ) -> None:
         from kafka import KafkaConsumer
@@ -119,6 +120,8 @@ class KafkaSource:
             "fetch_max_wait_ms": 200,
             # Writing a full batch to ClickHouse (with retries) must fit well inside this.
             "max_poll_interval_ms": 600_000,
+            # New topics and partitions are noticed within this, not kafka-python's 5 min.
+            "metadata_max_age_ms": 30_000,
             **overrides,
         }
         try:
@@ -126,7 +129,22 @@ class KafkaSource:
         except KafkaError as e:
             servers = settings["bootstrap_servers"]
             raise UnavailableError(f"cannot reach Kafka at {servers}: {e}") from e
+        self._await_topic_metadata(topic, metadata_wait_s)
         self._consumer.subscribe([topic], listener=_RebalanceListener(self))
+
+    def _await_topic_metadata(self, topic: str, timeout_s: float) -> None:
+        """Load the topic's partitions before joining the group.
+
+        A member that joins before its client knows the topic is assigned nothing, and
+        kafka-python only notices at the next metadata refresh: minutes of no ingestion.
+        A topic that does not exist yet is picked up by that refresh (metadata_max_age_ms).
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.partitions_for_topic(topic):
+            if time.monotonic() >= deadline:
+                log.warning("topic %s has no partitions yet; joining the group anyway", topic)
+                return
+            time.sleep(0.2)  # the metadata request itself is what we wait on
 
     def set_revoke_callback(self, callback: Callable[[], None]) -> None:
         self._revoke_callback = callback
