@@ -89,10 +89,12 @@ def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -
     if not config.kafka_bootstrap:
         raise ConfigError(f"{names.KAFKA} is not set: no Kafka to consume from")
     sink = _sink(config, client)
+    membership: dict[str, Any] = (
+        {"group_instance_id": config.instance_id} if config.instance_id else {}
+    )
     source = KafkaSource(
         config.kafka_bootstrap, config.topic, config.group_id,
-        max_poll_records=config.max_poll_records, client_id=config.client_id,
-        **({"group_instance_id": config.instance_id} if config.instance_id else {}),
+        max_poll_records=config.max_poll_records, client_id=config.client_id, **membership,
     )
     try:
         dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,
