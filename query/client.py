@@ -291,10 +291,11 @@ class Client:
                 aggregate=agg,
             )
             response = self._call(self._stub.GetMetricHistory, request)
-            out.ranks.extend(response.ranks)
-            out.steps.extend(response.steps)
-            out.values.extend(response.values)
-            out.ts_ms.extend(response.ts_ms)
+            # A slice copies a repeated field out in one C loop, faster than iterating it.
+            out.ranks.extend(response.ranks[:])
+            out.steps.extend(response.steps[:])
+            out.values.extend(response.values[:])
+            out.ts_ms.extend(response.ts_ms[:])
             token = response.next_page_token
             if single or not token:
                 break

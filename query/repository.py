@@ -19,11 +19,13 @@ HTTP session rejects concurrent queries), created on first use and closed by
 
 from __future__ import annotations
 
+import array
+import itertools
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client as ChClient
@@ -294,6 +296,22 @@ class ClickHouseRepository:
             return [[] for _ in range(width)]
         return [c if isinstance(c, list) else list(c) for c in columns]
 
+    def _column_blocks(
+        self, sql: str, parameters: Mapping[str, Any], width: int
+    ) -> list[list[Sequence[Any]]]:
+        """Each result column as the driver's blocks (numbers come as ``array.array``),
+        not yet turned into Python objects."""
+        result = self._query(sql, parameters)
+        out: list[list[Sequence[Any]]] = [[] for _ in range(width)]
+        try:
+            with result.column_block_stream as stream:
+                for block in stream:
+                    for column, part in zip(out, block, strict=True):
+                        column.append(part)
+        except ClickHouseError as e:
+            raise self._error(e, "ClickHouse query failed") from e
+        return out
+
     def _map(self, sql: str, parameters: Mapping[str, Any], row: Callable[..., T]) -> list[T]:
         return [row(*r) for r in self._rows(sql, parameters)]
 
@@ -449,8 +467,11 @@ class ClickHouseRepository:
                 after_idx=after.idx,
             )
         sql = POINTS_SQL[(bool(ranks), after is not None)]
-        r, s, v, t, p, q, i = self._columns(sql, params, 7)
-        return PointRows(ranks=r, steps=s, values=v, ts_ms=t, producer_ids=p, seqs=q, idxs=i)
+        r, s, v, t, p, q, i = self._column_blocks(sql, params, 7)
+        # The identity columns only serve the page's cursor: they stay in blocks, read by
+        # index, never converted point by point.
+        return PointRows(ranks=_flat(r), steps=_flat(s), values=_flat(v), ts_ms=_flat(t),
+                         producer_ids=_Blocks(p), seqs=_Blocks(q), idxs=_Blocks(i))
 
     # --- SearchRuns ---
 
@@ -506,7 +527,7 @@ class ClickHouseRepository:
         """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
         source, where, params = self._series(run_id, key, ranks, aggregate)
         params.update(lo=lo, width=width)
-        sql = _BUCKETS_SQL.format(source=source, where=where)
+        sql = _BUCKETS_SQL.format(source=source, where=where, min_key=_MIN_KEY, max_key=_MAX_KEY)
         out = []
         for (rank, bucket, n, lo_v, hi_v, min_s, min_v, min_t, max_s, max_v, max_t, avg_step,
              avg_v, first_s, first_v, first_t, last_s, last_v, last_t) in self._rows(sql, params):
@@ -627,6 +648,47 @@ class ClickHouseRepository:
         ]
 
 
+def _flat(blocks: Sequence[Sequence[Any]]) -> list[Any]:
+    """One list from a column's blocks; arrays are joined first (a memcpy), then turned
+    into Python numbers in one C loop."""
+    arrays = [b for b in blocks if isinstance(b, array.array)]
+    if arrays and len(arrays) == len(blocks):
+        joined = array.array(arrays[0].typecode)
+        for a in arrays:
+            joined.extend(a)
+        return joined.tolist()
+    return list(itertools.chain.from_iterable(blocks))
+
+
+class _Blocks(Sequence[T]):
+    """A column left in its driver blocks, indexed without copying (read-only)."""
+
+    def __init__(self, blocks: Sequence[Sequence[T]]) -> None:
+        self._blocks = blocks
+        self._len = sum(len(b) for b in blocks)
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, i: int) -> T: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, i: int | slice) -> T | Sequence[T]:
+        if isinstance(i, slice):
+            return list(itertools.chain.from_iterable(self._blocks))[i]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        for b in self._blocks:
+            if i < len(b):
+                return b[i]
+            i -= len(b)
+        raise IndexError(i)
+
+
 def _plain(value: Any) -> Any:
     """A keyset value as JSON keeps it (bool -> int; floats stay floats)."""
     if isinstance(value, bool):
@@ -650,8 +712,10 @@ _OPS_SQL: Mapping[Op, str] = {
     Op.LIKE: "LIKE", Op.ILIKE: "ILIKE", Op.NOT_LIKE: "NOT LIKE", Op.NOT_ILIKE: "NOT ILIKE",
     Op.IN: "IN", Op.NOT_IN: "NOT IN",
 }
-_METRIC_AGG_SQL: Mapping[Agg, str] = {
-    Agg.LATEST: "argMaxMerge(last)", Agg.MIN: "min(min)", Agg.MAX: "max(max)",
+# Over the rows of one key among several: `{k}` is that key's placeholder.
+_METRIC_AGG_IF_SQL: Mapping[Agg, str] = {
+    Agg.LATEST: "argMaxMergeIf(last, key = {k})", Agg.MIN: "minIf(min, key = {k})",
+    Agg.MAX: "maxIf(max, key = {k})",
 }
 _ATTRIBUTE_SQL: Mapping[str, str] = {
     "run_id": "r.run_id", "experiment": "r.run_experiment", "name": "r.run_name",
@@ -664,6 +728,12 @@ _ATTRIBUTE_TYPE: Mapping[str, str] = {
 }
 _DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
 
+# Sort keys packed into one UInt128 (order-preserving bits of each part): argMin/argMax
+# over them are much cheaper than over tuples. (rank, -ts_ms) and (ts_ms, seq):
+_ORDERED_TS = "bitXor(reinterpretAsUInt64(ts_ms), 0x8000000000000000)"
+_RANK_NEWEST_KEY = f"bitOr(bitShiftLeft(toUInt128(rank), 64), toUInt128(bitNot({_ORDERED_TS})))"
+_TS_SEQ_KEY = f"bitOr(bitShiftLeft(toUInt128({_ORDERED_TS}), 64), toUInt128(seq))"
+
 _SEARCH_BASE = """
 SELECT
     r.run_id AS run_id, r.run_experiment AS experiment, r.run_name AS name,
@@ -671,17 +741,19 @@ SELECT
     ifNull(s.status, 'RUN_STATUS_UNSPECIFIED') AS run_status,
     if(run_status IN {{terminal:Array(String)}}, ifNull(s.last_ms, 0), 0) AS run_end_ms{sort_cols}
 FROM (
+    WITH {rank_newest} AS rank_newest
     SELECT run_id,
-        argMin(experiment, (rank, -ts_ms)) AS run_experiment,
-        argMin(name, (rank, -ts_ms)) AS run_name,
-        argMin(world_size, (rank, -ts_ms)) AS run_world_size,
+        argMin(experiment, rank_newest) AS run_experiment,
+        argMin(name, rank_newest) AS run_name,
+        argMin(world_size, rank_newest) AS run_world_size,
         min(ts_ms) AS start_ms
     FROM runs
     {experiment_where}
     GROUP BY run_id
 ) AS r
 LEFT JOIN (
-    SELECT run_id, argMax(status, (ts_ms, seq)) AS status, max(ts_ms) AS last_ms
+    WITH {ts_seq} AS ts_seq
+    SELECT run_id, argMax(status, ts_seq) AS status, max(ts_ms) AS last_ms
     FROM run_status
     WHERE rank = 0
     GROUP BY run_id
@@ -692,6 +764,16 @@ LIMIT {{limit:UInt32}}
 SETTINGS join_use_nulls = 1
 """
 _EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
+# Every metric the filter and the order_by name, read in one pass over metric_summaries:
+# reading the argMax states costs far more than merging them, and each pass reads the
+# states of every key (keys interleave within a run's rows).
+_METRICS_JOIN = """
+LEFT JOIN (
+    SELECT run_id{columns}
+    FROM metric_summaries
+    WHERE key IN {{metric_keys:Array(String)}}
+    GROUP BY run_id
+) AS m ON m.run_id = r.run_id"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,7 +801,27 @@ def _value_param(clause: Clause, name: str, numeric: bool) -> tuple[str, Any]:
     return f"{{{name}:{ch_type}}}", clause.values[0]
 
 
-def _clause_sql(i: int, clause: Clause, params: dict[str, Any]) -> str:
+class _MetricColumns:
+    """The columns of the one metric_summaries join: (has, value) per (key, aggregate)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self._params = params
+        self.columns: list[str] = []
+        self.keys: list[str] = []
+
+    def add(self, name: str, key: str, agg: Agg) -> tuple[str, str]:
+        """(has-the-key, aggregate) expressions, NULL for a run without metrics; ``name``
+        is the placeholder prefix (``c0``, ``o1``)."""
+        k = f"{name}_k"
+        self._params[k] = key
+        self.keys.append(key)
+        placeholder = f"{{{k}:String}}"
+        self.columns.append(f"countIf(key = {placeholder}) > 0 AS {name}_has")
+        self.columns.append(f"{_METRIC_AGG_IF_SQL[agg].format(k=placeholder)} AS {name}_m")
+        return f"m.{name}_has", f"m.{name}_m"
+
+
+def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _MetricColumns) -> str:
     op = _OPS_SQL[clause.op]
     field = clause.field
     k, v = f"c{i}_k", f"c{i}_v"
@@ -735,12 +837,11 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any]) -> str:
         column = _DATASET_SQL[field.name]
         return (f"r.run_id IN (SELECT run_id FROM inputs FINAL"  # noqa: S608
                 f" WHERE {column} {op} {placeholder})")
-    params[k] = field.name
     if field.kind is Kind.METRIC:
         placeholder, params[v] = _value_param(clause, v, True)
-        agg = _METRIC_AGG_SQL[field.agg]
-        return (f"r.run_id IN (SELECT run_id FROM metric_summaries WHERE key = {{{k}:String}}"  # noqa: S608
-                f" GROUP BY run_id HAVING {agg} {op} {placeholder})")
+        has, value = metrics.add(f"c{i}", field.name, field.agg)
+        return f"({has} AND {value} {op} {placeholder})"
+    params[k] = field.name
     if field.kind is Kind.PARAM:
         placeholder, params[v] = _value_param(clause, v, clause.numeric)
         value = "toFloat64OrNull(argMin(value, rank))" if clause.numeric else "argMin(value, rank)"
@@ -753,7 +854,7 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any]) -> str:
 
 
 def _order_sql(
-    j: int, item: OrderBy, params: dict[str, Any]
+    j: int, item: OrderBy, params: dict[str, Any], metrics: _MetricColumns
 ) -> tuple[str, list[tuple[str, str]]]:
     """(join, [(expression, ClickHouse type)]) for one order-by item; expressions may be NULL."""
     field = item.field
@@ -761,13 +862,11 @@ def _order_sql(
         return "", [(_ATTRIBUTE_SQL[field.name], _ATTRIBUTE_TYPE[field.name])]
     if field.kind is Kind.DATASET:
         raise InvalidArgumentError("order_by on datasets.* is not supported")
+    if field.kind is Kind.METRIC:
+        has, value = metrics.add(f"o{j}", field.name, field.agg)
+        return "", [(f"if({has} AND NOT isNaN({value}), {value}, NULL)", "Float64")]
     k = f"o{j}_k"
     params[k] = field.name
-    if field.kind is Kind.METRIC:
-        agg = _METRIC_AGG_SQL[field.agg]
-        join = (f"\nLEFT JOIN (SELECT run_id, {agg} AS v FROM metric_summaries"  # noqa: S608
-                f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
-        return join, [(f"if(isNaN(o{j}.v), NULL, o{j}.v)", "Float64")]
     if field.kind is Kind.PARAM:
         join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, rank) AS v FROM params FINAL"  # noqa: S608
                 f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
@@ -791,12 +890,13 @@ def compile_search(
     """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
     row served, as :attr:`CompiledSearch.keyset` lists them."""
     params: dict[str, Any] = {"limit": limit, "terminal": sorted(TERMINAL_STATUSES)}
-    where = [_clause_sql(i, c, params) for i, c in enumerate(clauses)]
+    metrics = _MetricColumns(params)
+    where = [_clause_sql(i, c, params, metrics) for i, c in enumerate(clauses)]
     joins: list[str] = []
     sort_cols: list[str] = []
     keyset: list[SortColumn] = []
     for j, item in enumerate(order_by):
-        join, exprs = _order_sql(j, item, params)
+        join, exprs = _order_sql(j, item, params, metrics)
         joins.append(join)
         for m, (expr, ch_type) in enumerate(exprs):
             # Nulls (runs without the field) sort last in either direction.
@@ -825,7 +925,13 @@ def compile_search(
         where.append("(" + " OR ".join(ors) + ")")
     if experiments:
         params["experiments"] = list(experiments)
+    if metrics.columns:
+        params["metric_keys"] = sorted(set(metrics.keys))
+        joins.insert(0, _METRICS_JOIN.format(
+            columns="".join(",\n        " + c for c in metrics.columns)))
     sql = _SEARCH_BASE.format(
+        rank_newest=_RANK_NEWEST_KEY,
+        ts_seq=_TS_SEQ_KEY,
         sort_cols="".join(",\n    " + c for c in sort_cols),
         experiment_where=_EXPERIMENT_WHERE if experiments else "",
         joins="".join(joins),
@@ -869,19 +975,21 @@ _ORDERED_VALUE = (
     " bitOr(reinterpretAsUInt64(value + 0.), 0x8000000000000000))"
 )
 _ORDERED_STEP = "bitXor(reinterpretAsUInt64(step), 0x8000000000000000)"
-_BUCKETS_SQL = f"""
-WITH bitOr(bitShiftLeft(toUInt128({_ORDERED_VALUE}), 64), toUInt128({_ORDERED_STEP})) AS min_key,
-    bitOr(bitShiftLeft(toUInt128({_ORDERED_VALUE}), 64), toUInt128(bitNot({_ORDERED_STEP})))
-        AS max_key
-SELECT rank, intDiv(step - {{{{lo:Int64}}}}, {{{{width:Int64}}}}) AS bucket, count() AS n,
+#: (value, step) and (value, -step) as one comparable number each.
+_MIN_KEY = f"bitOr(bitShiftLeft(toUInt128({_ORDERED_VALUE}), 64), toUInt128({_ORDERED_STEP}))"
+_MAX_KEY = (f"bitOr(bitShiftLeft(toUInt128({_ORDERED_VALUE}), 64),"
+            f" toUInt128(bitNot({_ORDERED_STEP})))")
+_BUCKETS_SQL = """
+WITH {min_key} AS min_key, {max_key} AS max_key
+SELECT rank, intDiv(step - {{lo:Int64}}, {{width:Int64}}) AS bucket, count() AS n,
     min(value) AS lo_v, max(value) AS hi_v,
     argMin(step, min_key), argMin(value, min_key), argMin(ts_ms, min_key),
     argMax(step, max_key), argMax(value, max_key), argMax(ts_ms, max_key),
     avg(step) AS avg_step, avg(value) AS avg_v,
     min(step), argMin(value, step), argMin(ts_ms, step),
     max(step), argMax(value, step), argMax(ts_ms, step)
-FROM {{source}}
-WHERE {{where}}
+FROM {source}
+WHERE {where}
 GROUP BY rank, bucket
 ORDER BY rank, bucket
 """

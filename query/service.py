@@ -138,9 +138,9 @@ class PointRows:
     steps: list[int]
     values: list[float]
     ts_ms: list[int]
-    producer_ids: list[str]
-    seqs: list[int]
-    idxs: list[int]
+    producer_ids: Sequence[str]
+    seqs: Sequence[int]
+    idxs: Sequence[int]
 
     def cursor(self, i: int) -> PointCursor:
         """The full sort key of point ``i``."""
@@ -276,6 +276,11 @@ def validate_ranks(ranks: Iterable[int]) -> tuple[int, ...]:
 
 
 # --- assembly (pure) -------------------------------------------------------------------
+
+
+def _head(items: list[Any], n: int) -> list[Any]:
+    """The first ``n`` items; the list itself (no copy of a million points) if no longer."""
+    return items if len(items) <= n else items[:n]
 
 
 def run_end_ms(status: StatusRow | None) -> int:
@@ -455,10 +460,10 @@ class QueryService:
         return MetricHistory(
             run_id=run_id,
             key=key,
-            ranks=page.ranks[:limit],
-            steps=page.steps[:limit],
-            values=page.values[:limit],
-            ts_ms=page.ts_ms[:limit],
+            ranks=_head(page.ranks, limit),
+            steps=_head(page.steps, limit),
+            values=_head(page.values, limit),
+            ts_ms=_head(page.ts_ms, limit),
             next_page_token=token,
         )
 

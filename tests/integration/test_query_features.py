@@ -298,3 +298,28 @@ def test_deadlines_are_honoured(ch: Any, server: tuple[grpc.Server, int]) -> Non
     with Client(f"127.0.0.1:{server[1]}", timeout_s=0.001) as hurried, \
             pytest.raises(DeadlineExceededError):
         hurried.search_runs(filter="metrics.val_acc > 0")
+
+
+def test_bucket_extremes_take_the_lowest_step_among_ties(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    # (step, value): in each 5-step bucket the min and the max are tied; -0.0 ties 0.0.
+    series = [(-5, 2.0), (-4, -1.0), (-3, 5.0), (-2, -1.0), (-1, 5.0),
+              (0, 0.0), (1, -0.0), (2, 3.0), (3, float("-inf")), (4, float("-inf")),
+              (5, 7.0), (6, 0.0), (7, 7.0), (8, float("nan")), (9, -0.0)]
+    insert(ch, schema.METRICS, [
+        {"run_id": "ties", "key": "loss", "rank": 0, "step": s, "value": v, "ts_ms": T0 + i,
+         "producer_id": "p", "seq": 1, "idx": i} for i, (s, v) in enumerate(series)])
+    repository = ClickHouseRepository(chdb_dsn, ch_database)
+    try:
+        assert repository.series_range("ties", "loss", (), "") == (-5, 9, 14)
+        got = repository.buckets("ties", "loss", (), "", -5, 5)
+    finally:
+        repository.close()
+    ts = {s: T0 + i for i, (s, _) in enumerate(series)}
+    assert [(b.bucket, b.count) for b in got] == [(0, 5), (1, 5), (2, 4)]
+    assert [(b.at_min[0], b.at_max[0]) for b in got] == [(-4, -3), (3, 2), (6, 5)]
+    assert [b.at_min[2] for b in got] == [ts[-4], ts[3], ts[6]]
+    assert [(b.first[0], b.last[0]) for b in got] == [(-5, -1), (0, 4), (5, 9)]
+    assert [(b.min_value, b.max_value) for b in got] == [(-1.0, 5.0), (float("-inf"), 3.0),
+                                                         (0.0, 7.0)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 import pytest
 
 from runstream.cli.query_commands import comparison_text, plot_histories, reproduce_text
@@ -21,7 +23,7 @@ from runstream.query.models import (
     Run,
     RunInfo,
 )
-from runstream.query.repository import compile_search
+from runstream.query.repository import _Blocks, _flat, compile_search
 
 
 def test_mlflow_examples_parse_to_typed_clauses() -> None:
@@ -146,3 +148,23 @@ def test_plot_writes_a_png(tmp_path) -> None:
     out = tmp_path / "loss.png"
     plot_histories([h], str(out), "loss")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_metric_field_is_read_in_one_pass() -> None:
+    clauses = parse_filter("metrics.a > 1 AND min(metrics.b) < 2 AND metrics.a != 3")
+    order = parse_order_by(["metrics.c DESC", "max(metrics.a)"])
+    compiled = compile_search([], clauses, order, None, 10)
+    assert compiled.sql.count("metric_summaries") == 1
+    assert compiled.parameters["metric_keys"] == ["a", "b", "c"]
+    assert "metric_summaries" not in compile_search([], parse_filter("params.x = 1"), [], None,
+                                                    10).sql
+
+
+def test_point_columns_from_driver_blocks() -> None:
+    assert _flat([array.array("q", [1, 2]), array.array("q", [3])]) == [1, 2, 3]
+    assert _flat([["a"], ["b", "c"]]) == ["a", "b", "c"] and _flat([]) == []
+    blocks = _Blocks([["a", "b"], [], ["c"]])
+    assert len(blocks) == 3 and [blocks[i] for i in range(3)] == ["a", "b", "c"]
+    assert blocks[-1] == "c" and blocks[1:] == ["b", "c"]
+    with pytest.raises(IndexError):
+        blocks[3]
