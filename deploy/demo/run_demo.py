@@ -20,6 +20,7 @@ import time
 import uuid
 from pathlib import Path
 
+from runstream.cli.query_commands import cmd_compare
 from runstream.cli.read_commands import cmd_history, cmd_runs, cmd_show
 from runstream.proto import config as names
 from runstream.proto.errors import RunstreamError
@@ -112,11 +113,14 @@ def main() -> int:
                 wait_until(lambda j=job_id: ingested(client, j), 120, f"run {job_id} ingested")
             print("\n== runs of experiment", EXPERIMENT, "(through gRPC) ==")
             cmd_runs(client, EXPERIMENT, 10, False)
-            for job_id, _ in jobs:
-                print(f"\n== runstream show {job_id} ==")
-                cmd_show(client, job_id, False)
-                print(f"\n== runstream history {job_id} val/acc --ranks 0 (first points) ==")
-                cmd_history(client, job_id, "val/acc", [0], 8, False)
+            first = jobs[0][0]
+            print(f"\n== runstream show {first} ==")
+            cmd_show(client, first, False)
+            print(f"\n== runstream history {first} val/acc --ranks 0 (first points) ==")
+            cmd_history(client, first, "val/acc", [0], 8, False)
+            run_ids = [job_id for job_id, _ in jobs]
+            print(f"\n== runstream compare {' '.join(run_ids)} ==")
+            cmd_compare(client, run_ids, ["val/acc", "val/loss"], False, False)
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
@@ -130,7 +134,8 @@ def main() -> int:
         "and, from another terminal, query it:\n"
         "    .venv/bin/runstream runs\n"
         f"    .venv/bin/runstream show {jobs[0][0]}\n"
-        f"    .venv/bin/runstream history {jobs[0][0]} val/acc --ranks 0"
+        f"    .venv/bin/runstream history {jobs[0][0]} val/acc --ranks 0\n"
+        f"    .venv/bin/runstream compare {jobs[0][0]} {jobs[1][0]}"
     )
     return 0
 
