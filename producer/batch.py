@@ -1,9 +1,17 @@
-"""Columnar MetricsBatch bodies from buffered log records. Pure functions."""
+"""Columnar MetricsBatch bodies from buffered log records. Pure functions.
+
+``Run.log`` buffers its records *flat*: one list holding ``step, ts_ms, metrics`` for
+each call in turn (see :data:`FLAT_WIDTH`), so the training thread keeps no tuple per
+call alive (fewer objects for the cyclic GC to walk) and the sender takes the columns
+apart with three slices instead of a Python loop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import chain, repeat
+from operator import itemgetter
+from typing import Any
 
 from runstream.proto.v1 import events_pb2
 
@@ -11,19 +19,37 @@ from runstream.proto.v1 import events_pb2
 #: caller's validated copy, owned by the buffer from then on.
 Record = tuple[int, int, dict[str, float]]
 
+#: Items per record in a flat buffer: ``[step0, ts_ms0, metrics0, step1, ts_ms1, ...]``.
+FLAT_WIDTH = 3
 
-def columns(records: Sequence[Record]) -> tuple[list[str], list[int], list[float], list[int]]:
+_STEP, _TS, _METRICS = itemgetter(0), itemgetter(1), itemgetter(2)
+
+Columns = tuple[list[str], list[int], list[float], list[int]]
+
+
+def columns(records: Sequence[Record]) -> Columns:
     """Flatten records into parallel (keys, steps, values, ts_ms) lists, in order.
 
     Built from C-level iterators (no Python loop per point): this runs on the sender
     thread, which shares the GIL with the training thread."""
     if not records:
         return [], [], [], []
-    steps_col, ts_col, dicts = zip(*records, strict=True)
+    return _points(list(map(_STEP, records)), list(map(_TS, records)),
+                   list(map(_METRICS, records)))
+
+
+def flat_columns(flat: list[Any]) -> Columns:
+    """:func:`columns` of a flat buffer (``FLAT_WIDTH`` items per record)."""
+    if len(flat) % FLAT_WIDTH:
+        raise ValueError(f"a flat buffer holds {FLAT_WIDTH} items per record, got {len(flat)}")
+    return _points(flat[0::3], flat[1::3], flat[2::3])
+
+
+def _points(steps_col: list[int], ts_col: list[int], dicts: list[dict[str, float]]) -> Columns:
     keys: list[str] = list(chain.from_iterable(dicts))
     values: list[float] = list(chain.from_iterable(map(dict.values, dicts)))
-    if len(keys) == len(records) and all(map(len, dicts)):  # one point per record
-        return keys, list(steps_col), values, list(ts_col)
+    if len(keys) == len(dicts) and all(map(len, dicts)):  # one point per record
+        return keys, steps_col, values, ts_col
     lens = list(map(len, dicts))
     steps = list(chain.from_iterable(map(repeat, steps_col, lens)))
     ts = list(chain.from_iterable(map(repeat, ts_col, lens)))
@@ -38,15 +64,41 @@ def metrics_batches(
     ts_ms[i])."""
     if max_points < 1:
         raise ValueError(f"max_points must be >= 1, got {max_points}")
-    keys, steps, values, ts = columns(records)
-    for start in range(0, len(keys), max_points):
+    for chunk in column_chunks(columns(records), max_points):
+        batch = events_pb2.MetricsBatch()
+        fill_batch(batch, *chunk)
+        yield batch
+
+
+def column_chunks(cols: Columns, max_points: int) -> Iterator[Columns]:
+    """The columns cut, in order, into pieces of at most ``max_points`` points."""
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    keys, steps, values, ts = cols
+    n = len(keys)
+    if n <= max_points:
+        if n:
+            yield cols
+        return
+    for start in range(0, n, max_points):
         end = start + max_points
-        chunk = keys[start:end]
-        table = {k: i for i, k in enumerate(dict.fromkeys(chunk))}
-        yield events_pb2.MetricsBatch(
-            keys=list(table),
-            key_index=list(map(table.__getitem__, chunk)),
-            steps=steps[start:end],
-            values=values[start:end],
-            ts_ms=ts[start:end],
-        )
+        yield keys[start:end], steps[start:end], values[start:end], ts[start:end]
+
+
+def fill_batch(batch: events_pb2.MetricsBatch, keys: list[str], steps: list[int],
+               values: list[float], ts: list[int]) -> None:
+    """Fill an empty MetricsBatch (a fresh one, or a RunEvent's ``metrics`` field, which
+    saves copying it) with one chunk of columns, building its key table."""
+    first = keys[0] if keys else None
+    if keys.count(first) == len(keys):  # one key only: the common case
+        table: list[str] = [first] if first is not None else []
+        index: list[int] = [0] * len(keys)
+    else:
+        lookup = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        table = list(lookup)
+        index = list(map(lookup.__getitem__, keys))
+    batch.keys.extend(table)
+    batch.key_index.extend(index)
+    batch.steps.extend(steps)
+    batch.values.extend(values)
+    batch.ts_ms.extend(ts)

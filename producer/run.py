@@ -32,6 +32,7 @@ from typing import Any
 
 from runstream import artifacts
 from runstream import params as params_mod
+from runstream.batch import FLAT_WIDTH
 from runstream.config import ProducerConfig
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
@@ -90,8 +91,9 @@ class Run:
         self._finished = False
         self._finish_lock = threading.Lock()
         # Buffered log() calls (records) that wake the sender early / block the caller.
-        self._wake_at = max(config.points_per_batch, 1)
-        self._max_records = max(config.max_buffered_points // 10, 1)
+        # Both counted in flat buffer items (FLAT_WIDTH per record).
+        self._wake_at = max(config.points_per_batch, 1) * FLAT_WIDTH
+        self._max_records = max(config.max_buffered_points // 10, 1) * FLAT_WIDTH
         self._thread_failure = ""
         self._sampler: SystemSampler | None = None
         self._digests: artifacts.DigestCache | None = None
@@ -179,7 +181,9 @@ class Run:
             step = _check_step(step)
         elif step < 0:
             raise InvalidArgumentError(f"step {step} is negative")
-        ts_ms = _time_ns() // 1_000_000
+        # Fast path: a plain dict of known keys and float values is copied as it is (the
+        # copy is the buffer's; the caller may reuse its dict). Anything else is checked
+        # and converted key by key.
         if type(metrics) is dict and self._known_keys.issuperset(metrics):
             for value in metrics.values():
                 if type(value) is not float:
@@ -190,22 +194,26 @@ class Run:
         else:
             metrics = self._checked(metrics)
         if self._sender is None:
-            self._start_sender()
+            self._start_sender()  # the first call after a fork
+        ts_ms = _time_ns() // 1_000_000
         queue = self._queue
-        with queue.lock:
-            if queue.closed:
-                raise InvalidArgumentError(f"run {self.id} is finished; log() after finish()")
-            buffered = queue.points
-            buffered.append((step, ts_ms, metrics))
-            n = len(buffered)
+        # No lock: one ``+=`` of a tuple is atomic under the GIL, and the sender moves
+        # points out without swapping the list (EventQueue._take_points). Flat records
+        # (runstream.batch.FLAT_WIDTH items each) keep no tuple per call alive.
+        buffered = queue.points
+        buffered += (step, ts_ms, metrics)
+        if queue.closed and queue.unlog(metrics):
+            raise InvalidArgumentError(f"run {self.id} is finished; log() after finish()")
+        n = len(buffered)
         self._next_step = step + 1
-        # Every length is seen by exactly one caller (appends are one at a time), so the
-        # sender is woken once per batch, not on every call while it catches up.
+        # The sender is woken once per batch, not on every call while it catches up.
+        # (Threads logging at once may skip a length; the timer and the bound below
+        # still hold.)
         if n == self._wake_at:
             queue.wake.set()
         elif n >= self._max_records:
             sender = self._ensure_sender()
-            queue.wait_for_room(self._max_records, sender.is_alive)
+            queue.wait_for_room(self._max_records // FLAT_WIDTH, sender.is_alive)
 
     def _checked(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """A validated copy with float values; the slow path of ``log``."""
@@ -227,7 +235,7 @@ class Run:
         with queue.lock:
             if queue.closed:
                 return
-            queue.points.append((step, _time_ns() // 1_000_000, metrics))
+            queue.points += (step, _time_ns() // 1_000_000, metrics)
         if self._sender is None:
             self._start_sender()
 

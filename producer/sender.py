@@ -21,7 +21,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from runstream import capture
-from runstream.batch import Record, metrics_batches
+from runstream.batch import FLAT_WIDTH, column_chunks, fill_batch, flat_columns
 from runstream.config import ProducerConfig
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2
@@ -69,14 +69,17 @@ _POINTS, _EVENT, _FLUSH, _STOP = range(4)
 
 class EventQueue:
     """What callers append to and the sender takes from. Thread-safe; nothing here
-    blocks except :meth:`wait_for_room`."""
+    blocks except :meth:`wait_for_room`. ``Run.log`` appends to ``points`` without the
+    lock (see :meth:`_take_points`); everything else holds ``lock``."""
 
     __slots__ = ("closed", "lock", "points", "room", "segments", "wake")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.room = threading.Condition(self.lock)
-        self.points: list[Record] = []
+        # Buffered Run.log records, flat: step, ts_ms, metrics for each call in turn
+        # (runstream.batch.FLAT_WIDTH items per record).
+        self.points: list[Any] = []
         # Set (under ``lock``) when the run finished: appends after that are refused, so
         # no point can land behind the final stop and be left unsent.
         self.closed = False
@@ -90,8 +93,7 @@ class EventQueue:
             if self.closed:
                 return False
             if self.points:
-                self.segments.append((_POINTS, self.points))
-                self.points = []
+                self.segments.append((_POINTS, self._take_points()))
             self.segments.append((kind, item))
         self.wake.set()
         return True
@@ -107,24 +109,48 @@ class EventQueue:
                 return False
             self.closed = True
             if self.points:
-                self.segments.append((_POINTS, self.points))
-                self.points = []
+                self.segments.append((_POINTS, self._take_points()))
             if final is not None:
                 self.segments.append((_EVENT, final))
             self.segments.append((_STOP, stop))
         self.wake.set()
         return True
 
-    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Record]]:
+    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Any]]:
+        """Everything queued. Points appended after the queue closed stay: their callers
+        take them back and raise (see :meth:`unlog`)."""
         with self.lock:
-            segments, points = self.segments, self.points
-            self.segments, self.points = collections.deque(), []
+            segments = self.segments
+            self.segments = collections.deque()
+            points = [] if self.closed else self._take_points()
             self.room.notify_all()
         return segments, points
+
+    def _take_points(self) -> list[Any]:
+        """Move the buffered points out; under ``lock``. ``Run.log`` appends without the
+        lock (one ``+=`` of a tuple, atomic under the GIL) and ``points`` stays the same
+        list, so an append racing this lands after the slice and stays for next time."""
+        points = self.points
+        taken = points[:]
+        del points[:len(taken)]
+        return taken
+
+    def unlog(self, metrics: dict[str, float]) -> bool:
+        """Take back the record whose metrics dict is ``metrics`` if the queue closed
+        before it was taken (True), or False if it was queued in time (it is sent)."""
+        with self.lock:
+            points = self.points
+            for i in range(len(points) - 1, -1, -1):
+                if points[i] is metrics:
+                    start = i - (FLAT_WIDTH - 1)
+                    del points[start:i + 1]
+                    return True
+        return False
 
     def wait_for_room(self, limit: int, alive: Callable[[], bool]) -> None:
         """Block the caller while ``limit`` or more records wait for the sender."""
         self.wake.set()
+        limit *= FLAT_WIDTH
         with self.room:
             while len(self.points) >= limit and alive():
                 self.room.wait(0.1)
@@ -253,15 +279,25 @@ class Sender:
         except Exception:
             log.exception("runstream: sending run_started failed")
 
-    def _send_points(self, points: list[Record]) -> None:
+    def _send_points(self, flat: list[Any]) -> None:
+        """Send a flat buffer of records as MetricsBatch events, each filled in place in
+        its envelope (no copy) from C-level column slices."""
         ts_ms = _now_ms()
-        for batch in metrics_batches(points, self.config.points_per_batch):
-            self._send("metrics", batch, ts_ms)
+        for chunk in column_chunks(flat_columns(flat), self.config.points_per_batch):
+            event = self._envelope(ts_ms)
+            fill_batch(event.metrics, *chunk)
+            self._emit(event)
 
     def _send(self, field: str, body: Message, ts_ms: int) -> None:
+        event = self._envelope(ts_ms)
+        getattr(event, field).CopyFrom(body)
+        self._emit(event)
+
+    def _envelope(self, ts_ms: int) -> events_pb2.RunEvent:
+        """A RunEvent with this producer's identity and the next ``seq``."""
         ident = self.identity
         self._seq += 1
-        event = events_pb2.RunEvent(
+        return events_pb2.RunEvent(
             run_id=ident.run_id,
             experiment=ident.experiment,
             rank=ident.rank,
@@ -272,7 +308,8 @@ class Sender:
             seq=self._seq,
             ts_ms=ts_ms,
         )
-        getattr(event, field).CopyFrom(body)
+
+    def _emit(self, event: events_pb2.RunEvent) -> None:
         self.transport.send(self._key, codec.encode(event, self.config.encoding))
         self.events_sent += 1
 
