@@ -47,8 +47,13 @@ def flat_columns(flat: list[Any]) -> Columns:
 
 def _points(steps_col: list[int], ts_col: list[int], dicts: list[dict[str, float]]) -> Columns:
     keys: list[str] = list(chain.from_iterable(dicts))
+    n = len(dicts)
+    if n and len(keys) == n and keys.count(keys[0]) == n:
+        # The same single key in every record (a key is in a dict at most once, so it
+        # is in each of them): one lookup per record, no view or iterator objects.
+        return keys, steps_col, list(map(itemgetter(keys[0]), dicts)), ts_col
     values: list[float] = list(chain.from_iterable(map(dict.values, dicts)))
-    if len(keys) == len(dicts) and all(map(len, dicts)):  # one point per record
+    if len(keys) == n and all(map(len, dicts)):  # one point per record
         return keys, steps_col, values, ts_col
     lens = list(map(len, dicts))
     steps = list(chain.from_iterable(map(repeat, steps_col, lens)))
@@ -89,9 +94,10 @@ def fill_batch(batch: events_pb2.MetricsBatch, keys: list[str], steps: list[int]
                values: list[float], ts: list[int]) -> None:
     """Fill an empty MetricsBatch (a fresh one, or a RunEvent's ``metrics`` field, which
     saves copying it) with one chunk of columns, building its key table."""
-    first = keys[0] if keys else None
-    if keys.count(first) == len(keys):  # one key only: the common case
-        table: list[str] = [first] if first is not None else []
+    if not keys:
+        return
+    if keys.count(keys[0]) == len(keys):  # one key only: the common case
+        table: list[str] = [keys[0]]
         index: list[int] = [0] * len(keys)
     else:
         lookup = {k: i for i, k in enumerate(dict.fromkeys(keys))}

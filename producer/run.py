@@ -1,8 +1,9 @@
 """The public SDK: :func:`init` and :class:`Run`.
 
 One run is active per process at a time. ``Run.log`` is the hot path: it validates
-cheaply, appends one ``(step, ts_ms, {key: value})`` record to an in-memory list under a
-lock held only for the append, and returns; encoding and I/O happen on the sender thread.
+cheaply, appends one ``step, ts_ms, {key: value}`` record to an in-memory list (flat,
+three items per record; one ``+=``, atomic under the GIL, so no lock), and returns;
+encoding and I/O happen on the sender thread.
 
 Lifecycle: the first ``init`` in a process chains ``sys.excepthook`` (an uncaught
 exception finishes the run FAILED with its traceback, KeyboardInterrupt KILLED),
@@ -169,7 +170,7 @@ class Run:
         one per call).
 
         Cost: well under a microsecond per point for float values and known keys (one
-        dict copy and one append under a lock held only for that); no I/O. When
+        dict copy - the caller may reuse its dict - and one lock-free append); no I/O. When
         ``max_buffered_points // 10`` calls wait for the sender (it cannot keep up),
         this call blocks until the sender takes the buffer - it takes all of it at once
         and spools to disk rather than waiting on Kafka, so the wait is one sender cycle.

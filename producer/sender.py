@@ -1,8 +1,9 @@
 """The one background thread that turns buffered points and queued events into encoded
 events and hands them to a transport.
 
-Callers (``Run`` methods, any thread) only touch :class:`EventQueue`: a lock held for an
-append or a swap, never across I/O. The sender thread (``runstream-producer-sender``)
+Callers (``Run`` methods, any thread) only touch :class:`EventQueue`: ``Run.log`` appends
+points without a lock, everything else holds its lock for an append or a move, never
+across I/O. The sender thread (``runstream-producer-sender``)
 wakes every ``flush_interval_s`` or when the buffer passes one batch, takes everything
 at once, builds columnar MetricsBatch events of at most ``points_per_batch`` points,
 assigns ``seq`` 1, 2, 3 ... in send order, encodes with the run's encoding and sends.
