@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream.consumer import schema
+from runstream.consumer.periodic import run_every, start_daemon
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +170,9 @@ class LivenessChecker:
 
     def run(self, stop: threading.Event) -> None:
         """Check every ``interval_s`` until ``stop`` is set. Blocks. Errors are logged and
-        the next pass tries again."""
-        while not stop.wait(self.interval_s):
-            if not self._ready():
-                continue
-            try:
-                self.check_once()
-            except Exception:  # ClickHouse briefly away must not end liveness for good
-                log.exception("liveness check failed; retrying in %.1fs", self.interval_s)
+        the next pass tries again (ClickHouse briefly away must not end liveness)."""
+        run_every(self.interval_s, stop, self.check_once, "liveness check", self._ready)
 
     def start(self, stop: threading.Event) -> threading.Thread:
         """``run(stop)`` on a daemon thread named ``runstream-consumer-liveness``."""
-        thread = threading.Thread(target=self.run, args=(stop,),
-                                  name="runstream-consumer-liveness", daemon=True)
-        thread.start()
-        return thread
+        return start_daemon(self.run, stop, "runstream-consumer-liveness")

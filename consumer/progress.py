@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream.consumer import schema
+from runstream.consumer.periodic import run_every, start_daemon
 from runstream.consumer.pipeline import Pipeline
 from runstream.consumer.sources import SPOOL_TOPIC_PREFIX
 
@@ -131,16 +132,10 @@ class ProgressReporter:
         return rows
 
     def run(self, stop: threading.Event) -> None:
-        """Report every ``interval_s`` until ``stop`` is set. Blocks."""
-        while not stop.wait(self.interval_s):
-            try:
-                self.report_once()
-            except Exception:  # a progress row is never worth stopping ingestion for
-                log.exception("progress report failed; retrying in %.1fs", self.interval_s)
+        """Report every ``interval_s`` until ``stop`` is set. Blocks. Errors are logged
+        (a progress row is never worth stopping ingestion for)."""
+        run_every(self.interval_s, stop, self.report_once, "progress report")
 
     def start(self, stop: threading.Event) -> threading.Thread:
         """``run(stop)`` on a daemon thread named ``runstream-consumer-progress``."""
-        thread = threading.Thread(target=self.run, args=(stop,),
-                                  name="runstream-consumer-progress", daemon=True)
-        thread.start()
-        return thread
+        return start_daemon(self.run, stop, "runstream-consumer-progress")
