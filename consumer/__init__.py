@@ -73,10 +73,18 @@ def connect_clickhouse(dsn: str, database: str) -> Any:
 
 
 def _sink(config: ConsumerConfig, client: Any | None) -> ClickHouseSink:
+    """A sink with ``config.writers`` connections: ``client`` (or a new one) and its own
+    extra ones (with chdb, more handles to the engine this process already hosts)."""
     if client is None:
         client = connect_clickhouse(config.clickhouse_dsn, config.database)
-    sink = ClickHouseSink(client, config.database)
-    sink.ensure_schema()
+    more = [connect_clickhouse(config.clickhouse_dsn, config.database)
+            for _ in range(config.writers - 1)]
+    sink = ClickHouseSink(client, config.database, more_clients=more)
+    try:
+        sink.ensure_schema()
+    except BaseException:
+        sink.close()
+        raise
     return sink
 
 
@@ -92,15 +100,20 @@ def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -
     membership: dict[str, Any] = (
         {"group_instance_id": config.instance_id} if config.instance_id else {}
     )
-    source = KafkaSource(
-        config.kafka_bootstrap, config.topic, config.group_id,
-        max_poll_records=config.max_poll_records, client_id=config.client_id, **membership,
-    )
     try:
-        dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,
-                                   client_id=f"{config.client_id}-dlq")
+        source = KafkaSource(
+            config.kafka_bootstrap, config.topic, config.group_id,
+            max_poll_records=config.max_poll_records, client_id=config.client_id,
+            **membership,
+        )
+        try:
+            dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,
+                                       client_id=f"{config.client_id}-dlq")
+        except BaseException:
+            source.close()
+            raise
     except BaseException:
-        source.close()
+        sink.close()
         raise
     return Pipeline(source, sink, dead, config, name="runstream-consumer")
 

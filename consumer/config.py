@@ -21,12 +21,14 @@ MAX_BATCH_AGE_S = "RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S"
 CRASH_TIMEOUT_S = "RUNSTREAM_CRASH_TIMEOUT_S"
 PROGRESS_S = "RUNSTREAM_CONSUMER_PROGRESS_S"
 INSTANCE_ID = "RUNSTREAM_CONSUMER_INSTANCE_ID"
+WRITERS = "RUNSTREAM_CONSUMER_WRITERS"
 
 DEFAULT_GROUP_ID = "runstream-consumer"
-DEFAULT_MAX_BATCH_ROWS = 50_000
+DEFAULT_MAX_BATCH_ROWS = 200_000
 DEFAULT_MAX_BATCH_AGE_S = 0.5
 DEFAULT_CRASH_TIMEOUT_S = 60.0
 DEFAULT_PROGRESS_S = 5.0
+DEFAULT_WRITERS = 2
 
 _DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Kafka's own rule for topic names (and group ids, which we hold to the same).
@@ -80,6 +82,9 @@ class ConsumerConfig:
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
     #: ... or once its oldest message is this many seconds old.
     max_batch_age_s: float = DEFAULT_MAX_BATCH_AGE_S
+    #: Batches written to ClickHouse at once, each on its own connection, while the next
+    #: is decoded; commits still follow offset order.
+    writers: int = DEFAULT_WRITERS
     #: Longest a single poll blocks waiting for messages, seconds.
     poll_timeout_s: float = 0.2
     #: Most messages one poll returns.
@@ -112,6 +117,8 @@ class ConsumerConfig:
             raise ConfigError(f"{PROGRESS_S}={self.progress_interval_s}: expected > 0")
         if self.max_poll_records < 1:
             raise ConfigError(f"max_poll_records={self.max_poll_records}: expected >= 1")
+        if not 1 <= self.writers <= 16:
+            raise ConfigError(f"{WRITERS}={self.writers}: expected 1..16")
 
     @property
     def dlq_topic(self) -> str:
@@ -142,6 +149,7 @@ class ConsumerConfig:
             spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
             max_batch_rows=_env_positive_int(env, MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_ROWS),
             max_batch_age_s=names.env_float(env, MAX_BATCH_AGE_S, DEFAULT_MAX_BATCH_AGE_S),
+            writers=_env_positive_int(env, WRITERS, DEFAULT_WRITERS),
             instance_id=check_topic(INSTANCE_ID, env[INSTANCE_ID]) if env.get(INSTANCE_ID) else "",
             crash_timeout_s=names.env_float(env, CRASH_TIMEOUT_S, DEFAULT_CRASH_TIMEOUT_S),
             progress_interval_s=names.env_float(env, PROGRESS_S, DEFAULT_PROGRESS_S),

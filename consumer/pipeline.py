@@ -6,12 +6,20 @@ offsets are committed last. A crash anywhere before the commit means the message
 delivered again; ClickHouse drops the re-insert of an identical batch by its token, and
 the ReplacingMergeTree keys collapse replays cut into different batches.
 
+Writes overlap decoding: a full batch is sealed and written on a writer thread while
+the pipeline thread polls and decodes the next one. Up to ``sink.concurrency`` batches
+are written at once (each on its own ClickHouse connection), but they complete in the
+order they were sealed, so commits stay in offset order; the pipeline thread alone
+touches the source (polls, commits) and the dead-letter sink's flush. The ClickHouse
+engine releases the GIL while it inserts, so the overlap is real parallelism.
+
 Every message ends in exactly one place: rows in ClickHouse, or the dead-letter sink.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import statistics
 import threading
@@ -19,6 +27,9 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import cast
 
 from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import DeadLetterSink
@@ -39,12 +50,25 @@ def dedup_token(ranges: Mapping[Position, tuple[int, int]], digest: int = 0) -> 
     return "rs1-" + hashlib.sha256(f"{text}|{digest:08x}".encode()).hexdigest()[:40]
 
 
+@dataclass(slots=True)
+class _SealedBatch:
+    """A batch closed for new messages, to be written and then committed."""
+
+    rows: RowBatch
+    token: str
+    ranges: dict[Position, tuple[int, int]]
+    dead: int
+    sealed_at: float  # time.perf_counter() when sealed, for the batch latency
+    writing: Future[float] | None = None  # the running write; result: seconds it took
+
+
 class Pipeline:
     """Moves messages from a source into ClickHouse, dead-lettering what is malformed.
 
     Not thread-safe: run it on one thread (``run``/``start``), or drive it by hand with
-    ``run_once``/``drain``/``flush`` from one thread. The counters below are plain ints
-    that other threads may read for progress reporting.
+    ``run_once``/``drain``/``flush`` from one thread. It starts one short-lived writer
+    thread per batch (``<name>-writer``). The counters below are plain ints that other
+    threads may read for progress reporting.
     """
 
     def __init__(
@@ -69,8 +93,12 @@ class Pipeline:
         self._digest = 0
         self._batch_started: float | None = None
         self._batch_dead = 0
-        # Written, not yet committed (a commit that failed is retried with the next one).
+        # Sealed, not yet written, oldest first; the first sink.concurrency may be writing.
+        self._sealed: deque[_SealedBatch] = deque()
+        # Written, not yet committed (a commit that failed is retried with the next one),
+        # and the seal times of the batches that commit covers.
         self._uncommitted: dict[Position, int] = {}
+        self._uncommitted_since: list[float] = []
         self._closed = False
         #: Messages polled, events stored, metric points stored, rows stored (all tables).
         self.messages = 0
@@ -138,10 +166,12 @@ class Pipeline:
         for message in messages:
             self._process(message)
             if self._batch.rows >= self.config.max_batch_rows:
-                self.flush()
+                self._seal()
+                self._complete_writes(in_flight=self.sink.concurrency)
         self.messages += len(messages)
         if self._due():
-            self.flush()
+            self._seal()
+        self._complete_writes(in_flight=self.sink.concurrency)
         now = self._clock()
         if self._offsets_at is None or now - self._offsets_at >= self.config.progress_interval_s:
             self._offsets_at = now
@@ -162,36 +192,15 @@ class Pipeline:
         return False
 
     def flush(self) -> None:
-        """Write the batch in hand, make its dead letters durable, then commit. Blocks.
+        """Write every batch in hand (sealing the one being filled), make their dead
+        letters durable, then commit. Blocks until done.
 
-        On a failed write nothing is committed and the batch stays in hand (a retry
-        reuses its token). A failed commit is logged and retried with the next one.
+        On a failed write nothing more is committed and the failed batch stays in hand,
+        first in line (a retry reuses its token). A failed commit is logged and retried
+        with the next one.
         """
-        flush_started = time.perf_counter()
-        if self._ranges:
-            token = dedup_token(self._ranges, self._digest)
-            if self._batch.rows:
-                started = time.perf_counter()
-                self.sink.write(self._batch, token, self._stop)
-                self.write_s += time.perf_counter() - started
-            self.dead_letters.flush()
-            for position, (_first, last) in self._ranges.items():
-                self._uncommitted[position] = last
-            self.events += self._batch.events
-            self.points += self._batch.points
-            self.rows += self._batch.rows
-            self.dead_lettered += self._batch_dead
-            self.batches += 1
-            self._reset_batch()
-        if self._uncommitted:
-            try:
-                self.source.commit(self._uncommitted)
-            except UnavailableError as e:
-                log.warning("%s: commit failed, retried with the next batch: %s", self.name, e)
-                return
-            with self._progress_lock:
-                self._latencies_ms.append((time.perf_counter() - flush_started) * 1000)
-            self._uncommitted = {}
+        self._seal()
+        self._complete_writes(in_flight=0)
 
     def progress(self) -> tuple[dict[Position, tuple[int, int]], float]:
         """(committed offset, end offset) per position as last read (every
@@ -203,17 +212,24 @@ class Pipeline:
         return offsets, statistics.median(latencies) if latencies else 0.0
 
     def close(self) -> None:
-        """Release the source and the dead-letter sink (idempotent). Uncommitted messages
-        are delivered again to the next reader."""
+        """Release the source, the dead-letter sink and the sink's own connections
+        (idempotent). Uncommitted messages are delivered again to the next reader."""
         if self._closed:
             return
         self._closed = True
+        # A write still running (only after an error ended the driving loop) is left to
+        # finish on its daemon thread, connection included: it never touches the source,
+        # and its rows, never committed, are read again and deduplicated by the next reader.
+        writing = any(b.writing is not None and not b.writing.done() for b in self._sealed)
+        self._sealed.clear()
         try:
             self.dead_letters.close()
         except RunstreamError as e:
             log.warning("%s: dead-letter sink did not close cleanly: %s", self.name, e)
         finally:
             self.source.close()
+            if not writing:
+                self.sink.close()
 
     # --- internals ----------------------------------------------------------------------
 
@@ -251,6 +267,75 @@ class Pipeline:
             return True
         return self._clock() - self._batch_started >= self.config.max_batch_age_s
 
+    def _seal(self) -> None:
+        """Close the batch being filled (if it holds anything) and queue it for writing."""
+        if not self._ranges:
+            return
+        self._sealed.append(_SealedBatch(
+            rows=self._batch, token=dedup_token(self._ranges, self._digest),
+            ranges=self._ranges, dead=self._batch_dead, sealed_at=time.perf_counter(),
+        ))
+        self._reset_batch()
+
+    def _complete_writes(self, in_flight: int) -> None:
+        """Write sealed batches, up to ``sink.concurrency`` at once, and complete them in
+        sealing order until at most ``in_flight`` remain unwritten (0: wait for all);
+        then commit what is written. Blocks while waiting; raises a write's error with
+        that batch kept first in line (its next write reuses the token)."""
+        while self._sealed:
+            for batch in itertools.islice(self._sealed, self.sink.concurrency):
+                if batch.writing is None:
+                    batch.writing = self._start_write(batch)
+            head = self._sealed[0]
+            writing = cast("Future[float]", head.writing)  # started just above
+            if len(self._sealed) <= in_flight and not writing.done():
+                break
+            head.writing = None
+            self.write_s += writing.result()
+            self.dead_letters.flush()  # a no-op when nothing is queued
+            self._sealed.popleft()
+            for position, (_first, last) in head.ranges.items():
+                self._uncommitted[position] = last
+            self._uncommitted_since.append(head.sealed_at)
+            self.events += head.rows.events
+            self.points += head.rows.points
+            self.rows += head.rows.rows
+            self.dead_lettered += head.dead
+            self.batches += 1
+        self._commit()
+
+    def _start_write(self, batch: _SealedBatch) -> Future[float]:
+        """Insert ``batch`` on a new writer thread; the future's result is the seconds
+        the insert took (transient failures retried inside, see ClickHouseSink)."""
+        future: Future[float] = Future()
+
+        def write() -> None:
+            started = time.perf_counter()
+            try:
+                if batch.rows.rows:
+                    self.sink.write(batch.rows, batch.token, self._stop)
+            except BaseException as e:
+                future.set_exception(e)
+            else:
+                future.set_result(time.perf_counter() - started)
+
+        threading.Thread(target=write, name=f"{self.name}-writer", daemon=True).start()
+        return future
+
+    def _commit(self) -> None:
+        if not self._uncommitted:
+            return
+        try:
+            self.source.commit(self._uncommitted)
+        except UnavailableError as e:
+            log.warning("%s: commit failed, retried with the next batch: %s", self.name, e)
+            return
+        now = time.perf_counter()
+        with self._progress_lock:
+            self._latencies_ms.extend((now - t) * 1000 for t in self._uncommitted_since)
+        self._uncommitted = {}
+        self._uncommitted_since = []
+
     def _reset_batch(self) -> None:
         self._batch = RowBatch()
         self._ranges = {}
@@ -267,4 +352,6 @@ class Pipeline:
             log.warning("%s: could not flush before a rebalance, dropping the batch: %s",
                         self.name, e)
             self._reset_batch()
+            self._sealed.clear()
             self._uncommitted = {}
+            self._uncommitted_since = []

@@ -3,7 +3,8 @@
 Pure: no I/O. One :class:`RowBatch` collects the rows of many events, one Python list
 per column, in the column order of each :class:`~runstream.consumer.schema.Table`, ready
 for a column-oriented ClickHouse insert. Metric points never become Python objects of
-their own: the packed protobuf arrays extend the column lists directly.
+their own: they go to numpy arrays and leave as one Arrow table
+(:class:`~runstream.consumer.points.MetricPoints`).
 
 Mapping (one event -> rows):
 
@@ -19,12 +20,13 @@ Mapping (one event -> rows):
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from itertools import repeat
 from typing import Any
 
+import pyarrow as pa
+
 from runstream.consumer import schema
+from runstream.consumer.points import MetricPoints
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
@@ -60,17 +62,11 @@ class RowBatch:
     """
 
     def __init__(self) -> None:
-        self._tables: dict[str, _Columns] = {t.name: _Columns(t) for t in schema.TABLES}
-        m = self._tables[schema.METRICS.name].by_name
-        self._m_run_id = m["run_id"]
-        self._m_key = m["key"]
-        self._m_rank = m["rank"]
-        self._m_step = m["step"]
-        self._m_value = m["value"]
-        self._m_ts_ms = m["ts_ms"]
-        self._m_producer_id = m["producer_id"]
-        self._m_seq = m["seq"]
-        self._m_idx = m["idx"]
+        # Every table but metrics: Python lists; metric points: numpy arrays (points.py).
+        self._tables: dict[str, _Columns] = {
+            t.name: _Columns(t) for t in schema.TABLES if t is not schema.METRICS
+        }
+        self._points = MetricPoints()
         self._counts = self._tables[schema.METRIC_COUNTS.name]
         #: Rows in all tables together.
         self.rows = 0
@@ -140,18 +136,27 @@ class RowBatch:
         return added
 
     def columns(self, table: str) -> list[list[Any]]:
-        """The column lists of ``table`` in schema order (the batch's own lists, not copies)."""
+        """The column lists of ``table`` in schema order: the batch's own lists, except for
+        ``metrics``, whose points live in numpy arrays and come back as a copy."""
+        if table == schema.METRICS.name:
+            return self._points.columns()
         return self._tables[table].lists
 
     def row_count(self, table: str) -> int:
         """Rows of one table in this batch."""
+        if table == schema.METRICS.name:
+            return len(self._points)
         return len(self._tables[table])
 
-    def nonempty(self) -> Iterator[tuple[schema.Table, list[list[Any]]]]:
-        """(table, columns) for every table with rows, in schema.TABLES order."""
-        for cols in self._tables.values():
-            if len(cols):
-                yield cols.table, cols.lists
+    def nonempty(self) -> Iterator[tuple[schema.Table, list[list[Any]] | pa.Table]]:
+        """(table, data) for every table with rows, in schema.TABLES order: column lists,
+        or for ``metrics`` one Arrow table (see :mod:`runstream.consumer.points`)."""
+        for table in schema.TABLES:
+            if table is schema.METRICS:
+                if len(self._points):
+                    yield table, self._points.table()
+            elif len(cols := self._tables[table.name]):
+                yield table, cols.lists
 
     # --- per event type -----------------------------------------------------------------
 
@@ -189,32 +194,10 @@ class RowBatch:
         return 2
 
     def _add_metrics(self, event: events_pb2.RunEvent) -> int:
-        m = event.metrics
-        n = len(m.steps)
-        if not len(m.key_index) == len(m.values) == len(m.ts_ms) == n:
-            raise ValidationError("metrics columns differ in length")
-        keys = list(m.keys)
-        if len(keys) == 1:
-            per_key: dict[str, int] = {keys[0]: n}
-            self._m_key.extend(repeat(keys[0], n))
-        else:
-            try:
-                # Resolved before any column grows, so a bad index adds nothing.
-                point_keys = list(map(keys.__getitem__, m.key_index))
-            except IndexError as e:
-                raise ValidationError("metrics key_index outside the key table") from e
-            per_key = Counter(point_keys)
-            self._m_key.extend(point_keys)
-        self._m_run_id.extend(repeat(event.run_id, n))
-        self._m_rank.extend(repeat(event.rank, n))
-        self._m_step.extend(m.steps)
-        self._m_value.extend(m.values)
-        self._m_ts_ms.extend(m.ts_ms)
-        self._m_producer_id.extend(repeat(event.producer_id, n))
-        self._m_seq.extend(repeat(event.seq, n))
-        self._m_idx.extend(range(n))
+        per_key = self._points.add(event)
         envelope = self._envelope(event)
         for key, points in per_key.items():
             self._counts.append({**envelope, "key": key, "points": points})
+        n = len(event.metrics.steps)
         self.points += n
         return n + len(per_key)

@@ -176,13 +176,17 @@ TABLES: tuple[Table, ...] = (
 CONSUMER_PRODUCER_ID = "runstream-consumer"
 
 # Latest/min/max per (run, key, rank), maintained on insert so summaries never scan points.
-# All three aggregates are idempotent, so a replayed point changes nothing.
+# All three aggregates are idempotent, so a replayed point changes nothing. "Latest" is the
+# value at the highest (step, ts_ms), compared as one packed UInt128 (step << 64 | ts_ms;
+# validation keeps both >= 0): a Tuple key made every insert ~20% slower (bench_consumer).
+# A database created with the earlier Tuple(Int64, Int64) key keeps it and stays correct:
+# readers only ever argMaxMerge(last).
 METRIC_SUMMARIES = "metric_summaries"
 _SUMMARIES = Table(
     METRIC_SUMMARIES,
     (
         ("run_id", "String"), ("key", "LowCardinality(String)"), ("rank", "UInt32"),
-        ("last", "AggregateFunction(argMax, Float64, Tuple(Int64, Int64))"),
+        ("last", "AggregateFunction(argMax, Float64, UInt128)"),
         ("last_step", "SimpleAggregateFunction(max, Int64)"),
         ("min", "SimpleAggregateFunction(min, Float64)"),
         ("max", "SimpleAggregateFunction(max, Float64)"),
@@ -246,7 +250,8 @@ VIEWS: tuple[View, ...] = (
     View(
         f"{METRIC_SUMMARIES}_mv", METRICS.name, METRIC_SUMMARIES,
         "SELECT run_id, key, rank,"
-        " argMaxState(value, (step, ts_ms)) AS last, max(step) AS last_step,"
+        " argMaxState(value, bitOr(bitShiftLeft(toUInt128(step), 64), toUInt128(ts_ms)))"
+        " AS last, max(step) AS last_step,"
         " min(value) AS min, max(value) AS max"
         " FROM {source} GROUP BY run_id, key, rank",
     ),

