@@ -1,9 +1,9 @@
 """Two pipelines of one consumer group, ClickHouse refusing for a while, and progress rows.
 
 Both pipelines run in this process, each with its own KafkaConsumer (a real group member)
-and the shared chdb client: two `runstream consume` processes would each need their own
-ClickHouse, and chdb opens one path per process (with a ClickHouse server, the same test
-would run as two processes).
+and the shared chdb client, so exactness is checked on one shared store (chdb opens one
+path per process). Two real `runstream consume` processes, each with its own store, are
+tests/e2e/test_consumer_group_e2e.py.
 """
 
 from __future__ import annotations
