@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -140,6 +141,12 @@ def count(client: Any, run_id: str) -> int:
                             parameters={"r": run_id}).result_rows[0][0])
 
 
+def cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process or of its waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def has_final_point(client: Any, run_id: str, points: int) -> bool:
     """True once the last point the ingest producer logs (key k9 at the last step) is
     stored: a primary-key lookup, cheap enough to poll every 20 ms."""
@@ -178,6 +185,7 @@ def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Pat
     topic = make_topic(bootstrap)
     pipeline, stop, thread = start_consumer(bootstrap, topic, client, database, tmp)
     run_id = f"ingest-{uuid.uuid4().hex[:8]}"
+    cpu_self, cpu_children = cpu_s(resource.RUSAGE_SELF), cpu_s(resource.RUSAGE_CHILDREN)
     proc = start_producer(bootstrap, topic, points, 0, run_id, tmp / "home")
     assert proc.stdout is not None
     started = float(proc.stdout.readline().split()[1])
@@ -187,8 +195,10 @@ def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Pat
     while count(probe, run_id) < points:  # in order per partition: normally at once
         time.sleep(0.02)
         finished = time.time()
+    consumer_cpu = cpu_s(resource.RUSAGE_SELF) - cpu_self  # this process: consumer + probe
     done = float(proc.stdout.readline().split()[1])
     proc.wait(timeout=120)
+    producer_cpu = cpu_s(resource.RUSAGE_CHILDREN) - cpu_children
     stop.set()
     thread.join(timeout=60)
     sent = first_send(bootstrap, topic)
@@ -197,7 +207,8 @@ def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Pat
           f"{points / elapsed:,.0f}/s ({finished - started:.2f} s from the first Run.log,"
           f" which came {sent - started:.2f} s before the first send; the producer "
           f"finished sending after {done - sent:.2f} s; ClickHouse writes "
-          f"{pipeline.write_s:.2f} s in {pipeline.batches} batches)", flush=True)
+          f"{pipeline.write_s:.2f} s in {pipeline.batches} batches; CPU: SDK process "
+          f"{producer_cpu:.2f} s, consumer process {consumer_cpu:.2f} s)", flush=True)
     return elapsed, finished - started, run_id
 
 
