@@ -60,11 +60,18 @@ class RefusingClient:
         self.failures = failures
         self.refused = 0
 
-    def insert(self, *args: Any, **kwargs: Any) -> Any:
+    def _refuse(self) -> None:
         if self.refused < self.failures:
             self.refused += 1
             raise OperationalError("Connection refused (test)")
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self._refuse()
         return self._client.insert(*args, **kwargs)
+
+    def insert_arrow(self, *args: Any, **kwargs: Any) -> Any:  # metric points
+        self._refuse()
+        return self._client.insert_arrow(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
