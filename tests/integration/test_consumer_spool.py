@@ -23,6 +23,16 @@ def count(client: Any, table: str) -> int:
     return int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
 
 
+def ingest(dsn: str, database: str, spool_dir: Path) -> Any:
+    """Drain the spool into ClickHouse with a spool pipeline; return a client to read it."""
+    pipeline = build_spool_pipeline(make_config(dsn, database, spool_dir))
+    try:
+        assert pipeline.drain(timeout_s=60)
+    finally:
+        pipeline.close()
+    return connect_clickhouse(dsn, database)
+
+
 def spool_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_file())
 
@@ -38,12 +48,7 @@ def test_spool_files_ingested_then_deleted(chdb_dsn: str, ch_database: str, tmp_
     writer.roll()
     assert len(spool.ready_files(spool_dir)) >= 2
 
-    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
-    try:
-        assert pipeline.drain(timeout_s=60)
-    finally:
-        pipeline.close()
-    client = connect_clickhouse(chdb_dsn, ch_database)
+    client = ingest(chdb_dsn, ch_database, spool_dir)
     assert count(client, "metrics") == 80
     assert count(client, "runs") == 1
     assert count(client, "run_status") == 2
@@ -74,12 +79,7 @@ def test_torn_tail_frames_before_it_stored_rest_dead_lettered(
     assert other is not None
     os.replace(other, orphan)
 
-    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
-    try:
-        assert pipeline.drain(timeout_s=60)
-    finally:
-        pipeline.close()
-    client = connect_clickhouse(chdb_dsn, ch_database)
+    client = ingest(chdb_dsn, ch_database, spool_dir)
     rows = client.query(
         "SELECT run_id, count() FROM metrics FINAL GROUP BY run_id ORDER BY run_id"
     ).result_rows
@@ -147,12 +147,7 @@ def test_metric_summaries_keep_the_value_at_the_highest_step_then_ts(
     for payload in [*payloads, payloads[1]]:  # the replayed event changes nothing
         writer.append(payload, codec.PROTOBUF)
     writer.roll()
-    pipeline = build_spool_pipeline(make_config(chdb_dsn, ch_database, spool_dir))
-    try:
-        assert pipeline.drain(timeout_s=60)
-    finally:
-        pipeline.close()
-    client = connect_clickhouse(chdb_dsn, ch_database)
+    client = ingest(chdb_dsn, ch_database, spool_dir)
     [row] = client.query(
         "SELECT argMaxMerge(last), max(last_step), min(min), max(max) FROM metric_summaries"
         " WHERE run_id = 'run-last' AND key = 'loss'").result_rows
