@@ -1,12 +1,11 @@
 """Writes a :class:`~runstream.consumer.rows.RowBatch` to ClickHouse, idempotently.
 
 One column-oriented insert per non-empty table (metric points as Arrow, the rest as
-column lists), each with its own
-``insert_deduplication_token`` (``"<batch token>:<table>"``): retrying the same batch
-after a partial failure skips the tables already written. Transient failures
-(connection lost, server busy or restarting) are retried with exponential backoff
-until the caller's stop event is set; they are never a reason to dead-letter.
-Anything else is raised at once.
+column lists), each with its own ``insert_deduplication_token``
+(``"<batch token>:<table>"``): retrying the same batch after a partial failure skips the
+tables already written. Transient failures (connection lost, server busy or restarting)
+are retried with exponential backoff until the caller's stop event is set; they are
+never a reason to dead-letter. Anything else is raised at once.
 """
 
 from __future__ import annotations

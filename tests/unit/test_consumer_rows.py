@@ -175,6 +175,33 @@ def test_metrics_with_a_single_key():
     assert batch.columns(schema.METRICS.name)[1] == ["loss"] * 3
 
 
+def test_metric_points_leave_as_one_dictionary_encoded_arrow_table():
+    import pyarrow as pa
+
+    batch = RowBatch()
+    batch.add(metrics_event(4, run_id="run-a", seq=1))
+    batch.add(metrics_event(2, run_id="run-b", seq=2, keys=("acc",)))
+    [data] = [d for t, d in batch.nonempty() if t is schema.METRICS]
+    assert isinstance(data, pa.Table)
+    assert data.column_names == list(schema.METRICS.column_names)
+    assert data.num_rows == 6
+    for name in ("run_id", "key", "producer_id"):  # no Python string per point
+        assert pa.types.is_dictionary(data.schema.field(name).type)
+    assert data.column("run_id").to_pylist() == ["run-a"] * 4 + ["run-b"] * 2
+    assert data.column("key").to_pylist() == ["loss", "acc", "loss", "acc", "acc", "acc"]
+    assert data.column("idx").to_pylist() == [0, 1, 2, 3, 0, 1]
+    assert str(data.schema.field("step").type) == "int64"
+
+
+def test_a_key_listed_twice_in_the_key_table_is_counted_once():
+    e = metrics_event(4, keys=("loss", "loss"))  # indices 0 and 1 both name "loss"
+    batch = RowBatch()
+    batch.add(e)
+    counts = table_rows(batch, schema.METRIC_COUNTS)
+    assert [(r["key"], r["points"]) for r in counts] == [("loss", 4)]
+    assert batch.columns(schema.METRICS.name)[1] == ["loss"] * 4
+
+
 def test_bad_key_index_adds_nothing():
     e = metrics_event(4)
     e.metrics.key_index[2] = 9
