@@ -109,7 +109,7 @@ class Pipeline:
         self.dead_lettered = 0
         #: Batches written and committed.
         self.batches = 0
-        #: Wall-clock seconds spent in sink writes.
+        #: Seconds spent in sink writes, summed over writes (parallel writes overlap).
         self.write_s = 0.0
         #: The exception that ended ``run`` on a thread started by ``start``, if any.
         self.error: BaseException | None = None

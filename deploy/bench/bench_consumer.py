@@ -207,7 +207,7 @@ def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Pat
           f"{points / elapsed:,.0f}/s ({finished - started:.2f} s from the first Run.log,"
           f" which came {sent - started:.2f} s before the first send; the producer "
           f"finished sending after {done - sent:.2f} s; ClickHouse writes "
-          f"{pipeline.write_s:.2f} s in {pipeline.batches} batches; CPU: SDK process "
+          f"{pipeline.write_s:.2f} s summed over {pipeline.batches} batches; CPU: SDK process "
           f"{producer_cpu:.2f} s, consumer process {consumer_cpu:.2f} s)", flush=True)
     return elapsed, finished - started, run_id
 
