@@ -8,8 +8,8 @@ Entry points for the CLI (``runstream consume`` and ``runstream serve``)::
     ...                                                       # SIGTERM handler: stop.set()
 
 or simply ``run_consumer(config, stop)``. With chdb, one process opens one path, so the
-embedded ``runstream serve`` passes one shared client to every pipeline and the query
-service.
+embedded ``runstream serve`` runs the pipelines and the query service in one process;
+each opens its own handles to that one engine (a process may hold any number).
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ def _sink(config: ConsumerConfig, client: Any | None) -> ClickHouseSink:
 def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -> Pipeline:
     """The Kafka → ClickHouse pipeline (dead letters to ``<topic>.dlq``), schema ensured.
 
-    Pass ``client`` to share one ClickHouse client (required with chdb when the process
-    also serves queries). Raises ConfigError when ``config.kafka_bootstrap`` is empty.
+    Pass ``client`` to share one ClickHouse client (the sink opens
+    ``config.writers - 1`` more of its own). Raises ConfigError when
+    ``config.kafka_bootstrap`` is empty.
     """
     if not config.kafka_bootstrap:
         raise ConfigError(f"{names.KAFKA} is not set: no Kafka to consume from")
