@@ -279,9 +279,9 @@ class Pipeline:
 
     def _complete_writes(self, in_flight: int) -> None:
         """Write sealed batches, up to ``sink.concurrency`` at once, and complete them in
-        sealing order until at most ``in_flight`` remain unwritten (0: wait for all);
-        then commit what is written. Blocks while waiting; raises a write's error with
-        that batch kept first in line (its next write reuses the token)."""
+        sealing order, committing each, until at most ``in_flight`` remain unwritten (0:
+        wait for all). Blocks while waiting; raises a write's error with that batch kept
+        first in line (its next write reuses the token)."""
         while self._sealed:
             for batch in itertools.islice(self._sealed, self.sink.concurrency):
                 if batch.writing is None:
@@ -302,7 +302,8 @@ class Pipeline:
             self.rows += head.rows.rows
             self.dead_lettered += head.dead
             self.batches += 1
-        self._commit()
+            self._commit()  # one commit per batch, as each is written
+        self._commit()  # retries a commit that failed earlier
 
     def _start_write(self, batch: _SealedBatch) -> Future[float]:
         """Insert ``batch`` on a new writer thread; the future's result is the seconds
