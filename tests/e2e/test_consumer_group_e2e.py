@@ -114,20 +114,38 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="rs-test-group")
     request.addfinalizer(admin.close)
 
-    def members_with_partitions() -> int:
+    def assignments() -> list[set[int]]:
+        """The partitions of each group member that holds any."""
         try:
             info: dict[str, Any] = admin.describe_groups([group]).get(group) or {}
         except KafkaError:  # the coordinator may still be loading the group
-            return 0
-        return sum(1 for m in info.get("members", [])
-                   if any(a["partitions"] for a in
-                          (m.get("member_assignment") or {}).get("assigned_partitions", [])))
+            return []
+        owned = [{p for a in (m.get("member_assignment") or {}).get("assigned_partitions", [])
+                  for p in a["partitions"]} for m in info.get("members", [])]
+        return [parts for parts in owned if parts]
 
-    # Both processes joined and hold partitions, and offsets are being committed.
-    wait_for(members_with_partitions, lambda n: n == 2, timeout_s=90, interval_s=0.2,
-             what="two group members with partitions")
-    wait_for(lambda: committed(admin, group), lambda n: n > 0, timeout_s=60, interval_s=0.1,
-             what="a first commit")
+    def offsets() -> dict[int, int]:
+        try:
+            listed = admin.list_group_offsets({group: None}).get(group, {})
+        except KafkaError:
+            return {}
+        return {tp.partition: o.offset for tp, o in listed.items()}
+
+    # Both processes joined and hold partitions; then each has committed on its own
+    # partitions since (only an owner commits), so each has stored part of the stream.
+    owners = wait_for(assignments, lambda a: len(a) == 2, timeout_s=90, interval_s=0.2,
+                      what="two group members with partitions")
+    before = offsets()
+
+    def members_that_committed() -> int:
+        now = offsets()
+        return sum(1 for parts in owners
+                   if any(now.get(p, -1) > before.get(p, -1) for p in parts))
+
+    wait_for(members_that_committed, lambda n: n == 2, timeout_s=60, interval_s=0.1,
+             what="a commit by each member")
+    assert sorted(map(sorted, assignments())) == sorted(map(sorted, owners)), \
+        "the group rebalanced again before the kill"
     assert streaming.is_alive(), "the stream ended before the kill: lengthen it"
     procs["a"].send_signal(signal.SIGKILL)
     procs["a"].wait(timeout=30)
