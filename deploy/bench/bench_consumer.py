@@ -326,7 +326,7 @@ CODECS = {
 }
 
 READS = {
-    # Deduplicated reads of one metric's points: what query/repository.py does (FINAL),
+    # Deduplicated reads of one metric's points: what runstream.query.repository does (FINAL),
     # the argMax alternative over the natural key, and the raw read as the floor.
     "raw (not deduplicated)":
         "SELECT rank, step, value FROM metrics WHERE run_id = {r:String} AND key = 'k3'"

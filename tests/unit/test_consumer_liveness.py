@@ -1,4 +1,4 @@
-"""The pure CRASHED/RUNNING decision of consumer/liveness.py."""
+"""The pure CRASHED/RUNNING decision of runstream.consumer.liveness."""
 
 from __future__ import annotations
 

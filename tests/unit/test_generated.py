@@ -17,5 +17,5 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert generated == ["events_pb2.py", "events_pb2.pyi", "query_pb2.py", "query_pb2.pyi",
                          "query_pb2_grpc.py"]
     for name in generated:
-        committed = (REPO / "proto" / "v1" / name).read_text()
+        committed = (REPO / "proto" / "runstream" / "proto" / "v1" / name).read_text()
         assert (tmp_path / name).read_text() == committed, f"{name} is stale: run `make proto`"

@@ -1,6 +1,6 @@
 """The CLI's read commands (``runstream runs``, ``show``, ``history``) over a query Client.
 
-``cli/main.py`` parses arguments and calls :func:`cmd_runs`, :func:`cmd_show` and
+``runstream.cli.main`` parses arguments and calls :func:`cmd_runs`, :func:`cmd_show` and
 :func:`cmd_history`; each prints an aligned table (or JSON with ``as_json``) and returns
 the process exit status: 0 on success, 1 when the query service reports an error
 (printed to stderr as ``runstream: error: ...``). Times print in UTC.
