@@ -124,7 +124,8 @@ def start_producer(bootstrap: str, topic: str, points: int, rate: float,
 
 def start_consumer(bootstrap: str, topic: str, client: Any, database: str,
                    tmp: Path) -> tuple[Any, threading.Event, threading.Thread]:
-    from runstream.consumer import ConsumerConfig, build_kafka_pipeline
+    from runstream.consumer.config import ConsumerConfig
+    from runstream.consumer.factories import build_kafka_pipeline
 
     config = ConsumerConfig(kafka_bootstrap=(bootstrap,), topic=topic,
                             group_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -214,7 +215,7 @@ def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Pat
 
 def bench_ingest(bootstrap: str, client: Any, database: str,
                  tmp: Path) -> tuple[list[float], list[float], str]:
-    from runstream.consumer import connect_clickhouse
+    from runstream.consumer.factories import connect_clickhouse
 
     # Its own chdb connection: the pipeline's client serialises calls on its handle, so
     # probing through it would hold up the inserts being timed.
@@ -361,7 +362,7 @@ def bench_reads(client: Any, run_id: str) -> list[tuple[str, float]]:
 
 
 def bench_bytes(client: Any, database: str) -> list[tuple[str, float, dict[str, float]]]:
-    from runstream.consumer import schema
+    from runstream.proto import tables
 
     cols = noisy_curves(1_000_000)
     names = list(cols)
@@ -369,7 +370,7 @@ def bench_bytes(client: Any, database: str) -> list[tuple[str, float, dict[str, 
     out = []
     for label, (value_codec, step_codec, ts_codec) in CODECS.items():
         table = f"bytes_{uuid.uuid4().hex[:8]}"
-        types = dict(schema.METRICS.columns)
+        types = dict(tables.METRICS.columns)
         types = {c: t.split(" CODEC")[0] for c, t in types.items()}
         types["value"] += f" {value_codec}"
         types["step"] += f" {step_codec}"
@@ -378,7 +379,7 @@ def bench_bytes(client: Any, database: str) -> list[tuple[str, float, dict[str, 
             types[c] += " CODEC(Delta, ZSTD(1))"
         ddl = ", ".join(f"`{c}` {types[c]}" for c in names)
         client.command(f"CREATE TABLE {table} ({ddl}) ENGINE = ReplacingMergeTree"
-                       f" ORDER BY ({schema.METRICS.order_by})")
+                       f" ORDER BY ({tables.METRICS.order_by})")
         chunk = 200_000
         for start in range(0, rows, chunk):
             client.insert(table, [c[start:start + chunk] for c in cols.values()],
@@ -422,7 +423,7 @@ def bench_mlflow(tmp: Path) -> tuple[float, float]:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
-    from runstream.consumer import connect_clickhouse
+    from runstream.consumer.factories import connect_clickhouse
 
     results: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="runstream-bench-") as raw:

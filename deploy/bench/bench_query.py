@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import clickhouse_connect
 
-from runstream.consumer import schema
+from runstream.proto import tables
 from runstream.query.client import Client
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.server import build_server, stop
@@ -59,7 +59,7 @@ def median_s(fn: Callable[[], Any], repeat: int = 7) -> float:
     return statistics.median(times)
 
 
-def insert_columns(ch: Any, table: schema.Table, columns: dict[str, list[Any]]) -> None:
+def insert_columns(ch: Any, table: tables.Table, columns: dict[str, list[Any]]) -> None:
     n = len(next(iter(columns.values())))
     zero = {"String": "", "UInt32": 0, "UInt64": 0, "Int64": 0, "Bool": False, "Float64": 0.0}
     data = []
@@ -91,12 +91,12 @@ def series_value(s: int) -> float:
 
 def fill_runs(ch: Any, ids: list[str], experiment: str) -> None:
     runs = len(ids)
-    insert_columns(ch, schema.RUNS, {
+    insert_columns(ch, tables.RUNS, {
         "run_id": ids, "rank": [0] * runs, "experiment": [experiment] * runs,
         "name": ids, "world_size": [1] * runs, "producer_id": ["p"] * runs,
         "seq": [1] * runs, "ts_ms": [T0 + i for i in range(runs)],
     })
-    insert_columns(ch, schema.RUN_STATUS, {
+    insert_columns(ch, tables.RUN_STATUS, {
         "run_id": ids, "rank": [0] * runs, "experiment": [experiment] * runs,
         "status": ["FINISHED" if i % 2 else "RUNNING" for i in range(runs)],
         "producer_id": ["p"] * runs, "seq": [2] * runs, "ts_ms": [T0 + i + 1 for i in range(runs)],
@@ -106,7 +106,7 @@ def fill_runs(ch: Any, ids: list[str], experiment: str) -> None:
         pk += [f"p{p}"] * runs
         pv += [param_value(i, p) for i in range(runs)]
         pr += ids
-    insert_columns(ch, schema.PARAMS, {
+    insert_columns(ch, tables.PARAMS, {
         "run_id": pr, "key": pk, "value": pv, "type": ["FLOAT"] * len(pk), "rank": [0] * len(pk),
         "producer_id": ["p"] * len(pk), "seq": [3] * len(pk), "ts_ms": [T0] * len(pk)})
     mk, mv, mr, ms = [], [], [], []
@@ -116,19 +116,19 @@ def fill_runs(ch: Any, ids: list[str], experiment: str) -> None:
             mv += [metric_value(i, m, step) for i in range(runs)]
             mr += ids
             ms += [step] * runs
-    insert_columns(ch, schema.METRICS, {
+    insert_columns(ch, tables.METRICS, {
         "run_id": mr, "key": mk, "rank": [0] * len(mk), "step": ms, "value": mv,
         "ts_ms": [T0] * len(mk), "producer_id": ["p"] * len(mk), "seq": [4] * len(mk),
         "idx": list(range(len(mk)))})
 
 
 def fill_series(ch: Any, run_id: str, n: int) -> None:
-    insert_columns(ch, schema.METRICS, {
+    insert_columns(ch, tables.METRICS, {
         "run_id": [run_id] * n, "key": ["loss"] * n, "rank": [0] * n, "step": list(range(n)),
         "value": [series_value(s) for s in range(n)],
         "ts_ms": [T0 + s for s in range(n)], "producer_id": ["p"] * n, "seq": [9] * n,
         "idx": list(range(n))})
-    insert_columns(ch, schema.RUNS, {"run_id": [run_id], "rank": [0], "experiment": ["x"],
+    insert_columns(ch, tables.RUNS, {"run_id": [run_id], "rank": [0], "experiment": ["x"],
                                      "producer_id": ["p"], "seq": [1], "ts_ms": [T0]})
 
 
@@ -201,7 +201,7 @@ def main() -> int:
     home = tempfile.mkdtemp(prefix="rs-bench-")
     dsn = f"chdb://{home}/chdb"
     setup = clickhouse_connect.get_client(dsn=dsn)
-    for statement in schema.all_ddl("bench"):
+    for statement in tables.all_ddl("bench"):
         setup.command(statement)
     ch = clickhouse_connect.get_client(dsn=dsn, database="bench")
     t = time.perf_counter()

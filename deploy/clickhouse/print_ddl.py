@@ -1,4 +1,4 @@
-"""Print Runstream's ClickHouse DDL, generated from consumer/schema.py (the one source).
+"""Print Runstream's ClickHouse DDL, generated from runstream.proto.tables (the one source).
 
     python deploy/clickhouse/print_ddl.py                       # single node
     python deploy/clickhouse/print_ddl.py --cluster main        # Replicated* + Distributed
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runstream.consumer import schema
+from runstream.proto import tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="runstream", help="database name (runstream)")
     parser.add_argument("--cluster", help="cluster name from remote_servers: cluster DDL")
     args = parser.parse_args(argv)
-    statements = (schema.cluster_ddl(args.database, args.cluster) if args.cluster
-                  else schema.all_ddl(args.database))
+    statements = (tables.cluster_ddl(args.database, args.cluster) if args.cluster
+                  else tables.all_ddl(args.database))
     for statement in statements:
         print(statement + ";\n")
     return 0

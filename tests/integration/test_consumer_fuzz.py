@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runstream.consumer import build_kafka_pipeline, connect_clickhouse, schema
 from runstream.consumer.dlq import OFFSET_HEADER, PARTITION_HEADER, REASON_HEADER
+from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
 from runstream.consumer.rows import RowBatch
-from runstream.proto import codec, validation
+from runstream.proto import codec, tables, validation
 from runstream.proto.errors import DecodeError, ValidationError
 from runstream.proto.v1 import events_pb2 as pb
 from tests.conftest import create_topic
@@ -121,7 +121,7 @@ def oracle(value: bytes, content_type: str | None) -> set[tuple[Any, ...]] | Non
         batch.add(event)
     except (DecodeError, ValidationError):
         return None
-    columns = dict(zip(schema.METRICS.column_names, batch.columns(schema.METRICS.name),
+    columns = dict(zip(tables.METRICS.column_names, batch.columns(tables.METRICS.name),
                        strict=True))
     return set(zip(*(columns[c] for c in NATURAL_KEY), strict=True))
 

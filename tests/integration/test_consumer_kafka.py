@@ -11,14 +11,10 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runstream.consumer import (
-    ConsumerConfig,
-    build_kafka_pipeline,
-    connect_clickhouse,
-    schema,
-)
+from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import OFFSET_HEADER, PARTITION_HEADER, REASON_HEADER, TOPIC_HEADER
-from runstream.proto import codec
+from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
+from runstream.proto import codec, tables
 from runstream.proto.v1 import events_pb2 as pb
 from tests.conftest import create_topic
 from tests.helpers import wait_for
@@ -58,7 +54,7 @@ def count(client: Any, table: str) -> int:
 
 def all_rows(client: Any) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
-    for t in schema.TABLES:
+    for t in tables.TABLES:
         cols = ", ".join(t.column_names)
         rows = client.query(f"SELECT {cols} FROM {t.name} FINAL ORDER BY {cols}").result_rows
         out[t.name] = [tuple("nan" if v != v else v for v in r) for r in rows]

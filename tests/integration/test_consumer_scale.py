@@ -16,15 +16,12 @@ import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 from kafka import KafkaAdminClient
 
-from runstream.consumer import (
-    ClickHouseSink,
-    KafkaDeadLetterSink,
-    KafkaSource,
-    Pipeline,
-    ProgressReporter,
-    build_kafka_pipeline,
-    connect_clickhouse,
-)
+from runstream.consumer.dlq import KafkaDeadLetterSink
+from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
+from runstream.consumer.pipeline import Pipeline
+from runstream.consumer.progress import ProgressReporter
+from runstream.consumer.sink import ClickHouseSink
+from runstream.consumer.sources import KafkaSource
 from runstream.proto import codec
 from tests.helpers import wait_for
 from tests.integration.test_consumer_kafka import make_config, produce

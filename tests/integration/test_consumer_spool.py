@@ -8,8 +8,9 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from runstream.consumer import ConsumerConfig, build_spool_pipeline, connect_clickhouse
+from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import read_spool_dead_letters
+from runstream.consumer.factories import build_spool_pipeline, connect_clickhouse
 from runstream.proto import codec, spool
 from tests.helpers import wait_for
 from tests.unit.test_consumer_rows import TS, metrics_event, sample_run

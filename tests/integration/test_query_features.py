@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from runstream.consumer import schema
+from runstream.proto import tables
 from runstream.proto.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -43,16 +43,16 @@ def seed_runs(ch: Any, n: int = 12) -> None:
                    name=f"run{i}")
         if i % 3 == 0:
             set_status(ch, run_id, 0, "FINISHED", T0 + i * 1000 + 500, seq=9)
-        insert(ch, schema.PARAMS, [
+        insert(ch, tables.PARAMS, [
             {"run_id": run_id, "key": "lr", "value": str(0.001 * (i + 1)), "type": "FLOAT",
              "rank": 0, "producer_id": "p0", "seq": 2, "ts_ms": T0},
             {"run_id": run_id, "key": "batch", "value": "32" if i % 2 else "64",
              "type": "INT", "rank": 0, "producer_id": "p0", "seq": 2, "ts_ms": T0},
         ])
-        insert(ch, schema.TAGS, [{"run_id": run_id, "key": "model",
+        insert(ch, tables.TAGS, [{"run_id": run_id, "key": "model",
                                    "value": "bert-base" if i % 2 else "gpt2", "rank": 0,
                                    "producer_id": "p0", "seq": 3, "ts_ms": T0}])
-        insert(ch, schema.INPUTS, [{"run_id": run_id, "name": "train", "uri": "s3://d/train",
+        insert(ch, tables.INPUTS, [{"run_id": run_id, "name": "train", "uri": "s3://d/train",
                                      "digest": f"sha{i % 2}", "role": "train", "rank": 0,
                                      "producer_id": "p0", "seq": 4, "ts_ms": T0}])
         rows = [{"run_id": run_id, "key": "val_acc", "rank": 0, "step": s,
@@ -61,7 +61,7 @@ def seed_runs(ch: Any, n: int = 12) -> None:
         rows += [{"run_id": run_id, "key": "loss", "rank": 0, "step": s,
                   "value": 10.0 - s + i, "ts_ms": T0 + s, "producer_id": "p0", "seq": 6,
                   "idx": s} for s in range(11)]
-        insert(ch, schema.METRICS, rows)
+        insert(ch, tables.METRICS, rows)
 
 
 def ids(runs: list[Any]) -> list[str]:
@@ -135,13 +135,13 @@ def test_token_of_another_filter_or_order_is_rejected(ch: Any, client: Client) -
 
 def test_compare_runs_puts_differences_first(ch: Any, client: Client) -> None:
     seed_runs(ch, 3)
-    insert(ch, schema.RUNS, [{
+    insert(ch, tables.RUNS, [{
         "run_id": "r01", "rank": 0, "experiment": "exp", "name": "run1", "world_size": 1,
         "git_commit": "def", "in_git_repo": True, "git_dirty": True, "git_diff_sha256": "d1",
         "packages": {"torch": "2.4.0", "numpy": "2.0"}, "gpus": ["H100", "H100"],
         "gpu_memory_bytes": [80 << 30, 80 << 30], "cuda_version": "12.4",
         "producer_id": "p0", "seq": 1, "ts_ms": T0 + 1000 + 1}])
-    insert(ch, schema.RUNS, [{
+    insert(ch, tables.RUNS, [{
         "run_id": "r00", "rank": 0, "experiment": "exp", "name": "run0", "world_size": 1,
         "git_commit": "abc", "in_git_repo": True, "packages": {"torch": "2.3.1", "numpy": "2.0"},
         "gpus": ["A100"], "gpu_memory_bytes": [40 << 30], "cuda_version": "12.1",
@@ -172,7 +172,7 @@ def test_downsampled_history_keeps_spikes_and_aggregates_ranks(ch: Any, client: 
     start_rank(ch, "big", 0, 2, T0)
     n = 20_000
     for rank in (0, 1):
-        insert(ch, schema.METRICS, [
+        insert(ch, tables.METRICS, [
             {"run_id": "big", "key": "loss", "rank": rank, "step": s,
              "value": (1000.0 if (rank == 1 and s == 12_345) else 1.0 + rank),
              "ts_ms": T0 + s, "producer_id": f"p{rank}", "seq": 7, "idx": s}
@@ -197,7 +197,7 @@ def test_downsampled_history_keeps_spikes_and_aggregates_ranks(ch: Any, client: 
 
 def test_follow_backfills_then_streams_live_until_the_run_ends(ch: Any, client: Client) -> None:
     start_rank(ch, "live", 0, 1, T0)
-    insert(ch, schema.METRICS, [
+    insert(ch, tables.METRICS, [
         {"run_id": "live", "key": "loss", "rank": 0, "step": s, "value": float(s),
          "ts_ms": T0 + s, "producer_id": "p0", "seq": 2, "idx": s} for s in range(5)])
     steps: list[int] = []
@@ -216,7 +216,7 @@ def test_follow_backfills_then_streams_live_until_the_run_ends(ch: Any, client: 
     reader = threading.Thread(target=consume, name="test-follow")
     reader.start()
     assert went_live.wait(30)
-    insert(ch, schema.METRICS, [
+    insert(ch, tables.METRICS, [
         {"run_id": "live", "key": "loss", "rank": 0, "step": s, "value": float(s),
          "ts_ms": T0 + s, "producer_id": "p0", "seq": 3, "idx": s - 5} for s in range(5, 8)])
     set_status(ch, "live", 0, "FINISHED", T0 + 100, seq=4)
@@ -307,7 +307,7 @@ def test_bucket_extremes_take_the_lowest_step_among_ties(
     series = [(-5, 2.0), (-4, -1.0), (-3, 5.0), (-2, -1.0), (-1, 5.0),
               (0, 0.0), (1, -0.0), (2, 3.0), (3, float("-inf")), (4, float("-inf")),
               (5, 7.0), (6, 0.0), (7, 7.0), (8, float("nan")), (9, -0.0)]
-    insert(ch, schema.METRICS, [
+    insert(ch, tables.METRICS, [
         {"run_id": "ties", "key": "loss", "rank": 0, "step": s, "value": v, "ts_ms": T0 + i,
          "producer_id": "p", "seq": 1, "idx": i} for i, (s, v) in enumerate(series)])
     repository = ClickHouseRepository(chdb_dsn, ch_database)

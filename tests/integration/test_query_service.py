@@ -1,7 +1,7 @@
 """The query service end to end: real embedded ClickHouse, in-process gRPC server, real Client.
 
 Rows are inserted straight into the consumer's tables (column names from
-runstream.consumer.schema), with replayed duplicates in separate inserts, so these
+runstream.proto.tables), with replayed duplicates in separate inserts, so these
 tests pin down what the service reads, independent of the consumer.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from runstream.consumer import schema
+from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError, NotFoundError
 from runstream.query.client import Client
 from runstream.query.repository import ClickHouseRepository
@@ -39,7 +39,7 @@ def zero(ctype: str) -> Any:
     return DEFAULTS[ctype]
 
 
-def insert(ch: Any, table: schema.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def insert(ch: Any, table: tables.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert rows given as dicts; missing columns get their type's zero value."""
     types = {name: ctype.split(" CODEC")[0] for name, ctype in table.columns}
     data = [[row.get(c, zero(types[c])) for c in table.column_names] for row in rows]
@@ -49,7 +49,7 @@ def insert(ch: Any, table: schema.Table, rows: Sequence[Mapping[str, Any]]) -> N
 @pytest.fixture
 def ch(chdb_dsn: str, ch_database: str) -> Iterator[Any]:
     bootstrap = clickhouse_connect.get_client(dsn=chdb_dsn)
-    for statement in schema.all_ddl(ch_database):
+    for statement in tables.all_ddl(ch_database):
         bootstrap.command(statement)
     bootstrap.close()
     client = clickhouse_connect.get_client(dsn=chdb_dsn, database=ch_database)
@@ -76,7 +76,7 @@ def client(server: tuple[grpc.Server, int]) -> Iterator[Client]:
 def start_rank(ch: Any, run_id: str, rank: int, world_size: int, ts_ms: int, *,
                experiment: str = "exp", name: str = "", producer: str = "p") -> None:
     """What the consumer writes for a RunStarted: a runs row and a RUNNING status row."""
-    insert(ch, schema.RUNS, [{
+    insert(ch, tables.RUNS, [{
         "run_id": run_id, "rank": rank, "experiment": experiment, "name": name,
         "world_size": world_size, "local_rank": rank % 8, "node": f"node{rank // 8}",
         "git_commit": f"abc{rank}", "git_branch": "main", "git_remote": "git@x:y.git",
@@ -90,7 +90,7 @@ def start_rank(ch: Any, run_id: str, rank: int, world_size: int, ts_ms: int, *,
 
 def set_status(ch: Any, run_id: str, rank: int, status: str, ts_ms: int, *, seq: int,
                error: str = "", experiment: str = "exp", producer: str = "p") -> None:
-    insert(ch, schema.RUN_STATUS, [{
+    insert(ch, tables.RUN_STATUS, [{
         "run_id": run_id, "rank": rank, "experiment": experiment, "status": status,
         "error": error, "producer_id": f"{producer}{rank}", "seq": seq, "ts_ms": ts_ms,
     }])
@@ -113,7 +113,7 @@ def seed_full_run(ch: Any, run_id: str = "run-full") -> None:
         start_rank(ch, run_id, rank, 3, T0 + 10 * rank, name="resnet" if rank == 0 else "r")
     # Rank 0's RunStarted replayed (same row, separate insert) must not double anything.
     start_rank(ch, run_id, 0, 3, T0, name="resnet")
-    insert(ch, schema.PARAMS, [
+    insert(ch, tables.PARAMS, [
         {"run_id": run_id, "key": "lr", "value": "0.01", "type": "FLOAT", "rank": 0,
          "producer_id": "p0", "seq": 2, "ts_ms": T0 + 1},
         {"run_id": run_id, "key": "lr", "value": "0.02", "type": "FLOAT", "rank": 1,
@@ -121,17 +121,17 @@ def seed_full_run(ch: Any, run_id: str = "run-full") -> None:
         {"run_id": run_id, "key": "batch", "value": "64", "type": "INT", "rank": 1,
          "producer_id": "p1", "seq": 3, "ts_ms": T0 + 1},
     ])
-    insert(ch, schema.PARAMS, [  # replay
+    insert(ch, tables.PARAMS, [  # replay
         {"run_id": run_id, "key": "lr", "value": "0.01", "type": "FLOAT", "rank": 0,
          "producer_id": "p0", "seq": 2, "ts_ms": T0 + 1},
     ])
-    insert(ch, schema.TAGS, [
+    insert(ch, tables.TAGS, [
         {"run_id": run_id, "key": "team", "value": "vision", "rank": 0, "producer_id": "p0",
          "seq": 3, "ts_ms": T0 + 2},
         {"run_id": run_id, "key": "stage", "value": "dev", "rank": 0, "producer_id": "p0",
          "seq": 3, "ts_ms": T0 + 2},
     ])
-    insert(ch, schema.TAGS, [  # a later value of the same tag wins
+    insert(ch, tables.TAGS, [  # a later value of the same tag wins
         {"run_id": run_id, "key": "stage", "value": "prod", "rank": 0, "producer_id": "p0",
          "seq": 4, "ts_ms": T0 + 3},
     ])
@@ -139,16 +139,16 @@ def seed_full_run(ch: Any, run_id: str = "run-full") -> None:
     artifact = {"run_id": run_id, "name": "model.npz", "uri": f"file:///store/{sha}",
                 "size_bytes": 1234, "sha256": sha, "producer_id": "p0", "seq": 5,
                 "ts_ms": T0 + 4}
-    insert(ch, schema.ARTIFACTS, [{**artifact, "rank": 0}, {**artifact, "rank": 1}])
-    insert(ch, schema.ARTIFACTS, [{**artifact, "rank": 0}])
-    insert(ch, schema.INPUTS, [{
+    insert(ch, tables.ARTIFACTS, [{**artifact, "rank": 0}, {**artifact, "rank": 1}])
+    insert(ch, tables.ARTIFACTS, [{**artifact, "rank": 0}])
+    insert(ch, tables.INPUTS, [{
         "run_id": run_id, "name": "cifar", "rank": 0, "uri": "s3://data/cifar",
         "digest": "d1", "role": "train", "producer_id": "p0", "seq": 6, "ts_ms": T0 + 5,
     }] * 1)
-    insert(ch, schema.METRICS, points(run_id, "loss", 0, range(0, 10)))
-    insert(ch, schema.METRICS, points(run_id, "loss", 1, range(0, 12)))
-    insert(ch, schema.METRICS, points(run_id, "loss", 1, range(5, 12)[:0]))  # no-op
-    insert(ch, schema.METRICS, points(run_id, "acc", 0, range(0, 3)))
+    insert(ch, tables.METRICS, points(run_id, "loss", 0, range(0, 10)))
+    insert(ch, tables.METRICS, points(run_id, "loss", 1, range(0, 12)))
+    insert(ch, tables.METRICS, points(run_id, "loss", 1, range(5, 12)[:0]))  # no-op
+    insert(ch, tables.METRICS, points(run_id, "acc", 0, range(0, 3)))
     # Rank 1 fails; rank 0 finishes later: rank 0 owns the run's status.
     set_status(ch, run_id, 1, "FAILED", T0 + 500, seq=50, error="Traceback...\nOOM")
     set_status(ch, run_id, 0, "FINISHED", T0 + 900, seq=60)
@@ -248,9 +248,9 @@ def test_search_runs_pages_without_gaps_or_duplicates(ch: Any, client: Client) -
             "name": f"n{i}", "world_size": 2, "producer_id": "p", "seq": 1,
             "ts_ms": T0 + (i // 3) * 1000,
         })
-    insert(ch, schema.RUNS, runs)
-    insert(ch, schema.RUNS, runs[100:180])  # replayed inserts
-    insert(ch, schema.RUNS, [{**r, "rank": 1, "ts_ms": r["ts_ms"] + 7} for r in runs[:50]])
+    insert(ch, tables.RUNS, runs)
+    insert(ch, tables.RUNS, runs[100:180])  # replayed inserts
+    insert(ch, tables.RUNS, [{**r, "rank": 1, "ts_ms": r["ts_ms"] + 7} for r in runs[:50]])
 
     seen: list[str] = []
     token = ""
@@ -275,7 +275,7 @@ def test_search_runs_pages_without_gaps_or_duplicates(ch: Any, client: Client) -
 
 
 def test_token_of_another_filter_is_rejected(ch: Any, client: Client) -> None:
-    insert(ch, schema.RUNS, [
+    insert(ch, tables.RUNS, [
         {"run_id": f"r{i}", "experiment": "a", "ts_ms": T0 + i} for i in range(3)
     ])
     _, token = client.search_runs("a", page_size=1)
@@ -292,13 +292,13 @@ def test_metric_history_pages_losslessly_with_dedup_and_rank_filter(
 ) -> None:
     start_rank(ch, "run-m", 0, 4, T0)
     for rank in range(4):
-        insert(ch, schema.METRICS, points("run-m", "loss", rank, range(6250)))
+        insert(ch, tables.METRICS, points("run-m", "loss", rank, range(6250)))
     # A replay of half of rank 1's points, in a different block: same identity.
-    insert(ch, schema.METRICS, points("run-m", "loss", 1, range(6250))[1000:4000])
+    insert(ch, tables.METRICS, points("run-m", "loss", 1, range(6250))[1000:4000])
     # A second value logged at the same step is a different point (new seq) and is kept.
     extra = points("run-m", "loss", 2, range(5, 6), seq=99, ts0=T0 + 50)
-    insert(ch, schema.METRICS, extra)
-    insert(ch, schema.METRICS, points("run-m", "other", 0, range(10)))
+    insert(ch, tables.METRICS, extra)
+    insert(ch, tables.METRICS, points("run-m", "other", 0, range(10)))
 
     everything = client.metric_history("run-m", "loss", page_size=3000)
     assert len(everything) == 25_001 and everything.next_page_token == ""
@@ -341,7 +341,7 @@ def test_known_run_without_the_key_gives_empty_history(ch: Any, client: Client) 
 def test_nan_and_inf_survive(ch: Any, client: Client) -> None:
     rows = points("run-n", "loss", 0, range(3))
     rows[1]["value"], rows[2]["value"] = math.nan, math.inf
-    insert(ch, schema.METRICS, rows)
+    insert(ch, tables.METRICS, rows)
     history = client.metric_history("run-n", "loss")
     assert math.isnan(history.values[1]) and history.values[2] == math.inf
 

@@ -10,13 +10,12 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError, ProgrammingError
 
-from runstream.consumer import schema
 from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.pipeline import Pipeline, dedup_token
 from runstream.consumer.rows import RowBatch
 from runstream.consumer.sink import ClickHouseSink, is_transient
 from runstream.consumer.sources import Message, Position
-from runstream.proto import codec
+from runstream.proto import codec, tables
 from runstream.proto.errors import RunstreamError, UnavailableError
 from tests.helpers import wait_for
 from tests.unit.test_consumer_rows import metrics_event, sample_run
@@ -72,7 +71,7 @@ class FakeClient:
                column_type_names: list[str], column_oriented: bool, database: str,
                settings: dict[str, str]) -> None:
         assert column_oriented
-        spec = next(t for t in schema.TABLES if t.name == table)
+        spec = next(t for t in tables.TABLES if t.name == table)
         assert column_names == list(spec.column_names)
         assert column_type_names == list(spec.insert_types)
         if self.failures:
@@ -83,7 +82,7 @@ class FakeClient:
 
     def insert_arrow(self, table: str, data: Any, *, database: str,
                      settings: dict[str, Any]) -> None:
-        spec = next(t for t in schema.TABLES if t.name == table)
+        spec = next(t for t in tables.TABLES if t.name == table)
         assert data.column_names == list(spec.column_names)
         if self.failures:
             raise self.failures.pop(0)

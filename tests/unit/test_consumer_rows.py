@@ -1,4 +1,4 @@
-"""RowBatch: every event type to the rows of consumer/schema.py; plus event builders the
+"""RowBatch: every event type to the rows of runstream.proto.tables; plus event builders the
 other consumer tests share (``envelope``, ``metrics_event``, ``sample_run``)."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from runstream.consumer import schema
 from runstream.consumer.rows import RowBatch
-from runstream.proto import validation
+from runstream.proto import tables, validation
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2 as pb
 
@@ -79,7 +78,7 @@ def sample_run(run_id: str = "run-1", rank: int = 0, points: int = 10,
     return events
 
 
-def table_rows(batch: RowBatch, table: schema.Table) -> list[dict[str, object]]:
+def table_rows(batch: RowBatch, table: tables.Table) -> list[dict[str, object]]:
     columns = batch.columns(table.name)
     return [dict(zip(table.column_names, row, strict=True)) for row in zip(*columns, strict=True)]
 
@@ -88,11 +87,11 @@ def test_every_table_has_equal_length_columns_in_schema_order():
     batch = RowBatch()
     for e in sample_run():
         batch.add(e)
-    for table in schema.TABLES:
+    for table in tables.TABLES:
         columns = batch.columns(table.name)
         assert len(columns) == len(table.columns)
         assert len({len(c) for c in columns}) == 1, table.name
-    assert [t.name for t, _ in batch.nonempty()] == [t.name for t in schema.TABLES]
+    assert [t.name for t, _ in batch.nonempty()] == [t.name for t in tables.TABLES]
     assert batch.events == 9
     assert batch.points == 20
     # runs+status, params, tags, input, points, heartbeat, artifact, finished, counts
@@ -102,7 +101,7 @@ def test_every_table_has_equal_length_columns_in_schema_order():
 def test_run_started_gives_a_runs_row_and_a_running_status():
     batch = RowBatch()
     assert batch.add(sample_run()[0]) == 2
-    [run] = table_rows(batch, schema.RUNS)
+    [run] = table_rows(batch, tables.RUNS)
     assert run == {
         "run_id": "run-1", "rank": 0, "experiment": "exp", "name": "my run", "world_size": 2,
         "local_rank": 0, "node": "node-1", "git_commit": "abc123", "git_branch": "main",
@@ -112,7 +111,7 @@ def test_run_started_gives_a_runs_row_and_a_running_status():
         "packages": {}, "gpus": [], "gpu_memory_bytes": [], "gpu_driver": "", "cuda_version": "",
         "producer_id": "prod-a", "seq": 1, "ts_ms": TS,
     }
-    [status] = table_rows(batch, schema.RUN_STATUS)
+    [status] = table_rows(batch, tables.RUN_STATUS)
     assert status["status"] == "RUNNING"
     assert status["error"] == ""
     assert (status["producer_id"], status["seq"]) == ("prod-a", 1)
@@ -124,9 +123,9 @@ def test_run_finished_stores_the_status_name_and_error():
     e.run_finished.error = "Traceback: boom"
     batch = RowBatch()
     batch.add(e)
-    [row] = table_rows(batch, schema.RUN_STATUS)
+    [row] = table_rows(batch, tables.RUN_STATUS)
     assert (row["status"], row["error"], row["experiment"]) == ("FAILED", "Traceback: boom", "exp")
-    assert batch.row_count(schema.RUNS.name) == 0
+    assert batch.row_count(tables.RUNS.name) == 0
 
 
 def test_params_tags_artifact_input_and_heartbeat_rows():
@@ -134,19 +133,19 @@ def test_params_tags_artifact_input_and_heartbeat_rows():
     events = sample_run()
     for e in events:
         batch.add(e)
-    params = table_rows(batch, schema.PARAMS)
+    params = table_rows(batch, tables.PARAMS)
     assert [(p["key"], p["value"], p["type"]) for p in params] == [
         ("lr", "0.1", "FLOAT"), ("model.depth", "12", "INT")]
     assert all(p["seq"] == 2 and p["rank"] == 0 for p in params)
-    [tag] = table_rows(batch, schema.TAGS)
+    [tag] = table_rows(batch, tables.TAGS)
     assert (tag["key"], tag["value"], tag["seq"]) == ("team", "vision", 3)
-    [art] = table_rows(batch, schema.ARTIFACTS)
+    [art] = table_rows(batch, tables.ARTIFACTS)
     assert (art["name"], art["uri"], art["size_bytes"], art["sha256"]) == (
         "model.npz", "file:///store/ab", 1234, "ab" * 32)
-    [inp] = table_rows(batch, schema.INPUTS)
+    [inp] = table_rows(batch, tables.INPUTS)
     assert (inp["name"], inp["uri"], inp["digest"], inp["role"]) == (
         "train", "s3://d/train", "d1", "train")
-    [hb] = table_rows(batch, schema.HEARTBEATS)
+    [hb] = table_rows(batch, tables.HEARTBEATS)
     assert hb == {"run_id": "run-1", "rank": 0, "ts_ms": TS}
 
 
@@ -155,9 +154,9 @@ def test_metrics_one_row_per_point_with_identity():
     e.metrics.values[3] = math.nan
     batch = RowBatch()
     assert batch.add(e) == 5 + 3  # points, and one count row per key
-    assert {(r["key"], r["points"], r["seq"]) for r in table_rows(batch, schema.METRIC_COUNTS)} \
+    assert {(r["key"], r["points"], r["seq"]) for r in table_rows(batch, tables.METRIC_COUNTS)} \
         == {("loss", 2, 7), ("acc", 2, 7), ("lr", 1, 7)}
-    rows = table_rows(batch, schema.METRICS)
+    rows = table_rows(batch, tables.METRICS)
     assert [r["key"] for r in rows] == ["loss", "acc", "lr", "loss", "acc"]
     assert [r["step"] for r in rows] == [0, 0, 0, 1, 1]
     assert [r["idx"] for r in rows] == [0, 1, 2, 3, 4]
@@ -172,7 +171,7 @@ def test_metrics_one_row_per_point_with_identity():
 def test_metrics_with_a_single_key():
     batch = RowBatch()
     batch.add(metrics_event(3, keys=("loss",)))
-    assert batch.columns(schema.METRICS.name)[1] == ["loss"] * 3
+    assert batch.columns(tables.METRICS.name)[1] == ["loss"] * 3
 
 
 def test_metric_points_leave_as_one_dictionary_encoded_arrow_table():
@@ -181,9 +180,9 @@ def test_metric_points_leave_as_one_dictionary_encoded_arrow_table():
     batch = RowBatch()
     batch.add(metrics_event(4, run_id="run-a", seq=1))
     batch.add(metrics_event(2, run_id="run-b", seq=2, keys=("acc",)))
-    [data] = [d for t, d in batch.nonempty() if t is schema.METRICS]
+    [data] = [d for t, d in batch.nonempty() if t is tables.METRICS]
     assert isinstance(data, pa.Table)
-    assert data.column_names == list(schema.METRICS.column_names)
+    assert data.column_names == list(tables.METRICS.column_names)
     assert data.num_rows == 6
     for name in ("run_id", "key", "producer_id"):  # no Python string per point
         assert pa.types.is_dictionary(data.schema.field(name).type)
@@ -197,9 +196,9 @@ def test_a_key_listed_twice_in_the_key_table_is_counted_once():
     e = metrics_event(4, keys=("loss", "loss"))  # indices 0 and 1 both name "loss"
     batch = RowBatch()
     batch.add(e)
-    counts = table_rows(batch, schema.METRIC_COUNTS)
+    counts = table_rows(batch, tables.METRIC_COUNTS)
     assert [(r["key"], r["points"]) for r in counts] == [("loss", 4)]
-    assert batch.columns(schema.METRICS.name)[1] == ["loss"] * 4
+    assert batch.columns(tables.METRICS.name)[1] == ["loss"] * 4
 
 
 def test_bad_key_index_adds_nothing():
@@ -209,7 +208,7 @@ def test_bad_key_index_adds_nothing():
     with pytest.raises(ValidationError):
         batch.add(e)
     assert batch.rows == 0
-    assert all(len(c) == 0 for c in batch.columns(schema.METRICS.name))
+    assert all(len(c) == 0 for c in batch.columns(tables.METRICS.name))
 
 
 def test_unknown_param_type_adds_nothing():
@@ -219,4 +218,4 @@ def test_unknown_param_type_adds_nothing():
     batch = RowBatch()
     with pytest.raises(ValidationError):
         batch.add(e)
-    assert batch.row_count(schema.PARAMS.name) == 0
+    assert batch.row_count(tables.PARAMS.name) == 0

@@ -59,7 +59,7 @@ def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any
     """Start the consumer's monitors: progress rows in ClickHouse plus terminal lines
     (points/s, batch latency, lag per partition; to ``echo``, default stdout) every
     interval, and CRASHED detection. Returns their (daemon) threads; ``stop`` ends them."""
-    from runstream.consumer import start_monitors
+    from runstream.consumer.factories import start_monitors
 
     def to_stdout(line: str) -> None:
         print(line, flush=True)
@@ -69,8 +69,12 @@ def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Embedded mode: ingestion (spool, and Kafka if configured) + query service, one process."""
-    from runstream.consumer import build_kafka_pipeline, build_spool_pipeline, connect_clickhouse
     from runstream.consumer.config import ConsumerConfig
+    from runstream.consumer.factories import (
+        build_kafka_pipeline,
+        build_spool_pipeline,
+        connect_clickhouse,
+    )
     from runstream.query.server import QueryConfig, start_server
 
     env = _env_overrides(args)
@@ -124,8 +128,8 @@ def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
 def cmd_consume(args: argparse.Namespace) -> int:
     """Kafka -> ClickHouse ingestion (one member of the consumer group), with progress
     lines and CRASHED detection, until SIGTERM/SIGINT."""
-    from runstream.consumer import build_kafka_pipeline, connect_clickhouse
     from runstream.consumer.config import ConsumerConfig
+    from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
 
     config = ConsumerConfig.from_env(_env_overrides(args))
     if not config.kafka_bootstrap:

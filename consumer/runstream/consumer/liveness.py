@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runstream.consumer import schema
 from runstream.consumer.periodic import run_every, start_daemon
+from runstream.proto import tables
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +47,16 @@ FROM (
     SELECT run_id, rank,
         argMax(experiment, (ts_ms, seq)) AS latest_experiment,
         argMax(status, (ts_ms, seq)) AS latest_status,
-        argMaxIf(status, (ts_ms, seq), producer_id != '{schema.CONSUMER_PRODUCER_ID}')
+        argMaxIf(status, (ts_ms, seq), producer_id != '{tables.CONSUMER_PRODUCER_ID}')
             AS sent_status,
-        argMaxIf(error, (ts_ms, seq), producer_id != '{schema.CONSUMER_PRODUCER_ID}')
+        argMaxIf(error, (ts_ms, seq), producer_id != '{tables.CONSUMER_PRODUCER_ID}')
             AS sent_error
-    FROM {schema.RUN_STATUS.name}
+    FROM {tables.RUN_STATUS.name}
     GROUP BY run_id, rank
     HAVING latest_status IN ('{RUNNING}', '{CRASHED}') OR latest_status != sent_status
 ) AS s
 LEFT JOIN (
-    SELECT run_id, rank, max(last_ms) AS last_ms FROM {schema.RANK_ACTIVITY.name}
+    SELECT run_id, rank, max(last_ms) AS last_ms FROM {tables.RANK_ACTIVITY.name}
     GROUP BY run_id, rank
 ) AS a ON s.run_id = a.run_id AND s.rank = a.rank
 """  # noqa: S608
@@ -154,10 +154,10 @@ class LivenessChecker:
     def _write(self, changes: list[StatusChange], now_ms: int) -> None:
         seq = max(now_ms, self._last_seq + 1)
         self._last_seq = seq
-        table = schema.RUN_STATUS
+        table = tables.RUN_STATUS
         rows = [
             {"run_id": c.run_id, "rank": c.rank, "experiment": c.experiment,
-             "status": c.status, "error": c.error, "producer_id": schema.CONSUMER_PRODUCER_ID,
+             "status": c.status, "error": c.error, "producer_id": tables.CONSUMER_PRODUCER_ID,
              "seq": seq, "ts_ms": now_ms}
             for c in changes
         ]

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from runstream.consumer import schema
+from runstream.proto import tables
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
-_COLUMNS = schema.METRICS.column_names
-# numpy dtypes of the numeric columns, matching schema.METRICS.
+_COLUMNS = tables.METRICS.column_names
+# numpy dtypes of the numeric columns, matching tables.METRICS.
 _DTYPES = {"rank": np.uint32, "step": np.int64, "value": np.float64, "ts_ms": np.int64,
            "seq": np.uint64, "idx": np.uint32}
 # String columns: stored as codes into a per-batch dictionary.
@@ -80,7 +80,7 @@ class MetricPoints:
         return counts
 
     def table(self) -> pa.Table:
-        """All points as one Arrow table, columns in ``schema.METRICS`` order. Blocks
+        """All points as one Arrow table, columns in ``tables.METRICS`` order. Blocks
         only on memory copies (one concatenation per column)."""
         arrays: list[pa.Array] = []
         for name in _COLUMNS:
@@ -95,7 +95,7 @@ class MetricPoints:
         return pa.Table.from_arrays(arrays, names=list(_COLUMNS))
 
     def columns(self) -> list[list[Any]]:
-        """The points as Python lists in ``schema.METRICS`` column order (a copy; for
+        """The points as Python lists in ``tables.METRICS`` column order (a copy; for
         inspection and tests, not the insert path)."""
         return [column.to_pylist() for column in self.table().columns]
 

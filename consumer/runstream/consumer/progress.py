@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runstream.consumer import schema
 from runstream.consumer.periodic import run_every, start_daemon
 from runstream.consumer.pipeline import Pipeline
 from runstream.consumer.sources import SPOOL_TOPIC_PREFIX
+from runstream.proto import tables
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class ProgressReporter:
         self._last_points, self._last_t = points, now
         rows = progress_rows(self.consumer_id, self.pipelines, rate, time.time_ns() // 1_000_000)
         if rows:
-            table = schema.INGEST_PROGRESS
+            table = tables.INGEST_PROGRESS
             self.client.insert(
                 table.name, [[getattr(r, c) for c in table.column_names] for r in rows],
                 column_names=list(table.column_names), database=self.database,

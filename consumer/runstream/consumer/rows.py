@@ -1,7 +1,7 @@
-"""Decoded, validated run events -> column-oriented rows for the tables of schema.py.
+"""Decoded, validated run events -> column-oriented rows for the tables of runstream.proto.tables.
 
 Pure: no I/O. One :class:`RowBatch` collects the rows of many events, one Python list
-per column, in the column order of each :class:`~runstream.consumer.schema.Table`, ready
+per column, in the column order of each :class:`~runstream.proto.tables.Table`, ready
 for a column-oriented ClickHouse insert. Metric points never become Python objects of
 their own: they go to numpy arrays and leave as one Arrow table
 (:class:`~runstream.consumer.points.MetricPoints`).
@@ -25,8 +25,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from runstream.consumer import schema
 from runstream.consumer.points import MetricPoints
+from runstream.proto import tables
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
@@ -39,7 +39,7 @@ class _Columns:
 
     __slots__ = ("by_name", "lists", "table")
 
-    def __init__(self, table: schema.Table) -> None:
+    def __init__(self, table: tables.Table) -> None:
         self.table = table
         self.lists: list[list[Any]] = [[] for _ in table.columns]
         self.by_name: dict[str, list[Any]] = dict(zip(table.column_names, self.lists, strict=True))
@@ -64,10 +64,10 @@ class RowBatch:
     def __init__(self) -> None:
         # Every table but metrics: Python lists; metric points: numpy arrays (points.py).
         self._tables: dict[str, _Columns] = {
-            t.name: _Columns(t) for t in schema.TABLES if t is not schema.METRICS
+            t.name: _Columns(t) for t in tables.TABLES if t is not tables.METRICS
         }
         self._points = MetricPoints()
-        self._counts = self._tables[schema.METRIC_COUNTS.name]
+        self._counts = self._tables[tables.METRIC_COUNTS.name]
         #: Rows in all tables together.
         self.rows = 0
         #: Events added.
@@ -93,7 +93,7 @@ class RowBatch:
             self._status(event, status, f.error)
             added = 1
         elif body == "heartbeat":
-            self._tables[schema.HEARTBEATS.name].append(
+            self._tables[tables.HEARTBEATS.name].append(
                 {"run_id": event.run_id, "rank": event.rank, "ts_ms": event.ts_ms}
             )
             added = 1
@@ -105,26 +105,26 @@ class RowBatch:
                 if type_name is None:  # an enum number newer than this consumer
                     raise ValidationError(f"param {p.key!r} has unknown type {p.type}")
                 rows.append({**envelope, "key": p.key, "value": p.value, "type": type_name})
-            cols = self._tables[schema.PARAMS.name]
+            cols = self._tables[tables.PARAMS.name]
             for row in rows:
                 cols.append(row)
             added = len(rows)
         elif body == "tags":
             envelope = self._envelope(event)
-            cols = self._tables[schema.TAGS.name]
+            cols = self._tables[tables.TAGS.name]
             for t in event.tags.tags:
                 cols.append({**envelope, "key": t.key, "value": t.value})
             added = len(event.tags.tags)
         elif body == "artifact":
             a = event.artifact
-            self._tables[schema.ARTIFACTS.name].append(
+            self._tables[tables.ARTIFACTS.name].append(
                 {**self._envelope(event), "name": a.name, "uri": a.uri,
                  "size_bytes": a.size_bytes, "sha256": a.sha256}
             )
             added = 1
         elif body == "input":
             i = event.input
-            self._tables[schema.INPUTS.name].append(
+            self._tables[tables.INPUTS.name].append(
                 {**self._envelope(event), "name": i.name, "uri": i.uri, "digest": i.digest,
                  "role": i.role}
             )
@@ -138,21 +138,21 @@ class RowBatch:
     def columns(self, table: str) -> list[list[Any]]:
         """The column lists of ``table`` in schema order: the batch's own lists, except for
         ``metrics``, whose points live in numpy arrays and come back as a copy."""
-        if table == schema.METRICS.name:
+        if table == tables.METRICS.name:
             return self._points.columns()
         return self._tables[table].lists
 
     def row_count(self, table: str) -> int:
         """Rows of one table in this batch."""
-        if table == schema.METRICS.name:
+        if table == tables.METRICS.name:
             return len(self._points)
         return len(self._tables[table])
 
-    def nonempty(self) -> Iterator[tuple[schema.Table, list[list[Any]] | pa.Table]]:
-        """(table, data) for every table with rows, in schema.TABLES order: column lists,
+    def nonempty(self) -> Iterator[tuple[tables.Table, list[list[Any]] | pa.Table]]:
+        """(table, data) for every table with rows, in tables.TABLES order: column lists,
         or for ``metrics`` one Arrow table (see :mod:`runstream.consumer.points`)."""
-        for table in schema.TABLES:
-            if table is schema.METRICS:
+        for table in tables.TABLES:
+            if table is tables.METRICS:
                 if len(self._points):
                     yield table, self._points.table()
             elif len(cols := self._tables[table.name]):
@@ -166,14 +166,14 @@ class RowBatch:
                 "seq": event.seq, "ts_ms": event.ts_ms}
 
     def _status(self, event: events_pb2.RunEvent, status: str, error: str) -> None:
-        self._tables[schema.RUN_STATUS.name].append(
+        self._tables[tables.RUN_STATUS.name].append(
             {**self._envelope(event), "experiment": event.experiment, "status": status,
              "error": error}
         )
 
     def _add_run_started(self, event: events_pb2.RunEvent) -> int:
         s = event.run_started
-        self._tables[schema.RUNS.name].append(
+        self._tables[tables.RUNS.name].append(
             {
                 **self._envelope(event),
                 "experiment": event.experiment, "name": s.name, "world_size": event.world_size,

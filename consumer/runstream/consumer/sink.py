@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
 
-from runstream.consumer import schema
 from runstream.consumer.rows import RowBatch
+from runstream.proto import tables
 from runstream.proto.errors import RunstreamError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def is_transient(error: BaseException) -> bool:
 
 
 class ClickHouseSink:
-    """Inserts row batches into the tables of :mod:`runstream.consumer.schema`.
+    """Inserts row batches into the tables of :mod:`runstream.proto.tables`.
 
     ``write`` may run on several threads at once, up to one per client: ``client`` and
     each of ``more_clients`` (separate connections to the same ClickHouse) serve one
@@ -110,7 +110,7 @@ class ClickHouseSink:
         ).result_rows
         if engine and engine[0][0] == "Distributed":
             return
-        for statement in schema.all_ddl(self.database):
+        for statement in tables.all_ddl(self.database):
             self.client.command(statement)
 
     def write(
@@ -134,7 +134,7 @@ class ClickHouseSink:
     def _insert(
         self,
         client: Any,
-        table: schema.Table,
+        table: tables.Table,
         data: list[list[Any]] | pa.Table,
         token: str,
         stop: threading.Event | None,

@@ -1,4 +1,4 @@
-"""Every SQL string the query service runs, against the tables ``consumer/schema.py`` defines.
+"""Every SQL string the query service runs, against the tables of :mod:`runstream.proto.tables`.
 
 Rules this module keeps:
 

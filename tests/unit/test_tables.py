@@ -1,25 +1,28 @@
-"""Single-node and cluster DDL come from the same Table definitions."""
+"""runstream.proto.tables: single-node and cluster DDL come from the same Table definitions."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from runstream.consumer import schema
+from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError
 
 
 def test_replicated_engine_keeps_the_version_argument():
-    assert schema.replicated_engine("ReplacingMergeTree(ts_ms)", "rs", "runs_local") == (
+    assert tables.replicated_engine("ReplacingMergeTree(ts_ms)", "rs", "runs_local") == (
         "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/rs/runs_local',"
         " '{replica}', ts_ms)")
-    assert schema.replicated_engine("AggregatingMergeTree", "rs", "x_local") == (
+    assert tables.replicated_engine("AggregatingMergeTree", "rs", "x_local") == (
         "ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/rs/x_local', '{replica}')")
 
 
 def test_cluster_ddl_has_a_local_and_a_distributed_table_for_every_table():
-    ddl = schema.cluster_ddl("rs", "main")
-    tables = (*schema.TABLES, *schema.AUX_TABLES, *schema.AGGREGATE_TABLES)
-    for t in tables:
+    ddl = tables.cluster_ddl("rs", "main")
+    every = (*tables.TABLES, *tables.AUX_TABLES, *tables.AGGREGATE_TABLES)
+    for t in every:
         local = next(s for s in ddl if f"`rs`.`{t.name}_local` ON CLUSTER" in s
                      and s.startswith("CREATE TABLE"))
         assert "ENGINE = Replicated" in local
@@ -29,31 +32,42 @@ def test_cluster_ddl_has_a_local_and_a_distributed_table_for_every_table():
         dist = next(s for s in ddl if s.startswith(f"CREATE TABLE IF NOT EXISTS `rs`.`{t.name}`"))
         assert f"Distributed(`main`, `rs`, `{t.name}_local`" in dist
     views = [s for s in ddl if "MATERIALIZED VIEW" in s]
-    assert len(views) == len(schema.VIEWS)
+    assert len(views) == len(tables.VIEWS)
     assert all("_local`" in v.split(" AS SELECT")[0] and "FROM `rs`." in v for v in views)
     assert all("FROM `rs`.`" in v and "_local`" in v.split("FROM")[1] for v in views)
 
 
 def test_single_node_ddl_has_every_table_and_view_once():
-    ddl = schema.all_ddl("rs")
-    names = [t.name for t in (*schema.TABLES, *schema.AUX_TABLES, *schema.AGGREGATE_TABLES)]
+    ddl = tables.all_ddl("rs")
+    names = [t.name for t in (*tables.TABLES, *tables.AUX_TABLES, *tables.AGGREGATE_TABLES)]
     for name in names:
         assert sum(f"`rs`.`{name}` (" in s for s in ddl) == 1
-    assert sum("MATERIALIZED VIEW" in s for s in ddl) == len(schema.VIEWS)
+    assert sum("MATERIALIZED VIEW" in s for s in ddl) == len(tables.VIEWS)
 
 
 def test_identifiers_are_checked():
     with pytest.raises(InvalidArgumentError):
-        schema.cluster_ddl("rs", "main; DROP")
+        tables.cluster_ddl("rs", "main; DROP")
     with pytest.raises(InvalidArgumentError):
-        schema.all_ddl("r-s")
+        tables.all_ddl("r-s")
 
 
 def test_insert_types_drop_codecs_and_low_cardinality():
-    types = dict(zip(schema.METRICS.column_names, schema.METRICS.insert_types, strict=True))
+    types = dict(zip(tables.METRICS.column_names, tables.METRICS.insert_types, strict=True))
     assert types == {"run_id": "String", "key": "String", "rank": "UInt32", "step": "Int64",
                      "value": "Float64", "ts_ms": "Int64", "producer_id": "String",
                      "seq": "UInt64", "idx": "UInt32"}
-    runs = dict(zip(schema.RUNS.column_names, schema.RUNS.insert_types, strict=True))
+    runs = dict(zip(tables.RUNS.column_names, tables.RUNS.insert_types, strict=True))
     assert runs["packages"] == "Map(String, String)"
     assert runs["gpu_memory_bytes"] == "Array(UInt64)"
+
+
+def test_importing_the_tables_loads_no_client_library() -> None:
+    code = (
+        "import sys, runstream.proto.tables;"
+        "heavy = ('clickhouse_connect', 'chdb', 'kafka', 'numpy', 'pyarrow', 'grpc');"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & set(heavy));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,4 +1,9 @@
-"""The ClickHouse tables Runstream writes (single node); the contract the query service reads.
+"""The ClickHouse tables: the storage contract between the consumer and the query service.
+
+The consumer (:mod:`runstream.consumer`) creates and writes them; the query service
+(:mod:`runstream.query`) reads them; ``deploy/clickhouse/print_ddl.py`` prints their DDL
+for a single node or a cluster. Pure: only constants and string building, so importing
+it loads neither ClickHouse nor Kafka.
 
 Every table is a ReplacingMergeTree whose ORDER BY is the natural key of what it
 stores, so an at-least-once replay of the same events collapses to one row; readers
@@ -142,8 +147,7 @@ METRICS = Table(
     "metrics",
     (
         # LowCardinality run_id: a part holds few runs, and sorting an insert on dictionary
-        # codes instead of equal strings made it ~10% cheaper. A database created with a
-        # String run_id keeps it and stays correct.
+        # codes instead of equal strings made it ~10% cheaper.
         ("run_id", "LowCardinality(String)"), ("key", "LowCardinality(String)"),
         ("rank", "UInt32"),
         # Codecs chosen by deploy/bench/bench_consumer.py on noisy training curves:
@@ -183,8 +187,7 @@ CONSUMER_PRODUCER_ID = "runstream-consumer"
 # All three aggregates are idempotent, so a replayed point changes nothing. "Latest" is the
 # value at the highest (step, ts_ms), compared as one packed UInt128 (step << 64 | ts_ms;
 # validation keeps both >= 0): a Tuple key made every insert ~20% slower (bench_consumer).
-# A database created with the earlier Tuple(Int64, Int64) key keeps it and stays correct:
-# readers only ever argMaxMerge(last).
+# Readers only ever argMaxMerge(last), so they tolerate older key types too.
 METRIC_SUMMARIES = "metric_summaries"
 _SUMMARIES = Table(
     METRIC_SUMMARIES,
@@ -209,7 +212,7 @@ RANK_ACTIVITY = Table(
     "run_id, rank",
 )
 
-# Written every few seconds by each consumer process (consumer/progress.py): one row per
+# Written every few seconds by each consumer process (runstream.consumer.progress): one row per
 # (consumer, source, topic, partition); the latest row wins. Readers take rows whose
 # ts_ms is recent (a consumer that stopped stops writing).
 INGEST_PROGRESS = Table(
