@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import array
-
 import pytest
 
 from runstream.cli.query_commands import comparison_text, plot_histories, reproduce_text
@@ -23,7 +21,7 @@ from runstream.query.models import (
     Run,
     RunInfo,
 )
-from runstream.query.repository import _Blocks, _flat, compile_search
+from runstream.query.search_sql import compile_search
 
 
 def test_mlflow_examples_parse_to_typed_clauses() -> None:
@@ -158,13 +156,3 @@ def test_every_metric_field_is_read_in_one_pass() -> None:
     assert compiled.parameters["metric_keys"] == ["a", "b", "c"]
     assert "metric_summaries" not in compile_search([], parse_filter("params.x = 1"), [], None,
                                                     10).sql
-
-
-def test_point_columns_from_driver_blocks() -> None:
-    assert _flat([array.array("q", [1, 2]), array.array("q", [3])]) == [1, 2, 3]
-    assert _flat([["a"], ["b", "c"]]) == ["a", "b", "c"] and _flat([]) == []
-    blocks = _Blocks([["a", "b"], [], ["c"]])
-    assert len(blocks) == 3 and [blocks[i] for i in range(3)] == ["a", "b", "c"]
-    assert blocks[-1] == "c" and blocks[1:] == ["b", "c"]
-    with pytest.raises(IndexError):
-        blocks[3]

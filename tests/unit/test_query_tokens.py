@@ -14,23 +14,22 @@ from runstream.proto.errors import InvalidArgumentError, NotFoundError
 from runstream.query import tokens
 from runstream.query.models import CodeVersion, Environment
 from runstream.query.service import (
-    PointRows,
     QueryService,
-    RankRow,
-    StatusRow,
     assemble_ranks,
     assemble_run_info,
     page_size_or_default,
     validate_ranks,
 )
-from runstream.query.tokens import PointCursor, RunCursor
+from runstream.query.storage import PointRows, RankRow, StatusRow
+from runstream.query.tokens import PointCursor
 
 
-def test_runs_token_round_trips() -> None:
-    cursor = RunCursor(1_700_000_000_000, "run-42")
-    token = tokens.encode_runs_token("exp", cursor)
-    assert tokens.decode_runs_token(token, "exp") == cursor
-    assert tokens.decode_runs_token("", "exp") is None
+def test_search_token_round_trips() -> None:
+    scope = tokens.search_scope(["exp"], "metrics.a > 1", ["metrics.a DESC"])
+    keyset = [0, 0.5, 1_700_000_000_000, "run-42"]
+    token = tokens.encode_search_token(scope, keyset)
+    assert tokens.decode_search_token(token, scope, 4) == keyset
+    assert tokens.decode_search_token("", scope, 4) is None
 
 
 def test_history_token_round_trips_and_ignores_rank_order() -> None:
@@ -51,7 +50,9 @@ def test_history_token_round_trips_and_ignores_rank_order() -> None:
 )
 def test_malformed_tokens_are_invalid_argument(token: str) -> None:
     with pytest.raises(InvalidArgumentError, match="page_token"):
-        tokens.decode_runs_token(token, "exp")
+        tokens.decode_history_token(token, "r", "k", [])
+    with pytest.raises(InvalidArgumentError, match="page_token"):
+        tokens.decode_search_token(token, tokens.search_scope([], "", []), 2)
 
 
 def _forge(kind: str, scope: str, position: list[object]) -> str:
@@ -61,12 +62,20 @@ def _forge(kind: str, scope: str, position: list[object]) -> str:
 
 @pytest.mark.parametrize(
     "position",
-    [[1, 2, 3], ["1", "r"], [True, "r"], [1 << 64, "r"], [1, 5], [1.5, "r"], [1, "x" * 300]],
+    [[1, 2, 3], ["1", 0, 0, "p", 0, 0], [True, 0, 0, "p", 0, 0], [0, 1 << 64, 0, "p", 0, 0],
+     [0, 0, 0, 5, 0, 0], [1.5, 0, 0, "p", 0, 0], [0, 0, 0, "x" * 300, 0, 0]],
 )
 def test_tokens_with_wrong_shapes_or_types_are_rejected(position: list[object]) -> None:
-    token = _forge("runs", tokens.runs_scope("e"), position)
+    token = _forge("history", tokens.history_scope("r", "k", []), position)
     with pytest.raises(InvalidArgumentError, match="malformed"):
-        tokens.decode_runs_token(token, "e")
+        tokens.decode_history_token(token, "r", "k", [])
+
+
+@pytest.mark.parametrize("position", [[True, "r"], [None, "r"], [1, "x" * 9000], [1, [2]]])
+def test_search_tokens_hold_only_numbers_and_short_text(position: list[object]) -> None:
+    scope = tokens.search_scope([], "", [])
+    with pytest.raises(InvalidArgumentError, match="malformed"):
+        tokens.decode_search_token(_forge("search", scope, position), scope, 2)
 
 
 def test_history_token_with_negative_rank_is_rejected() -> None:
@@ -76,11 +85,11 @@ def test_history_token_with_negative_rank_is_rejected() -> None:
 
 
 def test_token_of_another_kind_or_request_is_rejected() -> None:
-    runs_token = tokens.encode_runs_token("a", RunCursor(1, "r"))
+    search_token = tokens.encode_search_token(tokens.search_scope(["a"], "", []), [1, "r"])
     with pytest.raises(InvalidArgumentError, match="different request"):
-        tokens.decode_runs_token(runs_token, "b")
+        tokens.decode_search_token(search_token, tokens.search_scope(["b"], "", []), 2)
     with pytest.raises(InvalidArgumentError):
-        tokens.decode_history_token(runs_token, "r", "k", [])
+        tokens.decode_history_token(search_token, "r", "k", [])
     hist = tokens.encode_history_token("r", "k", [1], PointCursor(1, 0, 0, "p", 1, 0))
     with pytest.raises(InvalidArgumentError, match="different request"):
         tokens.decode_history_token(hist, "r", "k", [2])

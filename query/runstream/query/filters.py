@@ -19,7 +19,8 @@ raises :class:`FilterError` (an ``InvalidArgumentError``) whose message names th
 offending token and its 0-based character position, so the gRPC answer is
 ``INVALID_ARGUMENT: ... at position 17``.
 
-Semantics (compiled to SQL by ``repository.py``; names and values are bound parameters):
+Semantics (compiled to SQL by :mod:`runstream.query.search_sql`; names and values are bound
+parameters):
 
 * ``metrics.k`` is the run's latest value of ``k`` (highest step over all ranks);
   ``min(metrics.k)`` / ``max(metrics.k)`` the extremes. Metric values must be numbers.

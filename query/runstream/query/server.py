@@ -2,7 +2,7 @@
 
 ``runstream query-server`` and the embedded ``runstream serve`` call :func:`start_server`
 and get a running :class:`QueryServer` (one process may open a chdb path any number of
-times, but no second path); :func:`run` is the same with signal handling built in.
+times, but no second path).
 
 Health (``grpc.health.v1.Health``) answers SERVING for ``""`` and
 ``runstream.v1.QueryService`` while the server runs and NOT_SERVING once it starts to
@@ -21,14 +21,13 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import signal
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -277,24 +276,3 @@ def start_server(config: QueryConfig) -> QueryServer:
              config.addr, port, config.clickhouse_dsn, config.database)
     host, _ = cfg.parse_host_port(cfg.QUERY_ADDR, config.addr)
     return QueryServer(server, host, port, service, repository, config.grace_s)
-
-
-def run(config: QueryConfig) -> int:
-    """``runstream query-server``: serve until SIGINT or SIGTERM, then stop gracefully.
-
-    Must be called from the main thread (it installs signal handlers). Returns 0.
-    """
-    running = start_server(config)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stopping.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        running.stop()
-    return 0

@@ -14,8 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from runstream.proto.errors import (
     InvalidArgumentError,
@@ -33,26 +32,23 @@ from runstream.query.models import (
     MINIMIZE,
     TERMINAL_STATUSES,
     UNSPECIFIED,
-    Artifact,
     CodeVersion,
     Comparison,
     Environment,
     ExperimentInfo,
     FollowUpdate,
     IngestPartition,
-    Input,
     MetricHistory,
     MetricSummary,
-    Param,
     PointsUpdate,
     RankInfo,
     Run,
     RunInfo,
     RunPage,
     StatusUpdate,
-    Tag,
 )
-from runstream.query.tokens import PointCursor, RunCursor
+from runstream.query.storage import RankRow, RunRepository, StatusRow
+from runstream.query.tokens import PointCursor
 
 DEFAULT_RUNS_PAGE_SIZE = 100
 MAX_RUNS_PAGE_SIZE = 1000
@@ -74,156 +70,6 @@ MAX_EXPERIMENTS_LISTED = 10_000
 INGEST_WINDOW_MS = 60_000
 #: Statuses after which FollowRun ends (CRASHED is left out: heartbeats may resume).
 _FOLLOW_END = TERMINAL_STATUSES - {CRASHED}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RankRow:
-    """One rank's latest ``runs`` row (its RunStarted), and when it first started."""
-
-    run_id: str = ""
-    rank: int
-    experiment: str
-    name: str
-    world_size: int
-    local_rank: int
-    node: str
-    code: CodeVersion
-    env: Environment
-    start_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StatusRow:
-    """One rank's latest status (argMax over (ts_ms, seq)) and the times around it."""
-
-    run_id: str
-    rank: int
-    experiment: str
-    status: str
-    error: str
-    first_ms: int
-    last_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunRow:
-    """A run as ``runs`` lists it: lowest rank's values preferred, earliest start."""
-
-    run_id: str
-    experiment: str
-    name: str
-    world_size: int
-    start_ms: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SearchRow:
-    """A run as SearchRuns lists it, with rank 0's status and its keyset (sort) values."""
-
-    run_id: str
-    experiment: str
-    name: str
-    world_size: int
-    start_ms: int
-    status: str
-    end_ms: int
-    keyset: tuple[Any, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PointRows:
-    """A page of metric points, columnar, with the identity columns that complete the sort key."""
-
-    ranks: list[int]
-    steps: list[int]
-    values: list[float]
-    ts_ms: list[int]
-    producer_ids: Sequence[str]
-    seqs: Sequence[int]
-    idxs: Sequence[int]
-
-    def cursor(self, i: int) -> PointCursor:
-        """The full sort key of point ``i``."""
-        return PointCursor(
-            self.ranks[i], self.steps[i], self.ts_ms[i], self.producer_ids[i], self.seqs[i],
-            self.idxs[i],
-        )
-
-
-class RunRepository(Protocol):
-    """What the service needs from storage; every read is deduplicated."""
-
-    def run_exists(self, run_id: str) -> bool: ...
-    def rank_rows(self, run_id: str) -> list[RankRow]: ...
-    def statuses(self, run_ids: Sequence[str], *, rank: int | None = None) -> list[StatusRow]: ...
-    def params(self, run_id: str) -> list[Param]: ...
-    def tags(self, run_id: str) -> list[Tag]: ...
-    def artifacts(self, run_id: str) -> list[Artifact]: ...
-    def inputs(self, run_id: str) -> list[Input]: ...
-    def metric_summaries(self, run_id: str) -> list[MetricSummary]: ...
-
-    def search_runs(
-        self, experiment: str, after: RunCursor | None, limit: int
-    ) -> list[RunRow]: ...
-
-    def metric_points(
-        self,
-        run_id: str,
-        key: str,
-        ranks: Sequence[int],
-        after: PointCursor | None,
-        limit: int,
-    ) -> PointRows: ...
-
-    def search(
-        self,
-        experiments: Sequence[str],
-        clauses: Sequence[filters.Clause],
-        order_by: Sequence[filters.OrderBy],
-        after: Sequence[Any] | None,
-        limit: int,
-    ) -> list[SearchRow]: ...
-
-    def series_range(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
-    ) -> tuple[int, int, int]: ...
-
-    def buckets(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int
-    ) -> list[Bucket]: ...
-
-    def aggregate_points(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
-        limit: int,
-    ) -> tuple[list[int], list[float], list[int]]: ...
-
-    def series_tips(self, run_id: str) -> dict[tuple[str, int], int]: ...
-
-    def new_points(
-        self,
-        run_id: str,
-        keys: Sequence[str],
-        ranks: Sequence[int],
-        cursors: Mapping[tuple[str, int], int],
-        from_step: int,
-        limit: int,
-    ) -> tuple[list[str], list[int], list[int], list[float], list[int]]: ...
-
-    def experiments(self, limit: int) -> list[ExperimentInfo]: ...
-    def rank_rows_of(self, run_ids: Sequence[str]) -> list[RankRow]: ...
-    def params_of(self, run_ids: Sequence[str]) -> dict[str, list[Param]]: ...
-    def tags_of(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]: ...
-    def inputs_of(self, run_ids: Sequence[str]) -> dict[str, list[Input]]: ...
-
-    def summaries_of(
-        self, run_ids: Sequence[str], keys: Sequence[str]
-    ) -> dict[str, list[MetricSummary]]: ...
-
-    def best_steps(
-        self, run_ids: Sequence[str], keys: Sequence[str]
-    ) -> dict[tuple[str, str], tuple[int, int]]: ...
-
-    def ingest_progress(self, since_ms: int) -> list[IngestPartition]: ...
 
 
 # --- request validation (pure) -------------------------------------------------------
@@ -351,18 +197,19 @@ class QueryService:
     def get_run(self, run_id: str) -> Run:
         """Everything recorded for one run. NotFoundError if no rank has reported it."""
         validate_run_id(run_id)
-        ranks = self._repo.rank_rows(run_id)
-        statuses = self._repo.statuses([run_id])
+        one = [run_id]
+        ranks = self._repo.rank_rows(one)
+        statuses = self._repo.statuses(one)
         if not ranks and not statuses and not self._repo.run_exists(run_id):
             raise NotFoundError(f"run {run_id!r} not found")
         head = min(ranks, key=lambda r: r.rank) if ranks else None
         return Run(
             info=assemble_run_info(run_id, ranks, statuses),
-            params=tuple(self._repo.params(run_id)),
-            tags=tuple(self._repo.tags(run_id)),
+            params=tuple(self._repo.params(one)[run_id]),
+            tags=tuple(self._repo.tags(one)[run_id]),
             artifacts=tuple(self._repo.artifacts(run_id)),
-            inputs=tuple(self._repo.inputs(run_id)),
-            metrics=tuple(self._repo.metric_summaries(run_id)),
+            inputs=tuple(self._repo.inputs(one)[run_id]),
+            metrics=tuple(self._repo.metric_summaries(one)[run_id]),
             ranks=assemble_ranks(ranks, statuses),
             code=head.code if head else CodeVersion(),
             env=head.env if head else Environment(),
@@ -541,7 +388,7 @@ class QueryService:
         for key, goal in goal_map.items():
             if goal not in ("", MINIMIZE, MAXIMIZE):
                 raise InvalidArgumentError(f"goal of {key!r} must be minimize or maximize")
-        rank_rows = self._repo.rank_rows_of(ids)
+        rank_rows = self._repo.rank_rows(ids)
         statuses = self._repo.statuses(ids)
         ranks_of: dict[str, list[RankRow]] = {r: [] for r in ids}
         status_of: dict[str, list[StatusRow]] = {r: [] for r in ids}
@@ -552,12 +399,12 @@ class QueryService:
         for run_id in ids:
             if not ranks_of[run_id] and not status_of[run_id]:
                 raise NotFoundError(f"run {run_id!r} not found")
-        summaries = self._repo.summaries_of(ids, list(metric_keys))
+        summaries = self._repo.metric_summaries(ids, list(metric_keys))
         keys = list(metric_keys) or sorted({m.key for ms in summaries.values() for m in ms})
         keys = keys[:MAX_COMPARED_METRICS]
         best = self._repo.best_steps(ids, keys)
-        params, tags, inputs = (self._repo.params_of(ids), self._repo.tags_of(ids),
-                                self._repo.inputs_of(ids))
+        params, tags, inputs = (self._repo.params(ids), self._repo.tags(ids),
+                                self._repo.inputs(ids))
         heads = [min(ranks_of[r], key=lambda x: x.rank) if ranks_of[r] else None for r in ids]
         fields = compare.compare_fields(
             [params.get(r, []) for r in ids],
@@ -586,7 +433,7 @@ class QueryService:
     def list_metric_keys(self, run_id: str) -> list[MetricSummary]:
         """The metric keys of a run with their summaries. NotFoundError if unknown."""
         validate_run_id(run_id)
-        summaries = self._repo.metric_summaries(run_id)
+        summaries = self._repo.metric_summaries([run_id])[run_id]
         if not summaries:
             self._check_exists(run_id)
         return summaries

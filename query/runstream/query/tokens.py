@@ -26,13 +26,6 @@ _UINT32 = (0, (1 << 32) - 1)
 _UINT64 = (0, (1 << 64) - 1)
 
 
-class RunCursor(NamedTuple):
-    """Sort key of the last run served: runs are listed by (start_ms, run_id) descending."""
-
-    start_ms: int
-    run_id: str
-
-
 class PointCursor(NamedTuple):
     """Sort key of the last metric point served, in the history's ascending order."""
 
@@ -47,11 +40,6 @@ class PointCursor(NamedTuple):
 def _scope(*parts: object) -> str:
     blob = json.dumps(parts, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def runs_scope(experiment: str) -> str:
-    """Digest of a SearchRuns request's filter."""
-    return _scope("runs", experiment)
 
 
 def history_scope(run_id: str, key: str, ranks: Sequence[int]) -> str:
@@ -96,19 +84,6 @@ def _str(value: object) -> str:
     if not isinstance(value, str) or len(value) > 256:
         raise InvalidArgumentError("page_token is malformed; pass a token from a previous response")
     return value
-
-
-def encode_runs_token(experiment: str, cursor: RunCursor) -> str:
-    """Token for the SearchRuns page after ``cursor`` (same experiment filter)."""
-    return _encode("runs", runs_scope(experiment), cursor)
-
-
-def decode_runs_token(token: str, experiment: str) -> RunCursor | None:
-    """The cursor in a SearchRuns token; None for "" (first page). Raises InvalidArgumentError."""
-    if not token:
-        return None
-    start_ms, run_id = _decode(token, "runs", runs_scope(experiment), 2)
-    return RunCursor(_int(start_ms, _INT64), _str(run_id))
 
 
 def encode_history_token(run_id: str, key: str, ranks: Sequence[int], cursor: PointCursor) -> str:

@@ -1,0 +1,261 @@
+"""SearchRuns as SQL: a parsed filter and order-by compiled into one query (pure, thread-safe).
+
+Every name and value of the filter is a bound parameter (``{c<i>_k:String}``, ...); the
+SQL text is assembled only from the constants below, chosen by the AST's enums, and from
+placeholder names generated from clause indexes, never from input. (That is why S608 is
+silenced on those f-strings.) The query reads ``runs`` (a run's head row: lowest rank,
+newest), rank 0's latest status from ``run_status``, and one pass over
+``metric_summaries`` for every metric the filter and the order-by name.
+
+Pages are keyset pages: :attr:`CompiledSearch.keyset` lists the sort columns (the
+order-by items, then start_ms and run_id, newest first), and a next page starts strictly
+after the keyset values of the last row served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runstream.proto.errors import InvalidArgumentError
+from runstream.query.filters import LIST_OPS, Agg, Clause, Kind, Op, OrderBy
+from runstream.query.models import TERMINAL_STATUSES
+from runstream.query.sql import RANK_NEWEST_KEY, TS_SEQ_KEY, fill
+
+_OPS_SQL: Mapping[Op, str] = {
+    Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=",
+    Op.LIKE: "LIKE", Op.ILIKE: "ILIKE", Op.NOT_LIKE: "NOT LIKE", Op.NOT_ILIKE: "NOT ILIKE",
+    Op.IN: "IN", Op.NOT_IN: "NOT IN",
+}
+# Over the rows of one key among several: `$k` is that key's placeholder.
+_METRIC_AGG_IF_SQL: Mapping[Agg, str] = {
+    Agg.LATEST: "argMaxMergeIf(last, key = $k)", Agg.MIN: "minIf(min, key = $k)",
+    Agg.MAX: "maxIf(max, key = $k)",
+}
+_ATTRIBUTE_SQL: Mapping[str, str] = {
+    "run_id": "r.run_id", "experiment": "r.run_experiment", "name": "r.run_name",
+    "status": "run_status", "start_ms": "r.start_ms", "end_ms": "run_end_ms",
+    "world_size": "r.run_world_size",
+}
+_ATTRIBUTE_TYPE: Mapping[str, str] = {
+    "run_id": "String", "experiment": "String", "name": "String", "status": "String",
+    "start_ms": "Int64", "end_ms": "Int64", "world_size": "UInt32",
+}
+_DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
+
+_SEARCH_BASE = """
+SELECT
+    r.run_id AS run_id, r.run_experiment AS experiment, r.run_name AS name,
+    r.run_world_size AS world_size, r.start_ms AS start_ms,
+    ifNull(s.status, 'RUN_STATUS_UNSPECIFIED') AS run_status,
+    if(run_status IN {terminal:Array(String)}, ifNull(s.last_ms, 0), 0) AS run_end_ms$sort_cols
+FROM (
+    WITH $rank_newest AS rank_newest
+    SELECT run_id,
+        argMin(experiment, rank_newest) AS run_experiment,
+        argMin(name, rank_newest) AS run_name,
+        argMin(world_size, rank_newest) AS run_world_size,
+        min(ts_ms) AS start_ms
+    FROM runs
+    $experiment_where
+    GROUP BY run_id
+) AS r
+LEFT JOIN (
+    WITH $ts_seq AS ts_seq
+    SELECT run_id, argMax(status, ts_seq) AS status, max(ts_ms) AS last_ms
+    FROM run_status
+    WHERE rank = 0
+    GROUP BY run_id
+) AS s ON s.run_id = r.run_id$joins
+WHERE 1$where
+ORDER BY $order
+LIMIT {limit:UInt32}
+SETTINGS join_use_nulls = 1
+"""
+_EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
+# Every metric the filter and the order_by name, read in one pass over metric_summaries:
+# reading the argMax states costs far more than merging them, and each pass reads the
+# states of every key (keys interleave within a run's rows).
+_METRICS_JOIN = """
+LEFT JOIN (
+    SELECT run_id$columns
+    FROM metric_summaries
+    WHERE key IN {metric_keys:Array(String)}
+    GROUP BY run_id
+) AS m ON m.run_id = r.run_id"""
+
+
+@dataclass(frozen=True, slots=True)
+class SortColumn:
+    """One column of the keyset: its SELECT alias, ClickHouse type and direction."""
+
+    alias: str
+    ch_type: str
+    descending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSearch:
+    sql: str
+    parameters: dict[str, Any]
+    #: The keyset, in ORDER BY order (ends with start_ms DESC, run_id DESC).
+    keyset: tuple[SortColumn, ...]
+
+
+def _value_param(clause: Clause, name: str, numeric: bool) -> tuple[str, Any]:
+    """The placeholder text and the bound value of a clause's value(s)."""
+    ch_type = "Float64" if numeric else "String"
+    if clause.op in LIST_OPS:
+        return f"{{{name}:Array({ch_type})}}", list(clause.values)
+    return f"{{{name}:{ch_type}}}", clause.values[0]
+
+
+class _MetricColumns:
+    """The columns of the one metric_summaries join: (has, value) per (key, aggregate)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self._params = params
+        self.columns: list[str] = []
+        self.keys: list[str] = []
+
+    def add(self, name: str, key: str, agg: Agg) -> tuple[str, str]:
+        """(has-the-key, aggregate) expressions, NULL for a run without metrics; ``name``
+        is the placeholder prefix (``c0``, ``o1``)."""
+        k = f"{name}_k"
+        self._params[k] = key
+        self.keys.append(key)
+        placeholder = f"{{{k}:String}}"
+        self.columns.append(f"countIf(key = {placeholder}) > 0 AS {name}_has")
+        self.columns.append(f"{fill(_METRIC_AGG_IF_SQL[agg], k=placeholder)} AS {name}_m")
+        return f"m.{name}_has", f"m.{name}_m"
+
+
+def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _MetricColumns) -> str:
+    op = _OPS_SQL[clause.op]
+    field = clause.field
+    k, v = f"c{i}_k", f"c{i}_v"
+    if field.kind is Kind.ATTRIBUTE:
+        numeric = _ATTRIBUTE_TYPE[field.name] != "String"
+        placeholder, params[v] = _value_param(clause, v, numeric)
+        column = _ATTRIBUTE_SQL[field.name]
+        if numeric:
+            column = f"toFloat64({column})"
+        return f"{column} {op} {placeholder}"
+    if field.kind is Kind.DATASET:
+        placeholder, params[v] = _value_param(clause, v, False)
+        column = _DATASET_SQL[field.name]
+        return (f"r.run_id IN (SELECT run_id FROM inputs FINAL"  # noqa: S608
+                f" WHERE {column} {op} {placeholder})")
+    if field.kind is Kind.METRIC:
+        placeholder, params[v] = _value_param(clause, v, True)
+        has, value = metrics.add(f"c{i}", field.name, field.agg)
+        return f"({has} AND {value} {op} {placeholder})"
+    params[k] = field.name
+    if field.kind is Kind.PARAM:
+        placeholder, params[v] = _value_param(clause, v, clause.numeric)
+        value = "toFloat64OrNull(argMin(value, rank))" if clause.numeric else "argMin(value, rank)"
+        return (f"r.run_id IN (SELECT run_id FROM params FINAL WHERE key = {{{k}:String}}"  # noqa: S608
+                f" GROUP BY run_id HAVING {value} {op} {placeholder})")
+    # tags
+    placeholder, params[v] = _value_param(clause, v, False)
+    return (f"r.run_id IN (SELECT run_id FROM tags FINAL WHERE key = {{{k}:String}}"  # noqa: S608
+            f" AND value {op} {placeholder})")
+
+
+def _order_sql(
+    j: int, item: OrderBy, params: dict[str, Any], metrics: _MetricColumns
+) -> tuple[str, list[tuple[str, str]]]:
+    """(join, [(expression, ClickHouse type)]) for one order-by item; expressions may be NULL."""
+    field = item.field
+    if field.kind is Kind.ATTRIBUTE:
+        return "", [(_ATTRIBUTE_SQL[field.name], _ATTRIBUTE_TYPE[field.name])]
+    if field.kind is Kind.DATASET:
+        raise InvalidArgumentError("order_by on datasets.* is not supported")
+    if field.kind is Kind.METRIC:
+        has, value = metrics.add(f"o{j}", field.name, field.agg)
+        return "", [(f"if({has} AND NOT isNaN({value}), {value}, NULL)", "Float64")]
+    k = f"o{j}_k"
+    params[k] = field.name
+    if field.kind is Kind.PARAM:
+        join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, rank) AS v FROM params FINAL"  # noqa: S608
+                f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
+        # Numbers first, in numeric order; then text in text order.
+        return join, [(f"toFloat64OrNull(o{j}.v)", "Float64"), (f"o{j}.v", "String")]
+    join = (f"\nLEFT JOIN (SELECT run_id, value AS v FROM tags FINAL"  # noqa: S608
+            f" WHERE key = {{{k}:String}}) AS o{j} ON o{j}.run_id = r.run_id")
+    return join, [(f"o{j}.v", "String")]
+
+
+_ZERO = {"Float64": "0", "String": "''", "Int64": "0", "UInt32": "0"}
+
+
+def compile_search(
+    experiments: Sequence[str],
+    clauses: Sequence[Clause],
+    order_by: Sequence[OrderBy],
+    after: Sequence[Any] | None,
+    limit: int,
+) -> CompiledSearch:
+    """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
+    row served, as :attr:`CompiledSearch.keyset` lists them."""
+    params: dict[str, Any] = {"limit": limit, "terminal": sorted(TERMINAL_STATUSES)}
+    metrics = _MetricColumns(params)
+    where = [_clause_sql(i, c, params, metrics) for i, c in enumerate(clauses)]
+    joins: list[str] = []
+    sort_cols: list[str] = []
+    keyset: list[SortColumn] = []
+    for j, item in enumerate(order_by):
+        join, exprs = _order_sql(j, item, params, metrics)
+        joins.append(join)
+        for m, (expr, ch_type) in enumerate(exprs):
+            # Nulls (runs without the field) sort last in either direction.
+            sort_cols.append(f"isNull({expr}) AS s{j}_{m}_n")
+            sort_cols.append(f"ifNull({expr}, {_ZERO[ch_type]}) AS s{j}_{m}_v")
+            keyset.append(SortColumn(f"s{j}_{m}_n", "UInt8", False))
+            keyset.append(SortColumn(f"s{j}_{m}_v", ch_type, item.descending))
+    keyset.append(SortColumn("start_ms", "Int64", True))
+    keyset.append(SortColumn("run_id", "String", True))
+    if after is not None:
+        if len(after) != len(keyset):
+            raise InvalidArgumentError("page_token does not match this request's order_by")
+        ors = []
+        for idx, col in enumerate(keyset):
+            value = after[idx]
+            if (col.ch_type == "String") != isinstance(value, str) or (
+                col.ch_type in ("UInt8", "UInt32", "Int64") and not isinstance(value, int)
+            ):
+                raise InvalidArgumentError(
+                    "page_token is malformed; pass a token from a previous response"
+                )
+            params[f"a{idx}"] = value
+            terms = [f"{c.alias} = {{a{i}:{c.ch_type}}}" for i, c in enumerate(keyset[:idx])]
+            terms.append(f"{col.alias} {'<' if col.descending else '>'} {{a{idx}:{col.ch_type}}}")
+            ors.append("(" + " AND ".join(terms) + ")")
+        where.append("(" + " OR ".join(ors) + ")")
+    if experiments:
+        params["experiments"] = list(experiments)
+    if metrics.columns:
+        params["metric_keys"] = sorted(set(metrics.keys))
+        joins.insert(0, fill(_METRICS_JOIN,
+                             columns="".join(",\n        " + c for c in metrics.columns)))
+    sql = fill(
+        _SEARCH_BASE,
+        rank_newest=RANK_NEWEST_KEY,
+        ts_seq=TS_SEQ_KEY,
+        sort_cols="".join(",\n    " + c for c in sort_cols),
+        experiment_where=_EXPERIMENT_WHERE if experiments else "",
+        joins="".join(joins),
+        where="".join(f"\n    AND {w}" for w in where),
+        order=", ".join(f"{c.alias} {'DESC' if c.descending else 'ASC'}" for c in keyset),
+    )
+    return CompiledSearch(sql, params, tuple(keyset))
+
+
+def keyset_value(value: Any) -> int | float | str:
+    """A keyset value as a page token keeps it (JSON): a number (bool as int), else text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    return str(value)

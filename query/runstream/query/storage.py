@@ -1,0 +1,162 @@
+"""The storage boundary of the query service: the rows it reads and the repository protocol.
+
+:class:`~runstream.query.service.QueryService` (logic, no SQL) calls a
+:class:`RunRepository`; :class:`~runstream.query.repository.ClickHouseRepository` (SQL,
+no logic) implements it. Both import this module, never each other. Every read is
+deduplicated (replays of an event never show twice). Rows that the service assembles
+into domain objects are the dataclasses below; what needs no assembly (params, tags,
+artifacts, inputs, metric summaries, experiments, ingest progress) comes back as
+:mod:`runstream.query.models` values. Methods that take several run ids answer for all of
+them in one query, with a (possibly empty) entry for every id asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from runstream.query import filters
+from runstream.query.downsample import Bucket
+from runstream.query.models import (
+    Artifact,
+    CodeVersion,
+    Environment,
+    ExperimentInfo,
+    IngestPartition,
+    Input,
+    MetricSummary,
+    Param,
+    Tag,
+)
+from runstream.query.tokens import PointCursor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankRow:
+    """One rank's latest ``runs`` row (its RunStarted), and when it first started."""
+
+    run_id: str = ""
+    rank: int
+    experiment: str
+    name: str
+    world_size: int
+    local_rank: int
+    node: str
+    code: CodeVersion
+    env: Environment
+    start_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRow:
+    """One rank's latest status (the row with the highest (ts_ms, seq)) and the times
+    around it."""
+
+    run_id: str
+    rank: int
+    experiment: str
+    status: str
+    error: str
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchRow:
+    """A run as SearchRuns lists it, with rank 0's status and its keyset (sort) values."""
+
+    run_id: str
+    experiment: str
+    name: str
+    world_size: int
+    start_ms: int
+    status: str
+    end_ms: int
+    keyset: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PointRows:
+    """A page of metric points, columnar, with the identity columns that complete the sort key."""
+
+    ranks: list[int]
+    steps: list[int]
+    values: list[float]
+    ts_ms: list[int]
+    producer_ids: Sequence[str]
+    seqs: Sequence[int]
+    idxs: Sequence[int]
+
+    def cursor(self, i: int) -> PointCursor:
+        """The full sort key of point ``i``."""
+        return PointCursor(
+            self.ranks[i], self.steps[i], self.ts_ms[i], self.producer_ids[i], self.seqs[i],
+            self.idxs[i],
+        )
+
+
+class RunRepository(Protocol):
+    """What the service needs from storage. Thread-safe; every method blocks on storage."""
+
+    def run_exists(self, run_id: str) -> bool: ...
+    def rank_rows(self, run_ids: Sequence[str]) -> list[RankRow]: ...
+    def statuses(self, run_ids: Sequence[str]) -> list[StatusRow]: ...
+    def params(self, run_ids: Sequence[str]) -> dict[str, list[Param]]: ...
+    def tags(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]: ...
+    def artifacts(self, run_id: str) -> list[Artifact]: ...
+    def inputs(self, run_ids: Sequence[str]) -> dict[str, list[Input]]: ...
+
+    def metric_summaries(
+        self, run_ids: Sequence[str], keys: Sequence[str] = ()
+    ) -> dict[str, list[MetricSummary]]: ...
+
+    def best_steps(
+        self, run_ids: Sequence[str], keys: Sequence[str]
+    ) -> dict[tuple[str, str], tuple[int, int]]: ...
+
+    def metric_points(
+        self,
+        run_id: str,
+        key: str,
+        ranks: Sequence[int],
+        after: PointCursor | None,
+        limit: int,
+    ) -> PointRows: ...
+
+    def search(
+        self,
+        experiments: Sequence[str],
+        clauses: Sequence[filters.Clause],
+        order_by: Sequence[filters.OrderBy],
+        after: Sequence[Any] | None,
+        limit: int,
+    ) -> list[SearchRow]: ...
+
+    def series_range(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+    ) -> tuple[int, int, int]: ...
+
+    def buckets(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int
+    ) -> list[Bucket]: ...
+
+    def aggregate_points(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
+        limit: int,
+    ) -> tuple[list[int], list[float], list[int]]: ...
+
+    def series_tips(self, run_id: str) -> dict[tuple[str, int], int]: ...
+
+    def new_points(
+        self,
+        run_id: str,
+        keys: Sequence[str],
+        ranks: Sequence[int],
+        cursors: Mapping[tuple[str, int], int],
+        from_step: int,
+        limit: int,
+    ) -> tuple[list[str], list[int], list[int], list[float], list[int]]: ...
+
+    def experiments(self, limit: int) -> list[ExperimentInfo]: ...
+    def ingest_progress(self, since_ms: int) -> list[IngestPartition]: ...

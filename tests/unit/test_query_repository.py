@@ -1,0 +1,43 @@
+"""ClickHouseRepository without ClickHouse: driver blocks to columns, errors mapped by name."""
+
+from __future__ import annotations
+
+import array
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from runstream.proto.errors import DeadlineExceededError, RunstreamError, UnavailableError
+from runstream.query.repository import ClickHouseRepository, _Blocks, _flat
+
+
+def test_point_columns_from_driver_blocks() -> None:
+    assert _flat([array.array("q", [1, 2]), array.array("q", [3])]) == [1, 2, 3]
+    assert _flat([["a"], ["b", "c"]]) == ["a", "b", "c"] and _flat([]) == []
+    blocks = _Blocks([["a", "b"], [], ["c"]])
+    assert len(blocks) == 3 and [blocks[i] for i in range(3)] == ["a", "b", "c"]
+    assert blocks[-1] == "c" and blocks[1:] == ["b", "c"]
+    with pytest.raises(IndexError):
+        blocks[3]
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (DatabaseError("Code: 60. Unknown table", code=60, name="UNKNOWN_TABLE"), UnavailableError),
+    (DatabaseError("Code: 81. no database", code=81, name="UNKNOWN_DATABASE"), UnavailableError),
+    (DatabaseError("Code: 159. Timeout", code=159, name="TIMEOUT_EXCEEDED"),
+     DeadlineExceededError),
+    (DatabaseError("Code: 160. too slow", code=160, name="TOO_SLOW"), DeadlineExceededError),
+    (DatabaseError("Code: 394. cancelled", code=394, name="QUERY_WAS_CANCELLED"),
+     DeadlineExceededError),
+    (OperationalError("connection refused"), UnavailableError),
+    (DatabaseError("Code: 62. Syntax error", code=62, name="SYNTAX_ERROR"), RunstreamError),
+])
+def test_clickhouse_errors_are_mapped_by_name(error: Exception, expected: type) -> None:
+    mapped = ClickHouseRepository("chdb:///never-opened", "db")._error(error, "query")
+    assert type(mapped) is expected
+
+
+def test_missing_tables_say_the_consumer_creates_them() -> None:
+    error = DatabaseError("Code: 60. Unknown table", code=60, name="UNKNOWN_TABLE")
+    mapped = ClickHouseRepository("chdb:///never-opened", "db")._error(error, "query")
+    assert "not in ClickHouse database 'db' yet" in str(mapped)
