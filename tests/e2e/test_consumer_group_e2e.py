@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ RUNS = 8  # one rank each: keys "grp-<i>/0" spread over the topic's 4 partitions
 ROUNDS = 60  # one event per run per round
 ROUND_S = 0.2  # the stream lasts ~12 s, longer than the takeover (10 s session timeout)
 POINTS = 500  # per event: 250 steps x (loss, acc)
+# A consumer's progress line (runstream.consumer.progress.format_rows): points it stored.
+PROGRESS_LINE = re.compile(r"runstream: ([\d,]+) points, ")
 TS = 1_760_000_000_000
 
 VERIFY = r"""
@@ -96,10 +99,19 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
         # Small, frequent batches: the kill lands with work written but not committed.
         "RUNSTREAM_CONSUMER_MAX_BATCH_ROWS": "3000",
         "RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S": "0.2",
+        # Each process reports the points it stored (its progress line) twice a second.
+        "RUNSTREAM_CONSUMER_PROGRESS_S": "0.5",
     })
     dsns = {name: f"chdb://{tmp_path / name}" for name in ("a", "b")}
     consume = [sys.executable, "-m", "runstream.cli.main", "consume"]
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, subprocess.Popen[str]] = {}
+    stored_points: dict[str, int] = {}  # as each process last reported it
+
+    def read_progress(name: str, out: Any) -> None:
+        for line in out:  # drained to the end, so the process never blocks on its stdout
+            reported = PROGRESS_LINE.match(line)
+            if reported:
+                stored_points[name] = int(reported[1].replace(",", ""))
 
     def stop_all() -> None:
         for proc in procs.values():
@@ -110,7 +122,9 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
     request.addfinalizer(stop_all)
     for name, dsn in dsns.items():
         procs[name] = subprocess.Popen(consume, env={**env, "RUNSTREAM_CLICKHOUSE": dsn},
-                                       stdout=subprocess.DEVNULL)
+                                       stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=read_progress, args=(name, procs[name].stdout),
+                         name=f"test-progress-{name}", daemon=True).start()
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="rs-test-group")
     request.addfinalizer(admin.close)
 
@@ -132,7 +146,8 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
         return {tp.partition: o.offset for tp, o in listed.items()}
 
     # Both processes joined and hold partitions; then each has committed on its own
-    # partitions since (only an owner commits), so each has stored part of the stream.
+    # partitions since, and says it has stored points. (Commits alone do not tell: a
+    # previous owner's late commit of a batch it read before the rebalance is accepted.)
     owners = wait_for(assignments, lambda a: len(a) == 2, timeout_s=90, interval_s=0.2,
                       what="two group members with partitions")
     before = offsets()
@@ -144,6 +159,8 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
 
     wait_for(members_that_committed, lambda n: n == 2, timeout_s=60, interval_s=0.1,
              what="a commit by each member")
+    wait_for(lambda: dict(stored_points), lambda p: p.get("a", 0) > 0 and p.get("b", 0) > 0,
+             timeout_s=60, interval_s=0.1, what="points stored by each member")
     assert sorted(map(sorted, assignments())) == sorted(map(sorted, owners)), \
         "the group rebalanced again before the kill"
     assert streaming.is_alive(), "the stream ended before the kill: lengthen it"
