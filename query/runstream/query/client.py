@@ -32,14 +32,10 @@ from runstream.proto.errors import RunstreamError, code_for_grpc_status, error_f
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
 from runstream.query.convert import (
     aggregate_to_pb,
-    comparison_from_pb,
-    experiment_from_pb,
     follow_update_from_pb,
+    from_pb,
     goal_to_pb,
-    ingest_from_pb,
-    run_from_pb,
-    run_info_from_pb,
-    summary_from_pb,
+    history_from_pb,
 )
 from runstream.query.models import (
     Comparison,
@@ -50,6 +46,7 @@ from runstream.query.models import (
     MetricSummary,
     Run,
     RunInfo,
+    RunPage,
 )
 
 SERVICE_NAME: str = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
@@ -141,7 +138,7 @@ class Client:
     def get_run(self, run_id: str) -> Run:
         """Everything recorded for one run. NotFoundError if unknown."""
         response = self._call(self._stub.GetRun, query_pb2.GetRunRequest(run_id=run_id))
-        return run_from_pb(response.run)
+        return from_pb(response.run, Run)
 
     def search_runs(
         self,
@@ -165,7 +162,8 @@ class Client:
             filter=filter, order_by=list(order_by), experiments=list(experiments),
         )
         response = self._call(self._stub.SearchRuns, request)
-        return [run_info_from_pb(r) for r in response.runs], response.next_page_token
+        page = from_pb(response, RunPage)
+        return list(page.runs), page.next_page_token
 
     def iter_runs(
         self,
@@ -196,20 +194,21 @@ class Client:
             run_ids=list(run_ids), metric_keys=list(metric_keys),
             goals={k: goal_to_pb(v) for k, v in (goals or {}).items()},
         )
-        return comparison_from_pb(self._call(self._stub.CompareRuns, request))
+        return from_pb(self._call(self._stub.CompareRuns, request), Comparison)
 
     def list_experiments(self) -> list[ExperimentInfo]:
         response = self._call(self._stub.ListExperiments, query_pb2.ListExperimentsRequest())
-        return [experiment_from_pb(e) for e in response.experiments]
+        return [from_pb(e, ExperimentInfo) for e in response.experiments]
 
     def list_metric_keys(self, run_id: str) -> list[MetricSummary]:
         request = query_pb2.ListMetricKeysRequest(run_id=run_id)
-        return [summary_from_pb(m) for m in self._call(self._stub.ListMetricKeys, request).metrics]
+        response = self._call(self._stub.ListMetricKeys, request)
+        return [from_pb(m, MetricSummary) for m in response.metrics]
 
     def ingest_status(self) -> list[IngestPartition]:
         """Latest progress of every consumer partition heard from in the last minute."""
         response = self._call(self._stub.GetIngestStatus, query_pb2.GetIngestStatusRequest())
-        return [ingest_from_pb(p) for p in response.partitions]
+        return [from_pb(p, IngestPartition) for p in response.partitions]
 
     def follow(
         self,
@@ -274,42 +273,29 @@ class Client:
             request = query_pb2.GetMetricHistoryRequest(
                 run_id=run_id, key=key, ranks=rank_list, max_points=max_points, aggregate=agg
             )
-            r = self._call(self._stub.GetMetricHistory, request)
-            return MetricHistory(
-                run_id=run_id, key=key, ranks=list(r.ranks), steps=list(r.steps),
-                values=list(r.values), ts_ms=list(r.ts_ms), downsampled=r.downsampled,
-                min_values=list(r.min_values), max_values=list(r.max_values),
-                bucket_counts=list(r.bucket_counts), total_points=r.total_points,
-                aggregate=aggregate,
-            )
+            response = self._call(self._stub.GetMetricHistory, request)
+            return history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate)
         single = page_token is not None
         token = page_token or ""
-        out = MetricHistory(run_id=run_id, key=key, aggregate=aggregate)
+        pages: list[MetricHistory] = []
         while True:
             request = query_pb2.GetMetricHistoryRequest(
                 run_id=run_id, key=key, ranks=rank_list, page_size=page_size, page_token=token,
                 aggregate=agg,
             )
             response = self._call(self._stub.GetMetricHistory, request)
-            # A slice copies a repeated field out in one C loop, faster than iterating it.
-            out.ranks.extend(response.ranks[:])
-            out.steps.extend(response.steps[:])
-            out.values.extend(response.values[:])
-            out.ts_ms.extend(response.ts_ms[:])
+            pages.append(history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate))
             token = response.next_page_token
             if single or not token:
                 break
-        if single and token:
-            return MetricHistory(
-                run_id=run_id,
-                key=key,
-                ranks=out.ranks,
-                steps=out.steps,
-                values=out.values,
-                ts_ms=out.ts_ms,
-                next_page_token=token,
-                aggregate=aggregate,
-            )
+        if len(pages) == 1:
+            return pages[0]  # with its next_page_token when one page was asked for
+        out = MetricHistory(run_id=run_id, key=key, aggregate=aggregate)
+        for page in pages:
+            out.ranks.extend(page.ranks)
+            out.steps.extend(page.steps)
+            out.values.extend(page.values)
+            out.ts_ms.extend(page.ts_ms)
         return out
 
     def close(self) -> None:

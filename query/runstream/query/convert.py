@@ -1,13 +1,34 @@
-"""Conversions between domain objects (:mod:`runstream.query.models`) and protobuf messages.
+"""Domain objects (:mod:`runstream.query.models`) to protobuf messages and back, by field name.
 
-Pure functions used by the servicer (domain → protobuf) and by the client (protobuf →
-domain); they need protobuf only, never grpcio or ClickHouse. Unknown status or param
-type names map to the enums' UNSPECIFIED value.
+One mechanism for every object: a dataclass field and the message field of the same name
+hold the same thing, so :func:`to_pb` and :func:`from_pb` walk the message descriptor and
+the dataclass' type hints, the way :mod:`runstream.proto.codec` walks the descriptors for
+Avro. Nested messages become nested dataclasses, repeated fields tuples or lists (as the
+dataclass declares them), enums names:
+
+* ``RunStatus`` and ``ParamType`` by their value names ("RUNNING", "FLOAT"); unknown
+  names and numbers become the enum's UNSPECIFIED;
+* ``MetricGoal`` as "" (auto), "minimize", "maximize"; ``Aggregate`` as "", "mean",
+  "min", "max" (the request-side helpers below say what happens to unknown values).
+
+:data:`PAIRS` lists every dataclass with its message; the few fields a message does not
+carry (:data:`NOT_ON_THE_WIRE`: what the caller already knows from its request, or what
+travels on the enclosing message) are passed to :func:`from_pb` by the caller. A test
+holds both lists to the descriptors, so adding a field takes the proto and the dataclass,
+nothing here. Pure functions (protobuf only, never grpcio or ClickHouse); thread-safe.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import dataclasses
+import typing
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar, cast
+
+from google.protobuf import message_factory
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from runstream.proto.v1 import events_pb2, query_pb2
 from runstream.query.models import (
@@ -33,9 +54,49 @@ from runstream.query.models import (
     RankInfo,
     Run,
     RunInfo,
+    RunPage,
     StatusUpdate,
     Tag,
 )
+
+D = TypeVar("D")
+M = TypeVar("M", bound=Message)
+
+#: Every domain dataclass and the message it travels as.
+PAIRS: tuple[tuple[type, type[Message]], ...] = (
+    (RunInfo, query_pb2.RunInfo),
+    (RankInfo, query_pb2.RankInfo),
+    (MetricSummary, query_pb2.MetricSummary),
+    (Param, events_pb2.Param),
+    (Tag, events_pb2.Tag),
+    (Artifact, events_pb2.Artifact),
+    (Input, events_pb2.Input),
+    (CodeVersion, events_pb2.CodeVersion),
+    (Package, events_pb2.Package),
+    (Gpu, events_pb2.Gpu),
+    (Environment, events_pb2.Environment),
+    (Run, query_pb2.Run),
+    (RunPage, query_pb2.SearchRunsResponse),
+    (MetricHistory, query_pb2.GetMetricHistoryResponse),
+    (ComparedField, query_pb2.ComparedField),
+    (MetricStats, query_pb2.MetricStats),
+    (ComparedMetric, query_pb2.ComparedMetric),
+    (Comparison, query_pb2.CompareRunsResponse),
+    (PointsUpdate, query_pb2.PointsUpdate),
+    (StatusUpdate, query_pb2.StatusUpdate),
+    (ExperimentInfo, query_pb2.ExperimentInfo),
+    (IngestPartition, query_pb2.IngestPartition),
+)
+
+#: Dataclass fields their message does not carry: a history answers a request that named
+#: its run, key and aggregate; a follow update's ``live`` is on FollowRunResponse.
+NOT_ON_THE_WIRE: dict[type, frozenset[str]] = {
+    MetricHistory: frozenset({"run_id", "key", "aggregate"}),
+    PointsUpdate: frozenset({"live"}),
+    StatusUpdate: frozenset({"live"}),
+}
+
+# --- enums -------------------------------------------------------------------------------
 
 _AGGREGATE_TO_PB = {
     "": query_pb2.AGGREGATE_NONE, "mean": query_pb2.AGGREGATE_MEAN,
@@ -63,316 +124,109 @@ def aggregate_from_pb(value: int) -> str:
 
 
 def goal_to_pb(goal: str) -> query_pb2.MetricGoal:
+    """"" / "minimize" / "maximize" as the enum; anything else is AUTO."""
     return _GOAL_TO_PB.get(goal, query_pb2.METRIC_GOAL_AUTO)
 
 
 def goal_from_pb(value: int) -> str:
+    """The enum as "" / "minimize" / "maximize"; unknown numbers give "?" (rejected later)."""
     return _GOAL_FROM_PB.get(value, "?")
 
 
-def status_to_pb(status: str) -> events_pb2.RunStatus:
-    try:
-        return cast("events_pb2.RunStatus", events_pb2.RunStatus.Value(status))
-    except ValueError:
-        return events_pb2.RUN_STATUS_UNSPECIFIED
+def _by_value_name(enum: Any) -> tuple[Callable[[str], int], Callable[[int], str]]:
+    """(name -> number, number -> name) of an enum whose domain form is its value names;
+    unknown ones map to its value 0 (``*_UNSPECIFIED``)."""
+    names = {v.name: v.number for v in enum.DESCRIPTOR.values}
+    numbers = {v.number: v.name for v in enum.DESCRIPTOR.values}
+    unspecified = numbers[0]
+    return (lambda name: names.get(name, 0)), (lambda number: numbers.get(number, unspecified))
 
 
-def status_from_pb(status: int) -> str:
-    try:
-        return events_pb2.RunStatus.Name(status)
-    except ValueError:
-        return "RUN_STATUS_UNSPECIFIED"
+#: enum full name -> (domain -> number, number -> domain).
+_ENUMS: dict[str, tuple[Callable[[Any], int], Callable[[int], Any]]] = {
+    "runstream.v1.RunStatus": _by_value_name(events_pb2.RunStatus),
+    "runstream.v1.ParamType": _by_value_name(events_pb2.ParamType),
+    "runstream.v1.MetricGoal": (goal_to_pb, goal_from_pb),
+    "runstream.v1.Aggregate": (aggregate_to_pb, aggregate_from_pb),
+}
+
+# --- the mechanism ------------------------------------------------------------------------
 
 
-def param_type_to_pb(type_name: str) -> events_pb2.ParamType:
-    try:
-        return cast("events_pb2.ParamType", events_pb2.ParamType.Value(type_name))
-    except ValueError:
-        return events_pb2.PARAM_TYPE_UNSPECIFIED
+@cache
+def _message_class(descriptor: Any) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
 
 
-def param_type_from_pb(type_value: int) -> str:
-    try:
-        return events_pb2.ParamType.Name(type_value)
-    except ValueError:
-        return "PARAM_TYPE_UNSPECIFIED"
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-# --- domain -> protobuf ----------------------------------------------------------------
+def to_pb(obj: Any, message_cls: type[M]) -> M:
+    """The message ``message_cls`` with every field taken from ``obj``'s attribute of the
+    same name (nested dataclasses and sequences of them converted too)."""
+    values = {}
+    field: Any
+    for field in message_cls.DESCRIPTOR.fields:
+        value = getattr(obj, field.name)
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            nested = _message_class(field.message_type)
+            if field.is_repeated:
+                value = [to_pb(item, nested) for item in value]
+            else:
+                value = to_pb(value, nested)
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            value = _ENUMS[field.enum_type.full_name][0](value)
+        values[field.name] = value
+    return message_cls(**values)
 
 
-def run_info_to_pb(info: RunInfo) -> query_pb2.RunInfo:
-    return query_pb2.RunInfo(
-        run_id=info.run_id,
-        experiment=info.experiment,
-        name=info.name,
-        status=status_to_pb(info.status),
-        start_ms=info.start_ms,
-        end_ms=info.end_ms,
-        world_size=info.world_size,
-    )
+def from_pb(message: Message, cls: type[D], **given: Any) -> D:
+    """The dataclass ``cls`` with every field read from ``message``'s field of the same
+    name, except those in ``given`` (see :data:`NOT_ON_THE_WIRE`), taken as they are."""
+    fields_by_name: Any = message.DESCRIPTOR.fields_by_name
+    hints = _hints(cast(Any, cls))
+    values = dict(given)
+    for f in dataclasses.fields(cast(Any, cls)):
+        if f.name in given:
+            continue
+        field = fields_by_name[f.name]
+        value = getattr(message, f.name)
+        hint = hints[f.name]
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.is_repeated:
+                item_cls = typing.get_args(hint)[0]
+                value = tuple(from_pb(item, item_cls) for item in value)
+            else:
+                value = from_pb(value, hint)
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            value = _ENUMS[field.enum_type.full_name][1](value)
+        elif field.is_repeated:
+            # A slice copies a repeated scalar field out in one C loop (a million points).
+            value = value[:] if typing.get_origin(hint) is list else tuple(value)
+        values[f.name] = value
+    return cls(**values)
 
 
-def run_to_pb(run: Run) -> query_pb2.Run:
-    return query_pb2.Run(
-        info=run_info_to_pb(run.info),
-        params=[
-            events_pb2.Param(key=p.key, value=p.value, type=param_type_to_pb(p.type))
-            for p in run.params
-        ],
-        tags=[events_pb2.Tag(key=t.key, value=t.value) for t in run.tags],
-        artifacts=[
-            events_pb2.Artifact(name=a.name, uri=a.uri, size_bytes=a.size_bytes, sha256=a.sha256)
-            for a in run.artifacts
-        ],
-        inputs=[
-            events_pb2.Input(name=i.name, uri=i.uri, digest=i.digest, role=i.role)
-            for i in run.inputs
-        ],
-        metrics=[
-            summary_to_pb(m)
-            for m in run.metrics
-        ],
-        ranks=[
-            query_pb2.RankInfo(
-                rank=r.rank,
-                local_rank=r.local_rank,
-                node=r.node,
-                status=status_to_pb(r.status),
-                start_ms=r.start_ms,
-                end_ms=r.end_ms,
-                error=r.error,
-            )
-            for r in run.ranks
-        ],
-        code=code_to_pb(run.code),
-        env=env_to_pb(run.env),
-    )
-
-
-def code_to_pb(code: CodeVersion) -> events_pb2.CodeVersion:
-    return events_pb2.CodeVersion(
-        git_commit=code.git_commit,
-        git_branch=code.git_branch,
-        git_remote=code.git_remote,
-        git_dirty=code.git_dirty,
-        in_git_repo=code.in_git_repo,
-        diff_sha256=code.diff_sha256,
-        diff_uri=code.diff_uri,
-    )
-
-
-def env_to_pb(env: Environment) -> events_pb2.Environment:
-    return events_pb2.Environment(
-        python_version=env.python_version,
-        os=env.os,
-        command=env.command,
-        cpu_count=env.cpu_count,
-        cpu_model=env.cpu_model,
-        memory_bytes=env.memory_bytes,
-        packages=[events_pb2.Package(name=p.name, version=p.version) for p in env.packages],
-        gpus=[events_pb2.Gpu(name=g.name, memory_bytes=g.memory_bytes) for g in env.gpus],
-        gpu_driver=env.gpu_driver,
-        cuda_version=env.cuda_version,
-    )
-
-
-def summary_to_pb(m: MetricSummary) -> query_pb2.MetricSummary:
-    return query_pb2.MetricSummary(
-        key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max
-    )
-
-
-def comparison_to_pb(c: Comparison) -> query_pb2.CompareRunsResponse:
-    return query_pb2.CompareRunsResponse(
-        runs=[run_info_to_pb(r) for r in c.runs],
-        fields=[
-            query_pb2.ComparedField(section=f.section, key=f.key, values=f.values,
-                                    differs=f.differs)
-            for f in c.fields
-        ],
-        metrics=[
-            query_pb2.ComparedMetric(
-                key=m.key,
-                goal=goal_to_pb(m.goal),
-                stats=[
-                    query_pb2.MetricStats(
-                        present=s.present, last=s.last, last_step=s.last_step, min=s.min,
-                        max=s.max, best=s.best, best_step=s.best_step,
-                    )
-                    for s in m.stats
-                ],
-                best_run=m.best_run,
-                differs=m.differs,
-            )
-            for m in c.metrics
-        ],
-    )
+# --- the two with an envelope ---------------------------------------------------------------
 
 
 def follow_update_to_pb(update: FollowUpdate) -> query_pb2.FollowRunResponse:
     if isinstance(update, StatusUpdate):
-        return query_pb2.FollowRunResponse(
-            status=query_pb2.StatusUpdate(rank=update.rank, status=status_to_pb(update.status),
-                                          error=update.error, ts_ms=update.ts_ms),
-            live=update.live,
-        )
-    return query_pb2.FollowRunResponse(
-        points=query_pb2.PointsUpdate(
-            keys=update.keys, key_index=update.key_index, ranks=update.ranks,
-            steps=update.steps, values=update.values, ts_ms=update.ts_ms,
-        ),
-        live=update.live,
-    )
+        return query_pb2.FollowRunResponse(status=to_pb(update, query_pb2.StatusUpdate),
+                                           live=update.live)
+    return query_pb2.FollowRunResponse(points=to_pb(update, query_pb2.PointsUpdate),
+                                       live=update.live)
 
 
-def experiment_to_pb(e: ExperimentInfo) -> query_pb2.ExperimentInfo:
-    return query_pb2.ExperimentInfo(experiment=e.experiment, run_count=e.run_count,
-                                    last_start_ms=e.last_start_ms)
+def follow_update_from_pb(message: query_pb2.FollowRunResponse) -> FollowUpdate:
+    if message.HasField("status"):
+        return from_pb(message.status, StatusUpdate, live=message.live)
+    return from_pb(message.points, PointsUpdate, live=message.live)
 
 
-def ingest_to_pb(p: IngestPartition) -> query_pb2.IngestPartition:
-    return query_pb2.IngestPartition(
-        consumer_id=p.consumer_id, source=p.source, topic=p.topic, partition=p.partition,
-        committed_offset=p.committed_offset, end_offset=p.end_offset, lag=p.lag,
-        points_total=p.points_total, points_per_s=p.points_per_s,
-        batch_latency_ms=p.batch_latency_ms, ts_ms=p.ts_ms,
-    )
-
-
-def history_to_pb(history: MetricHistory) -> query_pb2.GetMetricHistoryResponse:
-    return query_pb2.GetMetricHistoryResponse(
-        ranks=history.ranks,
-        steps=history.steps,
-        values=history.values,
-        ts_ms=history.ts_ms,
-        next_page_token=history.next_page_token,
-        downsampled=history.downsampled,
-        min_values=history.min_values,
-        max_values=history.max_values,
-        bucket_counts=history.bucket_counts,
-        total_points=history.total_points,
-    )
-
-
-# --- protobuf -> domain ----------------------------------------------------------------
-
-
-def run_info_from_pb(msg: query_pb2.RunInfo) -> RunInfo:
-    return RunInfo(
-        run_id=msg.run_id,
-        experiment=msg.experiment,
-        name=msg.name,
-        status=status_from_pb(msg.status),
-        start_ms=msg.start_ms,
-        end_ms=msg.end_ms,
-        world_size=msg.world_size,
-    )
-
-
-def run_from_pb(msg: query_pb2.Run) -> Run:
-    return Run(
-        info=run_info_from_pb(msg.info),
-        params=tuple(
-            Param(key=p.key, value=p.value, type=param_type_from_pb(p.type)) for p in msg.params
-        ),
-        tags=tuple(Tag(key=t.key, value=t.value) for t in msg.tags),
-        artifacts=tuple(
-            Artifact(name=a.name, uri=a.uri, size_bytes=a.size_bytes, sha256=a.sha256)
-            for a in msg.artifacts
-        ),
-        inputs=tuple(
-            Input(name=i.name, uri=i.uri, digest=i.digest, role=i.role) for i in msg.inputs
-        ),
-        metrics=tuple(
-            MetricSummary(key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max)
-            for m in msg.metrics
-        ),
-        ranks=tuple(
-            RankInfo(
-                rank=r.rank,
-                local_rank=r.local_rank,
-                node=r.node,
-                status=status_from_pb(r.status),
-                start_ms=r.start_ms,
-                end_ms=r.end_ms,
-                error=r.error,
-            )
-            for r in msg.ranks
-        ),
-        code=CodeVersion(
-            git_commit=msg.code.git_commit,
-            git_branch=msg.code.git_branch,
-            git_remote=msg.code.git_remote,
-            git_dirty=msg.code.git_dirty,
-            in_git_repo=msg.code.in_git_repo,
-            diff_sha256=msg.code.diff_sha256,
-            diff_uri=msg.code.diff_uri,
-        ),
-        env=Environment(
-            python_version=msg.env.python_version,
-            os=msg.env.os,
-            command=msg.env.command,
-            cpu_count=msg.env.cpu_count,
-            cpu_model=msg.env.cpu_model,
-            memory_bytes=msg.env.memory_bytes,
-            packages=tuple(Package(name=p.name, version=p.version) for p in msg.env.packages),
-            gpus=tuple(Gpu(name=g.name, memory_bytes=g.memory_bytes) for g in msg.env.gpus),
-            gpu_driver=msg.env.gpu_driver,
-            cuda_version=msg.env.cuda_version,
-        ),
-    )
-
-
-def summary_from_pb(m: query_pb2.MetricSummary) -> MetricSummary:
-    return MetricSummary(key=m.key, last=m.last, last_step=m.last_step, min=m.min, max=m.max)
-
-
-def comparison_from_pb(msg: query_pb2.CompareRunsResponse) -> Comparison:
-    return Comparison(
-        runs=tuple(run_info_from_pb(r) for r in msg.runs),
-        fields=tuple(
-            ComparedField(section=f.section, key=f.key, values=tuple(f.values),
-                          differs=f.differs)
-            for f in msg.fields
-        ),
-        metrics=tuple(
-            ComparedMetric(
-                key=m.key,
-                goal=goal_from_pb(m.goal),
-                stats=tuple(
-                    MetricStats(present=s.present, last=s.last, last_step=s.last_step,
-                                min=s.min, max=s.max, best=s.best, best_step=s.best_step)
-                    for s in m.stats
-                ),
-                best_run=m.best_run,
-                differs=m.differs,
-            )
-            for m in msg.metrics
-        ),
-    )
-
-
-def follow_update_from_pb(msg: query_pb2.FollowRunResponse) -> FollowUpdate:
-    if msg.HasField("status"):
-        st = msg.status
-        return StatusUpdate(rank=st.rank, status=status_from_pb(st.status), error=st.error,
-                            ts_ms=st.ts_ms, live=msg.live)
-    p = msg.points
-    return PointsUpdate(keys=tuple(p.keys), key_index=list(p.key_index), ranks=list(p.ranks),
-                        steps=list(p.steps), values=list(p.values), ts_ms=list(p.ts_ms),
-                        live=msg.live)
-
-
-def experiment_from_pb(e: query_pb2.ExperimentInfo) -> ExperimentInfo:
-    return ExperimentInfo(experiment=e.experiment, run_count=e.run_count,
-                          last_start_ms=e.last_start_ms)
-
-
-def ingest_from_pb(p: query_pb2.IngestPartition) -> IngestPartition:
-    return IngestPartition(
-        consumer_id=p.consumer_id, source=p.source, topic=p.topic, partition=p.partition,
-        committed_offset=p.committed_offset, end_offset=p.end_offset, lag=p.lag,
-        points_total=p.points_total, points_per_s=p.points_per_s,
-        batch_latency_ms=p.batch_latency_ms, ts_ms=p.ts_ms,
-    )
+def history_from_pb(message: query_pb2.GetMetricHistoryResponse, *, run_id: str, key: str,
+                    aggregate: str) -> MetricHistory:
+    """A history page; its run, key and aggregate are the request's."""
+    return from_pb(message, MetricHistory, run_id=run_id, key=key, aggregate=aggregate)

@@ -21,18 +21,7 @@ import grpc
 from runstream.proto.errors import GRPC_STATUS, RunstreamError
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
 from runstream.query import deadline
-from runstream.query.convert import (
-    aggregate_from_pb,
-    comparison_to_pb,
-    experiment_to_pb,
-    follow_update_to_pb,
-    goal_from_pb,
-    history_to_pb,
-    ingest_to_pb,
-    run_info_to_pb,
-    run_to_pb,
-    summary_to_pb,
-)
+from runstream.query.convert import aggregate_from_pb, follow_update_to_pb, goal_from_pb, to_pb
 from runstream.query.service import QueryService
 
 log = logging.getLogger(__name__)
@@ -52,7 +41,9 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return _answer(
             context,
             "GetRun",
-            lambda: query_pb2.GetRunResponse(run=run_to_pb(self._service.get_run(request.run_id))),
+            lambda: query_pb2.GetRunResponse(
+                run=to_pb(self._service.get_run(request.run_id), query_pb2.Run)
+            ),
         )
 
     def SearchRuns(
@@ -67,9 +58,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 order_by=tuple(request.order_by),
                 experiments=tuple(request.experiments),
             )
-            return query_pb2.SearchRunsResponse(
-                runs=[run_info_to_pb(r) for r in page.runs], next_page_token=page.next_page_token
-            )
+            return to_pb(page, query_pb2.SearchRunsResponse)
 
         return _answer(context, "SearchRuns", call)
 
@@ -79,7 +68,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return _answer(
             context,
             "GetMetricHistory",
-            lambda: history_to_pb(
+            lambda: to_pb(
                 self._service.metric_history(
                     request.run_id,
                     request.key,
@@ -88,7 +77,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     request.page_token,
                     max_points=request.max_points,
                     aggregate=aggregate_from_pb(request.aggregate),
-                )
+                ),
+                query_pb2.GetMetricHistoryResponse,
             ),
         )
 
@@ -98,12 +88,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         return _answer(
             context,
             "CompareRuns",
-            lambda: comparison_to_pb(
+            lambda: to_pb(
                 self._service.compare_runs(
                     tuple(request.run_ids),
                     tuple(request.metric_keys),
                     {k: goal_from_pb(v) for k, v in request.goals.items()},
-                )
+                ),
+                query_pb2.CompareRunsResponse,
             ),
         )
 
@@ -114,7 +105,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             context,
             "ListExperiments",
             lambda: query_pb2.ListExperimentsResponse(
-                experiments=[experiment_to_pb(e) for e in self._service.list_experiments()]
+                experiments=[to_pb(e, query_pb2.ExperimentInfo)
+                             for e in self._service.list_experiments()]
             ),
         )
 
@@ -125,7 +117,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             context,
             "ListMetricKeys",
             lambda: query_pb2.ListMetricKeysResponse(
-                metrics=[summary_to_pb(m) for m in self._service.list_metric_keys(request.run_id)]
+                metrics=[to_pb(m, query_pb2.MetricSummary)
+                         for m in self._service.list_metric_keys(request.run_id)]
             ),
         )
 
@@ -136,7 +129,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             context,
             "GetIngestStatus",
             lambda: query_pb2.GetIngestStatusResponse(
-                partitions=[ingest_to_pb(p) for p in self._service.ingest_status()]
+                partitions=[to_pb(p, query_pb2.IngestPartition)
+                            for p in self._service.ingest_status()]
             ),
         )
 
