@@ -237,7 +237,8 @@ def bench_ingest(bootstrap: str, client: Any, database: str,
 def bench_freshness(bootstrap: str, client: Any, database: str, tmp: Path) -> list[float]:
     from runstream.proto.errors import RunstreamError
     from runstream.query import Client
-    from runstream.query.server import QueryConfig, start_server
+    from runstream.query.config import QueryConfig
+    from runstream.query.server import start_server
 
     server = start_server(QueryConfig(addr="127.0.0.1:0", clickhouse_dsn="chdb://"
                                       + str(tmp / "chdb"), database=database))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from runstream.proto.errors import InvalidArgumentError
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 

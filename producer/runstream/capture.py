@@ -16,7 +16,7 @@ from pathlib import Path
 from runstream import artifacts
 from runstream.proto.v1 import events_pb2
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
 _GIT_TIMEOUT_S = 5.0
 _MAX_COMMAND = 4096

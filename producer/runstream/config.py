@@ -1,18 +1,20 @@
-"""Configuration of the training-side SDK: one frozen dataclass, explicit > env > default."""
+"""Configuration of the training-side SDK: one frozen dataclass, explicit > env > default.
+
+``ProducerConfig.from_env`` reads the variables; :func:`runstream.init` applies its
+explicit arguments with ``dataclasses.replace``; ``__post_init__`` checks every field,
+whichever way it was set (see :mod:`runstream.proto.config`).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from runstream.proto import config as names
 from runstream.proto.errors import ConfigError
+from runstream.proto.validation import check_run_id
 
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_FLUSH_INTERVAL_S = 0.15
 DEFAULT_SPOOL_ROLL_S = 0.5
@@ -20,6 +22,8 @@ DEFAULT_MAX_BUFFERED_POINTS = 1_000_000
 DEFAULT_POINTS_PER_BATCH = 10_000
 DEFAULT_EXIT_FLUSH_S = 10.0
 DEFAULT_SYSTEM_METRICS_S = 10.0
+#: The oldest unacknowledged Kafka record waiting this long means Kafka is down: the
+#: sender spools new events.
 DEFAULT_KAFKA_STALL_S = 5.0
 # Producer-only settings (the shared names live in runstream.proto.config).
 HEARTBEAT_S = "RUNSTREAM_HEARTBEAT_S"
@@ -37,7 +41,7 @@ class ProducerConfig:
     off (``RUNSTREAM_SYSTEM_METRICS_S``), ``exit_flush_s`` the flush budget at exit and on
     SIGTERM (``RUNSTREAM_EXIT_FLUSH_S``), ``kafka_stall_s`` how long an unacknowledged
     record may wait before new events go to the spool. Immutable, so safe to share
-    between threads.
+    between threads. ConfigError names the variable (or the field) of a bad value.
     """
 
     kafka: str | None = None
@@ -55,86 +59,44 @@ class ProducerConfig:
     system_metrics_s: float = DEFAULT_SYSTEM_METRICS_S
     kafka_stall_s: float = DEFAULT_KAFKA_STALL_S
 
+    def __post_init__(self) -> None:
+        # Canonical forms (a frozen dataclass sets them through object.__setattr__).
+        canonical: dict[str, object] = {
+            "spool_dir": Path(self.spool_dir).expanduser(),
+            "artifacts_dir": Path(self.artifacts_dir).expanduser(),
+            "heartbeat_s": names.check_positive(HEARTBEAT_S, self.heartbeat_s),
+            "system_metrics_s": names.check_non_negative(SYSTEM_METRICS_S,
+                                                         self.system_metrics_s),
+            "exit_flush_s": names.check_non_negative(EXIT_FLUSH_S, self.exit_flush_s),
+            "flush_interval_s": names.check_positive("flush_interval_s", self.flush_interval_s),
+            "spool_roll_s": names.check_non_negative("spool_roll_s", self.spool_roll_s),
+            "kafka_stall_s": names.check_positive("kafka_stall_s", self.kafka_stall_s),
+        }
+        if self.kafka is not None:
+            if not isinstance(self.kafka, str):
+                raise ConfigError(f"{names.KAFKA}={self.kafka!r}: expected host:port[,...]")
+            canonical["kafka"] = ",".join(names.parse_bootstrap(names.KAFKA, self.kafka))
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
+        names.check_topic(names.TOPIC, self.topic)
+        names.check_choice(names.ENCODING, self.encoding, names.ENCODINGS)
+        if self.run_id is not None:
+            check_run_id(self.run_id, name=names.RUN_ID, error=ConfigError)
+        names.check_int_range("max_buffered_points", self.max_buffered_points, 1)
+        names.check_int_range("points_per_batch", self.points_per_batch, 1)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProducerConfig:
         """Read ``RUNSTREAM_*`` variables (os.environ when None); ConfigError if malformed."""
         env = names.environ_or_os(environ)
-        kafka_raw = env.get(names.KAFKA, "").strip()
-        kafka = ",".join(names.parse_bootstrap(names.KAFKA, kafka_raw)) if kafka_raw else None
-        run_id = env.get(names.RUN_ID, "") or None
-        if run_id is not None:
-            _check_run_id(names.RUN_ID, run_id)
         return cls(
-            kafka=kafka,
-            topic=_check_topic(names.TOPIC, names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC)),
-            encoding=names.env_choice(env, names.ENCODING, names.ENCODINGS, "protobuf"),
+            kafka=env.get(names.KAFKA, "").strip() or None,
+            topic=names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC),
+            encoding=names.env_str(env, names.ENCODING, "protobuf"),
             spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
             artifacts_dir=names.env_path(env, names.ARTIFACTS, names.default_artifacts_dir(env)),
-            run_id=run_id,
-            heartbeat_s=_positive(HEARTBEAT_S, names.env_float(env, HEARTBEAT_S,
-                                                                DEFAULT_HEARTBEAT_S)),
+            run_id=env.get(names.RUN_ID, "") or None,
+            heartbeat_s=names.env_float(env, HEARTBEAT_S, DEFAULT_HEARTBEAT_S),
             system_metrics_s=names.env_float(env, SYSTEM_METRICS_S, DEFAULT_SYSTEM_METRICS_S),
             exit_flush_s=names.env_float(env, EXIT_FLUSH_S, DEFAULT_EXIT_FLUSH_S),
         )
-
-    def with_explicit(
-        self,
-        *,
-        kafka: str | None = None,
-        topic: str | None = None,
-        encoding: str | None = None,
-        spool_dir: str | Path | None = None,
-        artifacts_dir: str | Path | None = None,
-        run_id: str | None = None,
-        heartbeat_s: float | None = None,
-        system_metrics_s: float | None = None,
-    ) -> ProducerConfig:
-        """A copy with the explicitly given (non-None) arguments applied and checked."""
-        changes: dict[str, object] = {}
-        if kafka is not None:
-            changes["kafka"] = ",".join(names.parse_bootstrap("kafka", kafka))
-        if topic is not None:
-            changes["topic"] = _check_topic("topic", topic)
-        if encoding is not None:
-            changes["encoding"] = names.check_choice("encoding", encoding, names.ENCODINGS)
-        if spool_dir is not None:
-            changes["spool_dir"] = Path(spool_dir).expanduser()
-        if artifacts_dir is not None:
-            changes["artifacts_dir"] = Path(artifacts_dir).expanduser()
-        if run_id is not None:
-            changes["run_id"] = _check_run_id("run_id", run_id)
-        if heartbeat_s is not None:
-            if not isinstance(heartbeat_s, int | float) or not math.isfinite(heartbeat_s) \
-                    or heartbeat_s <= 0:
-                raise ConfigError(f"heartbeat_s={heartbeat_s!r}: expected a positive number")
-            changes["heartbeat_s"] = float(heartbeat_s)
-        if system_metrics_s is not None:
-            if not isinstance(system_metrics_s, int | float) \
-                    or not math.isfinite(system_metrics_s) or system_metrics_s < 0:
-                raise ConfigError(
-                    f"system_metrics_s={system_metrics_s!r}: expected a number >= 0 (0 = off)")
-            changes["system_metrics_s"] = float(system_metrics_s)
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-def _positive(name: str, value: float) -> float:
-    if value <= 0:
-        raise ConfigError(f"{name}={value!r}: expected a positive number")
-    return value
-
-
-def _check_run_id(name: str, value: str) -> str:
-    from runstream.proto.validation import RUN_ID_PATTERN
-
-    if not isinstance(value, str) or not RUN_ID_PATTERN.fullmatch(value):
-        raise ConfigError(
-            f"{name}={value!r}: expected 1..64 characters of letters, digits, '.', '_', '-'"
-        )
-    return value
-
-
-def _check_topic(name: str, value: str) -> str:
-    # Kafka's own rule for topic names.
-    if not isinstance(value, str) or not _TOPIC.fullmatch(value):
-        raise ConfigError(f"{name}={value!r}: expected 1..249 characters of [A-Za-z0-9._-]")
-    return value

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from runstream.proto import config as names
 from runstream.proto.errors import ConfigError
-from runstream.proto.validation import MAX_WORLD_SIZE, RUN_ID_PATTERN
+from runstream.proto.validation import MAX_WORLD_SIZE, check_run_id
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_RUN_ID = 64
@@ -135,12 +135,7 @@ def resolve_run_id(explicit: str | None, env_run_id: str | None, info: LauncherI
     """
     for name, candidate in (("run_id", explicit), (names.RUN_ID, env_run_id)):
         if candidate is not None:
-            if not RUN_ID_PATTERN.fullmatch(candidate):
-                raise ConfigError(
-                    f"{name}={candidate!r}: expected 1..64 characters of letters, digits, "
-                    "'.', '_', '-'"
-                )
-            return candidate
+            return check_run_id(candidate, name=name, error=ConfigError)
     if info.run_id is not None:
         return info.run_id
     if info.world_size > 1:

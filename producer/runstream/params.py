@@ -7,9 +7,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from runstream.proto import validation
 from runstream.proto.errors import InvalidArgumentError
 from runstream.proto.v1 import events_pb2
-from runstream.proto.validation import MAX_KEY_LEN, MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN
+from runstream.proto.validation import MAX_PARAM_VALUE_LEN, MAX_TAG_VALUE_LEN
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -60,11 +61,7 @@ def typed_value(key: str, value: Any) -> tuple[str, events_pb2.ParamType]:
 
 def check_key(kind: str, key: object) -> str:
     """The key if it is a 1..250-character string, else InvalidArgumentError."""
-    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LEN:
-        raise InvalidArgumentError(
-            f"{kind} key {key!r:.80} must be a string of 1..{MAX_KEY_LEN} characters"
-        )
-    return key
+    return validation.check_key(kind, key, error=InvalidArgumentError)
 
 
 def typed_params(params: Mapping[str, Any]) -> dict[str, tuple[str, events_pb2.ParamType]]:

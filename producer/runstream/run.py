@@ -17,6 +17,7 @@ then is left in the spool for ``runstream sync``.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import signal
@@ -38,19 +39,16 @@ from runstream.config import ProducerConfig
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
 from runstream.proto.errors import AlreadyExistsError, InvalidArgumentError
+from runstream.proto.status import ENDED
 from runstream.proto.v1 import events_pb2
-from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_KEY_LEN, MAX_NAME_LEN
+from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_NAME_LEN
 from runstream.sender import FLUSH, EventQueue, Identity, Request, Sender
 from runstream.system import SystemSampler
 from runstream.transport import KafkaTransport, SpoolTransport, Transport
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
-_STATUSES = {
-    "FINISHED": events_pb2.FINISHED,
-    "FAILED": events_pb2.FAILED,
-    "KILLED": events_pb2.KILLED,
-}
+
 _MAX_RUN_NAME = 256
 _MAX_ERROR = 65536
 
@@ -224,7 +222,7 @@ class Run:
         out: dict[str, float] = {}
         for key, value in metrics.items():
             if key not in known:
-                _check_metric_key(key)
+                params_mod.check_key("metric", key)
             out[key] = value if type(value) is float else _as_float(key, value)
         known.update(out)
         return out
@@ -383,9 +381,9 @@ class Run:
         and stops: the rank's status belongs to the process that called init. Returns
         True when everything was delivered or spooled in time. Blocks."""
         global _active
-        if status not in _STATUSES:
+        if status not in ENDED:
             raise InvalidArgumentError(
-                f"status {status!r}: expected one of {', '.join(_STATUSES)}"
+                f"status {status!r}: expected one of {', '.join(sorted(ENDED))}"
             )
         sampler = self._sampler
         if sampler is not None:
@@ -399,7 +397,7 @@ class Run:
             if os.getpid() == self._init_pid:
                 final = (
                     "run_finished",
-                    events_pb2.RunFinished(status=_STATUSES[status], error=error[-_MAX_ERROR:]),
+                    events_pb2.RunFinished(status=status, error=error[-_MAX_ERROR:]),
                     _time_ns() // 1_000_000,
                 )
             self._finished = True
@@ -457,13 +455,6 @@ def _check_step(step: object) -> int:
     return value
 
 
-def _check_metric_key(key: object) -> None:
-    if type(key) is not str or not 0 < len(key) <= MAX_KEY_LEN:
-        raise InvalidArgumentError(
-            f"metric key {key!r:.80} must be a string of 1..{MAX_KEY_LEN} characters"
-        )
-
-
 def _as_float(key: str, value: object) -> float:
     if isinstance(value, str | bytes) or value is None:
         raise InvalidArgumentError(f"metric {key!r} value {value!r:.80} is not a number")
@@ -511,16 +502,13 @@ def init(
         raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
     if name is not None and (not isinstance(name, str) or len(name) > _MAX_RUN_NAME):
         raise InvalidArgumentError(f"run name must be a string of at most {_MAX_RUN_NAME}")
-    config = ProducerConfig.from_env(env).with_explicit(
-        kafka=kafka,
-        topic=topic,
-        encoding=encoding,
-        spool_dir=None if spool_dir is None else Path(spool_dir),
-        artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
-        run_id=run_id,
-        heartbeat_s=heartbeat_s,
-        system_metrics_s=system_metrics_s,
-    )
+    explicit: dict[str, Any] = {
+        "kafka": kafka, "topic": topic, "encoding": encoding, "spool_dir": spool_dir,
+        "artifacts_dir": artifacts_dir, "heartbeat_s": heartbeat_s,
+        "system_metrics_s": system_metrics_s,
+    }
+    config = dataclasses.replace(ProducerConfig.from_env(env),
+                                 **{k: v for k, v in explicit.items() if v is not None})
     launcher = detect_launcher(env)
     resolved = resolve_run_id(run_id, config.run_id, launcher)
     typed = params_mod.typed_params(params) if params else {}

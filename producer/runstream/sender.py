@@ -28,7 +28,7 @@ from runstream.proto import codec
 from runstream.proto.v1 import events_pb2
 from runstream.transport import Transport
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
 THREAD_NAME = "runstream-producer-sender"
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
 THREAD_NAME = "runstream-producer-system"
 _NVIDIA_SMI_TIMEOUT_S = 5.0

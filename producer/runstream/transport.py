@@ -17,18 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from runstream.config import DEFAULT_KAFKA_STALL_S
 from runstream.proto import codec, spool
 from runstream.proto.spool import SpoolWriter
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
 
-log = logging.getLogger("runstream")
+log = logging.getLogger(__name__)
 
 #: Seconds between attempts to reach Kafka again while events go to the spool.
 KAFKA_RETRY_S = 2.0
-#: The oldest unacknowledged record waiting this long means Kafka is down: spool new events.
-KAFKA_STALL_S = 5.0
 #: Spooled bytes handed back to the Kafka producer at once while draining the spool.
 DRAIN_INFLIGHT_BYTES = 8 << 20
 
@@ -64,7 +63,7 @@ def kafka_producer_options(bootstrap: str) -> dict[str, Any]:
         # Never stall the sender for long on metadata or a full buffer: spool instead.
         "max_block_ms": 5_000,
         # The idempotent producer retries an outage this long without duplicates; the
-        # sender spools new events after KAFKA_STALL_S meanwhile.
+        # sender spools new events after kafka_stall_s meanwhile.
         "delivery_timeout_ms": 120_000,
         "request_timeout_ms": 10_000,
     }
@@ -162,7 +161,7 @@ class KafkaTransport:
         encoding: str,
         spool: SpoolTransport,
         producer_factory: Callable[..., KafkaProducer] | None = None,
-        stall_s: float = KAFKA_STALL_S,
+        stall_s: float = DEFAULT_KAFKA_STALL_S,
     ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic

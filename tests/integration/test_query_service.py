@@ -20,8 +20,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError, NotFoundError
 from runstream.query.client import Client
+from runstream.query.config import SERVICE_NAME
 from runstream.query.repository import ClickHouseRepository
-from runstream.query.server import SERVICE_NAME, build_server, stop
+from runstream.query.server import build_server, stop
 from runstream.query.service import QueryService
 
 T0 = 1_700_000_000_000
@@ -373,7 +374,8 @@ def test_start_server_without_tables_answers_unavailable(
     chdb_dsn: str, ch_database: str
 ) -> None:
     from runstream.proto.errors import UnavailableError
-    from runstream.query.server import QueryConfig, start_server
+    from runstream.query.config import QueryConfig
+    from runstream.query.server import start_server
 
     config = QueryConfig(addr="127.0.0.1:0", clickhouse_dsn=chdb_dsn, database=ch_database)
     with start_server(config) as running, Client(running.address, timeout_s=30) as c:

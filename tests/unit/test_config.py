@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,41 @@ def test_choice_and_float() -> None:
     assert config.env_float({}, "F", 1.5) == 1.5
     with pytest.raises(ConfigError, match="F='x'"):
         config.env_float({"F": "x"}, "F", 1.5)
+
+
+@pytest.mark.parametrize("topic", [".", "..", "a b", "", "x" * 250, "t/1"])
+def test_one_topic_rule_for_every_component(topic: str, tmp_path: Path) -> None:
+    from runstream.config import ProducerConfig
+    from runstream.consumer.config import ConsumerConfig
+
+    for cls in (ProducerConfig, ConsumerConfig):
+        default = cls.from_env({"RUNSTREAM_HOME": str(tmp_path)})
+        with pytest.raises(ConfigError, match="RUNSTREAM_TOPIC"):
+            dataclasses.replace(default, topic=topic)  # type: ignore[type-var]
+
+
+def test_checks_name_the_setting_and_the_value() -> None:
+    assert config.check_positive("P", 2) == 2.0
+    assert config.check_non_negative("N", 0) == 0.0
+    assert config.check_int_range("I", 3, 1, 16) == 3
+    for check, value in ((config.check_positive, 0), (config.check_positive, math.nan),
+                         (config.check_non_negative, -1.0), (config.check_non_negative, math.inf),
+                         (config.check_positive, True)):
+        with pytest.raises(ConfigError, match=r"X="):
+            check("X", value)
+    with pytest.raises(ConfigError, match=r"W=17: expected an integer 1\.\.16"):
+        config.check_int_range("W", 17, 1, 16)
+    with pytest.raises(ConfigError, match="D='a`b'"):
+        config.check_database("D", "a`b")
+    with pytest.raises(ConfigError, match="must be set together"):
+        config.check_tls_files("C", "cert.pem", "K", "")
+
+
+def test_status_sets_are_run_status_names() -> None:
+    from runstream.proto import status
+    from runstream.proto.v1 import events_pb2
+
+    names = set(events_pb2.RunStatus.keys())
+    assert status.ENDED_OR_CRASHED <= names and status.UNSPECIFIED in names
+    assert status.ENDED == {"FINISHED", "FAILED", "KILLED"}
+    assert status.ENDED_OR_CRASHED - status.ENDED == {status.CRASHED}

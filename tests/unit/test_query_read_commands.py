@@ -10,8 +10,8 @@ import pytest
 
 from runstream.cli import read_commands as rc
 from runstream.proto.errors import ConfigError, NotFoundError
+from runstream.query.config import QueryConfig
 from runstream.query.models import MetricHistory, MetricSummary, Param, RankInfo, Run, RunInfo
-from runstream.query.server import QueryConfig
 
 T0 = 1_700_000_000_000
 
@@ -114,3 +114,17 @@ def test_query_config_from_env() -> None:
     with pytest.raises(ConfigError, match="RUNSTREAM_CLICKHOUSE_DATABASE"):
         QueryConfig.from_env({"RUNSTREAM_CLICKHOUSE": "chdb:///x",
                               "RUNSTREAM_CLICKHOUSE_DATABASE": "a`b"})
+
+
+def test_client_config_from_env_and_explicit() -> None:
+    import dataclasses
+
+    from runstream.query.config import ClientConfig
+
+    config = ClientConfig.from_env({"RUNSTREAM_QUERY_ADDR": "h:1", "RUNSTREAM_TOKEN": "t"})
+    assert (config.target, config.token, config.tls_ca, config.timeout_s) == ("h:1", "t", "", 30.0)
+    assert ClientConfig.from_env({}).target == "127.0.0.1:50051"
+    with pytest.raises(ConfigError, match="timeout_s"):
+        dataclasses.replace(config, timeout_s=0)
+    with pytest.raises(ConfigError, match="RUNSTREAM_QUERY_ADDR"):
+        dataclasses.replace(config, target="")

@@ -7,20 +7,24 @@ together. Imports are lazy so `runstream sync` never loads grpcio or ClickHouse.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runstream.proto import config as names
 from runstream.proto.errors import RunstreamError
 
-log = logging.getLogger("runstream.cli")
+if TYPE_CHECKING:
+    from runstream.consumer.config import ConsumerConfig
+    from runstream.query.config import QueryConfig
+
+log = logging.getLogger(__name__)
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -36,21 +40,29 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
-    """The process environment with explicit flags applied on top (flags win)."""
-    env = dict(os.environ)
-    for flag, name in (
-        ("kafka", names.KAFKA),
-        ("clickhouse", names.CLICKHOUSE),
-        ("database", names.CLICKHOUSE_DATABASE),
-        ("addr", names.QUERY_ADDR),
-        ("spool_dir", names.SPOOL_DIR),
-        ("topic", names.TOPIC),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            env[name] = str(value)
-    return env
+def _flags(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
+    """``{config field: value}`` of the flags (``flag=field``) given on the command line."""
+    return {field: getattr(args, flag) for flag, field in fields.items()
+            if getattr(args, flag, None) is not None}
+
+
+def _consumer_config(args: argparse.Namespace) -> ConsumerConfig:
+    """The consumer's configuration: its variables, with the command's flags on top."""
+    from runstream.consumer.config import ConsumerConfig
+
+    explicit = _flags(args, clickhouse="clickhouse_dsn", database="database", topic="topic",
+                      spool_dir="spool_dir")
+    if getattr(args, "kafka", None) is not None:
+        explicit["kafka_bootstrap"] = tuple(names.parse_bootstrap("--kafka", args.kafka))
+    return dataclasses.replace(ConsumerConfig.from_env(), **explicit)
+
+
+def _query_config(args: argparse.Namespace) -> QueryConfig:
+    """The query server's configuration: its variables, with the command's flags on top."""
+    from runstream.query.config import QueryConfig
+
+    explicit = _flags(args, addr="addr", clickhouse="clickhouse_dsn", database="database")
+    return dataclasses.replace(QueryConfig.from_env(), **explicit)
 
 
 def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any],
@@ -69,17 +81,15 @@ def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Embedded mode: ingestion (spool, and Kafka if configured) + query service, one process."""
-    from runstream.consumer.config import ConsumerConfig
     from runstream.consumer.factories import (
         build_kafka_pipeline,
         build_spool_pipeline,
         connect_clickhouse,
     )
-    from runstream.query.server import QueryConfig, start_server
+    from runstream.query.server import start_server
 
-    env = _env_overrides(args)
-    consumer_config = ConsumerConfig.from_env(env)
-    query_config = QueryConfig.from_env(env)
+    consumer_config = _consumer_config(args)
+    query_config = _query_config(args)
     stop = threading.Event()
     _stop_on_signals(stop)
     # One chdb path opens in one process only: ingestion shares this client, and the
@@ -89,12 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if consumer_config.kafka_bootstrap:
         pipelines.append(build_kafka_pipeline(consumer_config, client=client))
     server = start_server(query_config)
-    threads = [
-        threading.Thread(target=p.run, args=(stop,), name=f"runstream-consumer-{i}")
-        for i, p in enumerate(pipelines)
-    ]
-    for t in threads:
-        t.start()
+    threads = [p.start(stop) for p in pipelines]
     sources = f"spool {consumer_config.spool_dir}"
     if consumer_config.kafka_bootstrap:
         sources += (f" + Kafka {','.join(consumer_config.kafka_bootstrap)}"
@@ -128,10 +133,9 @@ def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
 def cmd_consume(args: argparse.Namespace) -> int:
     """Kafka -> ClickHouse ingestion (one member of the consumer group), with progress
     lines and CRASHED detection, until SIGTERM/SIGINT."""
-    from runstream.consumer.config import ConsumerConfig
     from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
 
-    config = ConsumerConfig.from_env(_env_overrides(args))
+    config = _consumer_config(args)
     if not config.kafka_bootstrap:
         raise RunstreamError(f"runstream consume needs Kafka: set {names.KAFKA} or --kafka")
     stop = threading.Event()
@@ -155,9 +159,9 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_query_server(args: argparse.Namespace) -> int:
-    from runstream.query.server import QueryConfig, start_server
+    from runstream.query.server import start_server
 
-    config = QueryConfig.from_env(_env_overrides(args))
+    config = _query_config(args)
     stop = threading.Event()
     _stop_on_signals(stop)
     server = start_server(config)
@@ -168,20 +172,20 @@ def cmd_query_server(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from runstream.config import ProducerConfig
     from runstream.sync import sync
 
-    env = _env_overrides(args)
-    bootstrap = env.get(names.KAFKA, "")
-    if not bootstrap:
+    # What the producer would send to: its variables, with the command's flags on top.
+    config = dataclasses.replace(
+        ProducerConfig.from_env(), **_flags(args, kafka="kafka", topic="topic",
+                                            spool_dir="spool_dir"))
+    if not config.kafka:
         raise RunstreamError(f"runstream sync needs Kafka: set {names.KAFKA} or --kafka")
-    names.parse_bootstrap(names.KAFKA, bootstrap)
-    spool_dir = names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env))
-    topic = names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC)
 
     def progress(done: int, total: int) -> None:
         print(f"\rrunstream sync: {done}/{total} spool files sent", end="", flush=True)
 
-    stats = sync(spool_dir, bootstrap, topic, progress=progress)
+    stats = sync(config.spool_dir, config.kafka, config.topic, progress=progress)
     print(f"\nrunstream sync: {stats}", flush=True)
     return 0
 
@@ -189,7 +193,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace) -> Any:
     from runstream.query.client import Client
 
-    return Client(_env_overrides(args).get(names.QUERY_ADDR) or names.DEFAULT_QUERY_ADDR)
+    return Client(args.addr)  # None: $RUNSTREAM_QUERY_ADDR, or the default
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

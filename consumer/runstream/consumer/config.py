@@ -1,18 +1,17 @@
 """Configuration of the consumer: where events come from and where rows go.
 
 Precedence as everywhere in Runstream: explicit argument (construct ``ConsumerConfig``
-directly, or ``dataclasses.replace``) > ``RUNSTREAM_*`` environment variable > default.
+directly, or ``dataclasses.replace``) > ``RUNSTREAM_*`` environment variable > default;
+``from_env`` reads, ``__post_init__`` checks (see :mod:`runstream.proto.config`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runstream.proto import config as names
-from runstream.proto.errors import ConfigError
 
 # Consumer-only variables (the shared ones live in runstream.proto.config).
 GROUP_ID = "RUNSTREAM_CONSUMER_GROUP"
@@ -29,37 +28,6 @@ DEFAULT_MAX_BATCH_AGE_S = 0.5
 DEFAULT_CRASH_TIMEOUT_S = 60.0
 DEFAULT_PROGRESS_S = 5.0
 DEFAULT_WRITERS = 2
-
-_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Kafka's own rule for topic names (and group ids, which we hold to the same).
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-
-
-def check_database(name: str, value: str) -> str:
-    """Return ``value`` if it is a plain ClickHouse identifier, else raise ConfigError."""
-    if not _DATABASE.fullmatch(value) or len(value) > 128:
-        raise ConfigError(f"{name}={value!r}: expected a database name [A-Za-z_][A-Za-z0-9_]*")
-    return value
-
-
-def check_topic(name: str, value: str) -> str:
-    """Return ``value`` if it is a legal Kafka topic name, else raise ConfigError."""
-    if not _TOPIC.fullmatch(value) or value in (".", ".."):
-        raise ConfigError(f"{name}={value!r}: expected 1..249 characters of [A-Za-z0-9._-]")
-    return value
-
-
-def _env_positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a positive integer") from None
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r}: expected a positive integer")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,24 +69,21 @@ class ConsumerConfig:
     progress_interval_s: float = DEFAULT_PROGRESS_S
 
     def __post_init__(self) -> None:
-        check_topic(names.TOPIC, self.topic)
-        check_topic(GROUP_ID, self.group_id)
-        check_database(names.CLICKHOUSE_DATABASE, self.database)
+        for server in self.kafka_bootstrap:
+            names.parse_host_port(names.KAFKA, server)
+        names.check_topic(names.TOPIC, self.topic)
+        names.check_topic(GROUP_ID, self.group_id)
         names.check_dsn(names.CLICKHOUSE, self.clickhouse_dsn)
-        if self.max_batch_rows < 1:
-            raise ConfigError(f"max_batch_rows={self.max_batch_rows}: expected >= 1")
-        if not self.max_batch_age_s >= 0:
-            raise ConfigError(f"max_batch_age_s={self.max_batch_age_s}: expected >= 0")
+        names.check_database(names.CLICKHOUSE_DATABASE, self.database)
+        names.check_int_range(MAX_BATCH_ROWS, self.max_batch_rows, 1)
+        names.check_non_negative(MAX_BATCH_AGE_S, self.max_batch_age_s)
+        names.check_int_range(WRITERS, self.writers, 1, 16)
+        names.check_non_negative("poll_timeout_s", self.poll_timeout_s)
+        names.check_int_range("max_poll_records", self.max_poll_records, 1)
         if self.instance_id:
-            check_topic(INSTANCE_ID, self.instance_id)
-        if not self.crash_timeout_s > 0:
-            raise ConfigError(f"{CRASH_TIMEOUT_S}={self.crash_timeout_s}: expected > 0")
-        if not self.progress_interval_s > 0:
-            raise ConfigError(f"{PROGRESS_S}={self.progress_interval_s}: expected > 0")
-        if self.max_poll_records < 1:
-            raise ConfigError(f"max_poll_records={self.max_poll_records}: expected >= 1")
-        if not 1 <= self.writers <= 16:
-            raise ConfigError(f"{WRITERS}={self.writers}: expected 1..16")
+            names.check_topic(INSTANCE_ID, self.instance_id)
+        names.check_positive(CRASH_TIMEOUT_S, self.crash_timeout_s)
+        names.check_positive(PROGRESS_S, self.progress_interval_s)
 
     @property
     def dlq_topic(self) -> str:
@@ -133,24 +98,18 @@ class ConsumerConfig:
         """
         env = names.environ_or_os(environ)
         raw_kafka = env.get(names.KAFKA, "").strip()
-        bootstrap = tuple(names.parse_bootstrap(names.KAFKA, raw_kafka)) if raw_kafka else ()
         return cls(
-            kafka_bootstrap=bootstrap,
-            topic=check_topic(names.TOPIC, names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC)),
-            group_id=check_topic(GROUP_ID, names.env_str(env, GROUP_ID, DEFAULT_GROUP_ID)),
-            clickhouse_dsn=names.check_dsn(
-                names.CLICKHOUSE,
-                names.env_str(env, names.CLICKHOUSE, names.default_clickhouse_dsn(env)),
-            ),
-            database=check_database(
-                names.CLICKHOUSE_DATABASE,
-                names.env_str(env, names.CLICKHOUSE_DATABASE, names.DEFAULT_DATABASE),
-            ),
+            kafka_bootstrap=tuple(names.parse_bootstrap(names.KAFKA, raw_kafka)) if raw_kafka
+            else (),
+            topic=names.env_str(env, names.TOPIC, names.DEFAULT_TOPIC),
+            group_id=names.env_str(env, GROUP_ID, DEFAULT_GROUP_ID),
+            clickhouse_dsn=names.env_str(env, names.CLICKHOUSE, names.default_clickhouse_dsn(env)),
+            database=names.env_str(env, names.CLICKHOUSE_DATABASE, names.DEFAULT_DATABASE),
             spool_dir=names.env_path(env, names.SPOOL_DIR, names.default_spool_dir(env)),
-            max_batch_rows=_env_positive_int(env, MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_ROWS),
+            max_batch_rows=names.env_int(env, MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_ROWS),
             max_batch_age_s=names.env_float(env, MAX_BATCH_AGE_S, DEFAULT_MAX_BATCH_AGE_S),
-            writers=_env_positive_int(env, WRITERS, DEFAULT_WRITERS),
-            instance_id=check_topic(INSTANCE_ID, env[INSTANCE_ID]) if env.get(INSTANCE_ID) else "",
+            writers=names.env_int(env, WRITERS, DEFAULT_WRITERS),
+            instance_id=env.get(INSTANCE_ID, ""),
             crash_timeout_s=names.env_float(env, CRASH_TIMEOUT_S, DEFAULT_CRASH_TIMEOUT_S),
             progress_interval_s=names.env_float(env, PROGRESS_S, DEFAULT_PROGRESS_S),
         )

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from runstream.consumer.config import ConsumerConfig, check_database
+from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import KafkaDeadLetterSink, SpoolDeadLetterSink
 from runstream.consumer.liveness import LivenessChecker
 from runstream.consumer.pipeline import Pipeline
@@ -40,7 +40,7 @@ def connect_clickhouse(dsn: str, database: str) -> Any:
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     names.check_dsn(names.CLICKHOUSE, dsn)
-    check_database(names.CLICKHOUSE_DATABASE, database)
+    names.check_database(names.CLICKHOUSE_DATABASE, database)
     try:
         bootstrap = clickhouse_connect.get_client(dsn=dsn)
         try:

@@ -30,13 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream.consumer.periodic import run_every, start_daemon
-from runstream.proto import tables
+from runstream.proto import status, tables
 
 log = logging.getLogger(__name__)
 
-RUNNING = "RUNNING"
-CRASHED = "CRASHED"
-TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+RUNNING, CRASHED = status.RUNNING, status.CRASHED
 
 # Ranks whose status may need a change, with their last sign of life. Only constants and
 # the consumer's own producer id (a constant) are in this SQL.
@@ -93,7 +91,7 @@ def status_changes(
     """The status rows to write at ``now_ms`` (epoch ms). Pure."""
     out = []
     for r in ranks:
-        if r.sent_status in TERMINAL:
+        if r.sent_status in status.ENDED:
             if r.status != r.sent_status:
                 out.append(StatusChange(r.run_id, r.rank, r.experiment, r.sent_status,
                                         r.sent_error))

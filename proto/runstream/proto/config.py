@@ -1,14 +1,19 @@
 """Configuration names every component and script agrees on, and the parsers they share.
 
 Precedence everywhere: explicit argument > ``RUNSTREAM_*`` environment variable >
-documented default. Each component has its own frozen ``*Config`` dataclass with a
-``from_env(environ)`` classmethod built on the helpers below; a malformed value raises
-:class:`ConfigError` naming the variable and the value, never a warning and a fallback.
+documented default. Each component has one frozen ``*Config`` dataclass of the same
+shape: ``from_env(environ)`` reads and parses the variables (``env_*`` below: a value
+that does not parse raises), explicit values are applied with ``dataclasses.replace``,
+and ``__post_init__`` validates every field in one place (``check_*`` below). A
+malformed value raises :class:`ConfigError` naming the variable and the value, never a
+warning and a fallback.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,7 +31,13 @@ SPOOL_DIR = "RUNSTREAM_SPOOL_DIR"
 ARTIFACTS = "RUNSTREAM_ARTIFACTS"
 RUN_ID = "RUNSTREAM_RUN_ID"
 ENCODING = "RUNSTREAM_ENCODING"
+# Bearer token the query server requires and the client sends; unset = no auth.
 TOKEN = "RUNSTREAM_TOKEN"  # noqa: S105 - a variable name, not a secret
+# The query server's TLS certificate and key (PEM files; both or neither), and the CA
+# the client trusts (PEM; set = TLS).
+QUERY_TLS_CERT = "RUNSTREAM_QUERY_TLS_CERT"
+QUERY_TLS_KEY = "RUNSTREAM_QUERY_TLS_KEY"
+QUERY_TLS_CA = "RUNSTREAM_QUERY_TLS_CA"
 # Kafka topic of run events; the dead-letter topic is "<topic>.dlq".
 TOPIC = "RUNSTREAM_TOPIC"
 # Root of every default local path below.
@@ -36,6 +47,11 @@ DEFAULT_TOPIC = "runstream.events"
 DEFAULT_QUERY_ADDR = "127.0.0.1:50051"
 DEFAULT_DATABASE = "runstream"
 ENCODINGS = ("protobuf", "avro")
+
+#: A plain ClickHouse identifier (database, cluster): nothing that needs quoting.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# Kafka's own rule for topic names (and group and instance ids, held to the same).
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def home(environ: Mapping[str, str]) -> Path:
@@ -81,16 +97,74 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
 
 
 def env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    """The variable as a number, or the default when unset or empty (range: the config's
+    ``__post_init__`` checks it)."""
     raw = environ.get(name, "")
     if not raw:
         return default
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if value != value or value < 0:
-        raise ConfigError(f"{name}={raw!r}: expected a non-negative number")
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """The variable as an integer, or the default when unset or empty."""
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+
+
+def check_positive(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number > 0, else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={value!r}: expected a positive number")
+    return float(value)
+
+
+def check_non_negative(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number >= 0, else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}={value!r}: expected a non-negative number")
+    return float(value)
+
+
+def check_int_range(name: str, value: int, low: int, high: int | None = None) -> int:
+    """``value`` if it is an integer in ``low..high`` (no upper bound: None), else ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bounds = f"{low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{name}={value!r}: expected an integer {bounds}")
     return value
+
+
+def check_topic(name: str, value: str) -> str:
+    """``value`` if it is a legal Kafka topic name, else ConfigError."""
+    if not isinstance(value, str) or not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{name}={value!r}: expected 1..249 characters of [A-Za-z0-9._-]")
+    return value
+
+
+def check_database(name: str, value: str) -> str:
+    """``value`` if it is a plain ClickHouse identifier, else ConfigError."""
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
+        raise ConfigError(f"{name}={value!r}: expected a database name [A-Za-z_][A-Za-z0-9_]*")
+    return value
+
+
+def check_tls_files(cert_name: str, cert: str, key_name: str, key: str) -> None:
+    """A certificate and key (paths of PEM files) are both set or both empty, and exist."""
+    if bool(cert) != bool(key):
+        raise ConfigError(f"{cert_name} and {key_name} must be set together")
+    for name, path in ((cert_name, cert), (key_name, key)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}={path!r}: no such file")
 
 
 def parse_host_port(name: str, value: str) -> tuple[str, int]:

@@ -19,13 +19,12 @@ a different point and is kept.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from runstream.proto.config import IDENTIFIER
 from runstream.proto.errors import InvalidArgumentError
 
 DEDUP_WINDOW = 10_000
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +278,7 @@ VIEWS: tuple[View, ...] = (
 
 
 def _check_identifier(what: str, name: str) -> None:
-    if not _IDENTIFIER.fullmatch(name):
+    if not IDENTIFIER.fullmatch(name):
         raise InvalidArgumentError(f"{what} {name[:80]!r} is not [A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -1,13 +1,16 @@
 """Contract checks on decoded events (the limits documented in events.proto).
 
 Pure functions: the consumer dead-letters what fails here, the producer SDK checks
-user input against the same limits before anything is queued.
+user input against the same limits before anything is queued, and the query service
+checks requests with them. The checks every side shares (:func:`check_run_id`,
+:func:`check_key`) take the error class each side raises.
 """
 
 from __future__ import annotations
 
 import re
 
+from runstream.proto import status
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
@@ -28,18 +31,26 @@ MAX_TS_MS = 13_569_465_600_000
 _PARAM_TYPES = frozenset(
     (events_pb2.STRING, events_pb2.INT, events_pb2.FLOAT, events_pb2.BOOL)
 )
+_ENDED = frozenset(events_pb2.RunStatus.Value(name) for name in status.ENDED)
 
 
-def check_run_id(run_id: str) -> None:
-    if not RUN_ID_PATTERN.fullmatch(run_id):
-        raise ValidationError(
-            f"run_id {run_id[:80]!r} must be 1..64 characters of letters, digits, '.', '_', '-'"
-        )
+def check_run_id(
+    run_id: object, *, name: str = "run_id", error: type[Exception] = ValidationError
+) -> str:
+    """``run_id`` if it is 1..64 characters of letters, digits, '.', '_', '-'; else
+    ``error`` naming ``name`` (an argument or a variable)."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        raise error(f"{name}={run_id!r:.80}: expected 1..64 characters of letters, digits,"
+                    " '.', '_', '-'")
+    return run_id
 
 
-def check_key(kind: str, key: str) -> None:
-    if not key or len(key) > MAX_KEY_LEN:
-        raise ValidationError(f"{kind} key {key[:80]!r} must be 1..{MAX_KEY_LEN} characters")
+def check_key(kind: str, key: object, *, error: type[Exception] = ValidationError) -> str:
+    """``key`` if it is a string of 1..250 characters; else ``error`` naming the ``kind``
+    of key ("metric", "param", "tag")."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LEN:
+        raise error(f"{kind} key {key!r:.80} must be a string of 1..{MAX_KEY_LEN} characters")
+    return key
 
 
 def _check_len(what: str, value: str, limit: int) -> None:
@@ -105,7 +116,7 @@ def validate(event: events_pb2.RunEvent) -> None:
             _check_len(what, text, MAX_NAME_LEN)
     elif body == "run_finished":
         f = event.run_finished
-        if f.status not in (events_pb2.FINISHED, events_pb2.FAILED, events_pb2.KILLED):
+        if f.status not in _ENDED:
             raise ValidationError(
                 f"run_finished status {f.status} is not FINISHED, FAILED or KILLED"
                 " (CRASHED is set by the consumer side, never sent)"

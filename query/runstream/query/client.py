@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,9 +28,20 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from runstream.proto import config as cfg
-from runstream.proto.errors import RunstreamError, code_for_grpc_status, error_for_code
+from runstream.proto import config as names
+from runstream.proto.errors import (
+    ConfigError,
+    RunstreamError,
+    code_for_grpc_status,
+    error_for_code,
+)
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
+from runstream.query.config import (
+    DEFAULT_TIMEOUT_S,
+    MAX_MESSAGE_BYTES,
+    SERVICE_NAME,
+    ClientConfig,
+)
 from runstream.query.convert import (
     aggregate_to_pb,
     follow_update_from_pb,
@@ -37,6 +49,7 @@ from runstream.query.convert import (
     goal_to_pb,
     history_from_pb,
 )
+from runstream.query.limits import DEFAULT_HISTORY_PAGE_SIZE, DEFAULT_RUNS_PAGE_SIZE
 from runstream.query.models import (
     Comparison,
     ExperimentInfo,
@@ -48,15 +61,6 @@ from runstream.query.models import (
     RunInfo,
     RunPage,
 )
-
-SERVICE_NAME: str = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_RUNS_PAGE_SIZE = 100
-DEFAULT_HISTORY_PAGE_SIZE = 100_000
-#: PEM file of the CA that signed the query server's certificate (TLS on when set).
-TLS_CA = "RUNSTREAM_QUERY_TLS_CA"
 
 R = TypeVar("R")
 
@@ -89,31 +93,26 @@ class Client:
         tls_ca: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        env = cfg.environ_or_os(environ)
-        if target is None:
-            target = cfg.env_str(env, cfg.QUERY_ADDR, cfg.DEFAULT_QUERY_ADDR)
-        token = env.get(cfg.TOKEN, "") if token is None else token
-        tls_ca = env.get(TLS_CA, "") if tls_ca is None else tls_ca
-        if not target:
-            raise cfg.ConfigError(f"{cfg.QUERY_ADDR}: empty query server address")
-        if not timeout_s > 0:
-            raise cfg.ConfigError(f"timeout_s={timeout_s}: expected a positive number of seconds")
-        self.target = target
-        self.timeout_s = timeout_s
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        explicit = {"target": target, "token": token, "tls_ca": tls_ca}
+        config = dataclasses.replace(ClientConfig.from_env(environ), timeout_s=timeout_s,
+                                     **{k: v for k, v in explicit.items() if v is not None})
+        self.config = config
+        self.target = config.target
+        self.timeout_s = config.timeout_s
+        self._metadata = (("authorization", f"Bearer {config.token}"),) if config.token else ()
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
-        if tls_ca:
+        if config.tls_ca:
             try:
-                root = Path(tls_ca).read_bytes()
+                root = Path(config.tls_ca).read_bytes()
             except OSError as e:
-                raise cfg.ConfigError(f"{TLS_CA}={tls_ca!r}: {e}") from e
+                raise ConfigError(f"{names.QUERY_TLS_CA}={config.tls_ca!r}: {e}") from e
             credentials = grpc.ssl_channel_credentials(root_certificates=root)
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = grpc.secure_channel(config.target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(config.target, options=options)
         self._stub = query_pb2_grpc.QueryServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -3,24 +3,15 @@
 Plain frozen dataclasses with no gRPC and no ClickHouse in them, so the service, the
 servicer, the client and the CLI share one vocabulary. Statuses and param types are the
 names of the ``RunStatus`` / ``ParamType`` enums in ``events.proto`` ("RUNNING",
-"FINISHED", ...; "STRING", "INT", ...). Times are epoch milliseconds (``*_ms``); an
-``end_ms`` of 0 means "still running". Instances are immutable and safe to share
-between threads (``MetricHistory`` holds lists: treat them as read-only).
+"FINISHED", ...: :mod:`runstream.proto.status`; "STRING", "INT", ...). Times are epoch
+milliseconds (``*_ms``); an ``end_ms`` of 0 means "still running". Instances are
+immutable and safe to share between threads (``MetricHistory`` holds lists: treat them as
+read-only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-#: Status names (RunStatus in events.proto).
-UNSPECIFIED = "RUN_STATUS_UNSPECIFIED"
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
-KILLED = "KILLED"
-CRASHED = "CRASHED"
-#: Statuses after which a rank (or the run) has ended.
-TERMINAL_STATUSES = frozenset({FINISHED, FAILED, KILLED, CRASHED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runstream.proto import status
 from runstream.proto.errors import InvalidArgumentError
 from runstream.query.filters import LIST_OPS, Agg, Clause, Kind, Op, OrderBy
-from runstream.query.models import TERMINAL_STATUSES
 from runstream.query.sql import RANK_NEWEST_KEY, TS_SEQ_KEY, fill
 
 _OPS_SQL: Mapping[Op, str] = {
@@ -48,7 +48,7 @@ _SEARCH_BASE = """
 SELECT
     r.run_id AS run_id, r.run_experiment AS experiment, r.run_name AS name,
     r.run_world_size AS world_size, r.start_ms AS start_ms,
-    ifNull(s.status, 'RUN_STATUS_UNSPECIFIED') AS run_status,
+    ifNull(s.status, {unspecified:String}) AS run_status,
     if(run_status IN {terminal:Array(String)}, ifNull(s.last_ms, 0), 0) AS run_end_ms$sort_cols
 FROM (
     WITH $rank_newest AS rank_newest
@@ -199,7 +199,8 @@ def compile_search(
 ) -> CompiledSearch:
     """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
     row served, as :attr:`CompiledSearch.keyset` lists them."""
-    params: dict[str, Any] = {"limit": limit, "terminal": sorted(TERMINAL_STATUSES)}
+    params: dict[str, Any] = {"limit": limit, "terminal": sorted(status.ENDED_OR_CRASHED),
+                              "unspecified": status.UNSPECIFIED}
     metrics = _MetricColumns(params)
     where = [_clause_sql(i, c, params, metrics) for i, c in enumerate(clauses)]
     joins: list[str] = []

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,79 +32,26 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runstream.proto import config as cfg
-from runstream.proto.errors import ConfigError, UnavailableError
-from runstream.proto.v1 import query_pb2, query_pb2_grpc
+from runstream.proto import config as names
+from runstream.proto.errors import UnavailableError
+from runstream.proto.v1 import query_pb2_grpc
+from runstream.query.config import (
+    DEFAULT_GRACE_S,
+    DEFAULT_MAX_WORKERS,
+    MAX_MESSAGE_BYTES,
+    SERVICE_NAME,
+    QueryConfig,
+)
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.service import QueryService
 from runstream.query.servicer import QueryServicer
 
 log = logging.getLogger(__name__)
 
-#: Full name of the query service, as health checks and reflection know it.
-SERVICE_NAME: str = query_pb2.DESCRIPTOR.services_by_name["QueryService"].full_name
-# A 1,000,000-point history page is about 20 MB on the wire.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_WORKERS = 16
-DEFAULT_GRACE_S = 5.0
-
-#: Environment variables of the query server's TLS (PEM files).
-TLS_CERT = "RUNSTREAM_QUERY_TLS_CERT"
-TLS_KEY = "RUNSTREAM_QUERY_TLS_KEY"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
-_DATABASE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _HEALTH: weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer] = weakref.WeakKeyDictionary()
 _SERVICES: weakref.WeakKeyDictionary[grpc.Server, QueryService] = weakref.WeakKeyDictionary()
-
-
-@dataclass(frozen=True, kw_only=True)
-class QueryConfig:
-    """Settings of the query server.
-
-    ``addr``: host:port to listen on ($RUNSTREAM_QUERY_ADDR, default 127.0.0.1:50051;
-    port 0 picks a free port). ``clickhouse_dsn``: $RUNSTREAM_CLICKHOUSE, default the
-    embedded engine under $RUNSTREAM_HOME. ``database``: $RUNSTREAM_CLICKHOUSE_DATABASE,
-    default "runstream". ``max_workers``: RPCs served at once. ``grace_s``: how long a
-    stop lets running RPCs finish.
-    """
-
-    addr: str = cfg.DEFAULT_QUERY_ADDR
-    clickhouse_dsn: str
-    database: str = cfg.DEFAULT_DATABASE
-    max_workers: int = DEFAULT_MAX_WORKERS
-    grace_s: float = DEFAULT_GRACE_S
-    token: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-
-    def __post_init__(self) -> None:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError(f"{TLS_CERT} and {TLS_KEY} must be set together")
-        for name, path in ((TLS_CERT, self.tls_cert), (TLS_KEY, self.tls_key)):
-            if path and not Path(path).is_file():
-                raise ConfigError(f"{name}={path!r}: no such file")
-        cfg.parse_host_port(cfg.QUERY_ADDR, self.addr)
-        cfg.check_dsn(cfg.CLICKHOUSE, self.clickhouse_dsn)
-        if not _DATABASE.fullmatch(self.database):
-            raise ConfigError(f"{cfg.CLICKHOUSE_DATABASE}={self.database!r}: expected a name")
-        if self.max_workers < 1:
-            raise ConfigError(f"max_workers={self.max_workers}: expected at least 1")
-        if self.grace_s < 0:
-            raise ConfigError(f"grace_s={self.grace_s}: expected a non-negative number")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> QueryConfig:
-        """Read the ``RUNSTREAM_*`` variables (``None`` = os.environ); ConfigError if malformed."""
-        env = cfg.environ_or_os(environ)
-        return cls(
-            addr=cfg.env_str(env, cfg.QUERY_ADDR, cfg.DEFAULT_QUERY_ADDR),
-            clickhouse_dsn=cfg.env_str(env, cfg.CLICKHOUSE, cfg.default_clickhouse_dsn(env)),
-            database=cfg.env_str(env, cfg.CLICKHOUSE_DATABASE, cfg.DEFAULT_DATABASE),
-            token=env.get(cfg.TOKEN, ""),
-            tls_cert=env.get(TLS_CERT, ""),
-            tls_key=env.get(TLS_KEY, ""),
-        )
 
 
 class TokenInterceptor(grpc.ServerInterceptor):
@@ -158,7 +103,7 @@ def build_server(
     it is bound to (``addr`` may use port 0). Raises UnavailableError when the address
     cannot be bound. Stop it with :func:`stop`.
     """
-    cfg.parse_host_port(cfg.QUERY_ADDR, addr)
+    names.parse_host_port(names.QUERY_ADDR, addr)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="runstream-query"),
         interceptors=[TokenInterceptor(token)] if token else [],
@@ -274,5 +219,5 @@ def start_server(config: QueryConfig) -> QueryServer:
     server.start()
     log.info("query server listening on %s (port %d), ClickHouse %s database %s",
              config.addr, port, config.clickhouse_dsn, config.database)
-    host, _ = cfg.parse_host_port(cfg.QUERY_ADDR, config.addr)
+    host, _ = names.parse_host_port(names.QUERY_ADDR, config.addr)
     return QueryServer(server, host, port, service, repository, config.grace_s)

@@ -20,18 +20,32 @@ from runstream.proto.errors import (
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
-    ValidationError,
 )
+from runstream.proto.status import ENDED, ENDED_OR_CRASHED, UNSPECIFIED
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_WORLD_SIZE, check_key, check_run_id
 from runstream.query import compare, filters, tokens
 from runstream.query.downsample import Bucket, bucket_width, select_points
+from runstream.query.limits import (
+    DEFAULT_HISTORY_PAGE_SIZE,
+    DEFAULT_RUNS_PAGE_SIZE,
+    INGEST_WINDOW_MS,
+    MAX_COMPARED_METRICS,
+    MAX_COMPARED_RUNS,
+    MAX_EXPERIMENTS_FILTER,
+    MAX_EXPERIMENTS_LISTED,
+    MAX_FOLLOW_BATCH,
+    MAX_FOLLOW_KEYS,
+    MAX_HISTORY_PAGE_SIZE,
+    MAX_MAX_POINTS,
+    MAX_RANKS_FILTER,
+    MAX_RUNS_PAGE_SIZE,
+    MIN_COMPARED_RUNS,
+    MIN_MAX_POINTS,
+)
 from runstream.query.models import (
     AGGREGATES,
-    CRASHED,
     MAXIMIZE,
     MINIMIZE,
-    TERMINAL_STATUSES,
-    UNSPECIFIED,
     CodeVersion,
     Comparison,
     Environment,
@@ -50,26 +64,8 @@ from runstream.query.models import (
 from runstream.query.storage import RankRow, RunRepository, StatusRow
 from runstream.query.tokens import PointCursor
 
-DEFAULT_RUNS_PAGE_SIZE = 100
-MAX_RUNS_PAGE_SIZE = 1000
-DEFAULT_HISTORY_PAGE_SIZE = 100_000
-MAX_HISTORY_PAGE_SIZE = 1_000_000
-MAX_RANKS_FILTER = 65_536
-#: Documented limits of the newer RPCs (see query.proto).
-MAX_EXPERIMENTS_FILTER = 100
-MIN_MAX_POINTS = 2
-MAX_MAX_POINTS = 10_000
-MIN_COMPARED_RUNS = 2
-MAX_COMPARED_RUNS = 50
-MAX_COMPARED_METRICS = 200
-MAX_FOLLOW_BATCH = 10_000
-MAX_FOLLOW_KEYS = 1000
 DEFAULT_MAX_FOLLOWERS = 8
 DEFAULT_FOLLOW_POLL_S = 0.5
-MAX_EXPERIMENTS_LISTED = 10_000
-INGEST_WINDOW_MS = 60_000
-#: Statuses after which FollowRun ends (CRASHED is left out: heartbeats may resume).
-_FOLLOW_END = TERMINAL_STATUSES - {CRASHED}
 
 
 # --- request validation (pure) -------------------------------------------------------
@@ -77,19 +73,12 @@ _FOLLOW_END = TERMINAL_STATUSES - {CRASHED}
 
 def validate_run_id(run_id: str) -> str:
     """Return ``run_id`` or raise InvalidArgumentError (1..64 of [A-Za-z0-9._-])."""
-    try:
-        check_run_id(run_id)
-    except ValidationError as e:
-        raise InvalidArgumentError(str(e)) from e
-    return run_id
+    return check_run_id(run_id, error=InvalidArgumentError)
 
 
 def validate_metric_key(key: str) -> str:
-    try:
-        check_key("metric", key)
-    except ValidationError as e:
-        raise InvalidArgumentError(str(e)) from e
-    return key
+    """Return ``key`` or raise InvalidArgumentError (1..250 characters)."""
+    return check_key("metric", key, error=InvalidArgumentError)
 
 
 def validate_experiment(experiment: str) -> str:
@@ -131,7 +120,7 @@ def _head(items: list[Any], n: int) -> list[Any]:
 
 def run_end_ms(status: StatusRow | None) -> int:
     """When the rank reached a terminal status; 0 while it runs (or has no status yet)."""
-    if status is None or status.status not in TERMINAL_STATUSES:
+    if status is None or status.status not in ENDED_OR_CRASHED:
         return 0
     return status.last_ms
 
@@ -504,7 +493,8 @@ class QueryService:
                     seen[st.rank] = (st.status, st.error)
                     yield StatusUpdate(rank=st.rank, status=st.status, error=st.error,
                                        ts_ms=st.last_ms, live=live)
-            ended = bool(statuses) and all(s.status in _FOLLOW_END for s in statuses)
+            # CRASHED does not end the stream: heartbeats may resume.
+            ended = bool(statuses) and all(s.status in ENDED for s in statuses)
             while True:
                 k, r, s, v, t = self._repo.new_points(
                     run_id, keys, ranks, cursors, floor, MAX_FOLLOW_BATCH

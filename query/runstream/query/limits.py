@@ -1,0 +1,32 @@
+"""The documented limits of the query API (query.proto), with one owner.
+
+The service enforces them; the client and the CLI use the defaults. Counts unless the
+name says otherwise (``*_MS``: milliseconds).
+"""
+
+from __future__ import annotations
+
+#: SearchRuns page size: 0 in a request means the default.
+DEFAULT_RUNS_PAGE_SIZE = 100
+MAX_RUNS_PAGE_SIZE = 1000
+#: GetMetricHistory page size (points): 0 in a request means the default.
+DEFAULT_HISTORY_PAGE_SIZE = 100_000
+MAX_HISTORY_PAGE_SIZE = 1_000_000
+#: Ranks in one rank filter.
+MAX_RANKS_FILTER = 65_536
+#: Experiments in one SearchRuns request.
+MAX_EXPERIMENTS_FILTER = 100
+#: GetMetricHistory's max_points (0 = every point, paged).
+MIN_MAX_POINTS = 2
+MAX_MAX_POINTS = 10_000
+#: Runs in one CompareRuns, and metric keys it summarizes.
+MIN_COMPARED_RUNS = 2
+MAX_COMPARED_RUNS = 50
+MAX_COMPARED_METRICS = 200
+#: FollowRun: points per update, and keys in one request.
+MAX_FOLLOW_BATCH = 10_000
+MAX_FOLLOW_KEYS = 1000
+#: ListExperiments answers at most this many.
+MAX_EXPERIMENTS_LISTED = 10_000
+#: GetIngestStatus: consumers heard from within this window.
+INGEST_WINDOW_MS = 60_000
