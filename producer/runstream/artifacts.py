@@ -15,10 +15,13 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from runstream.proto.errors import InvalidArgumentError
+from runstream.proto.validation import MAX_DIGEST_LEN, MAX_NAME_LEN, MAX_ROLE_LEN, MAX_URI_LEN
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +71,6 @@ def _store_file(root: Path, source: Path) -> tuple[str, int]:
 
 def store_bytes(root: Path, data: bytes) -> str:
     """Store ``data`` under its sha256 (returned, hex); a no-op when already stored."""
-    return _store_bytes(root, data)
-
-
-def _store_bytes(root: Path, data: bytes) -> str:
     hexdigest = hashlib.sha256(data).hexdigest()
     final = blob_path(root, hexdigest)
     if not final.exists():
@@ -108,7 +107,7 @@ def store(root: Path, source: Path) -> StoredArtifact:
             entries.append({"path": rel, "sha256": sha, "size_bytes": size})
             total += size
         manifest = json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
-        sha = _store_bytes(root, manifest.encode("utf-8"))
+        sha = store_bytes(root, manifest.encode("utf-8"))
         return StoredArtifact(blob_path(root, sha).resolve().as_uri(), sha, total)
     raise InvalidArgumentError(f"artifact path {str(source)!r} is not a file or directory")
 
@@ -189,3 +188,44 @@ def input_digest(path: Path, cache: DigestCache | None = None) -> str:
     if cache is not None:
         cache.save()
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    """A data set a run reads, as recorded: a URI with a scheme as given or a local path
+    as ``file://``, its digest ("" when unknown), a name and a role."""
+
+    name: str
+    uri: str
+    digest: str
+    role: str
+
+
+def input_ref(uri_or_path: str | os.PathLike[str], name: str | None, digest: str | None,
+              role: str, cache: Callable[[], DigestCache]) -> InputRef:
+    """What ``Run.log_input`` records. A local file or directory (a path, or a
+    ``file://`` URI) must exist: its digest is computed (:func:`input_digest`, with the
+    cache ``cache()`` returns) unless ``digest`` is given; a URI with another scheme
+    (``s3://...``, ``hf://...``) is taken as given, with ``digest`` or "". The name
+    defaults to the last path component. InvalidArgumentError for a path that does not
+    exist or a field over the limits of events.proto. Blocks while hashing."""
+    text = os.fspath(uri_or_path)
+    path = Path(text).expanduser()
+    if "://" in text and not text.startswith("file://"):
+        uri = text
+        found = digest or ""
+    else:
+        if text.startswith("file://"):
+            path = Path(unquote(urlparse(text).path))
+        if not path.exists():
+            raise InvalidArgumentError(
+                f"input {text!r} is neither an existing path nor a URI with a scheme"
+            )
+        uri = path.resolve().as_uri()
+        found = digest if digest is not None else input_digest(path, cache())
+    label = name if name is not None else path.name
+    for what, value, limit in (("uri", uri, MAX_URI_LEN), ("name", label, MAX_NAME_LEN),
+                               ("digest", found, MAX_DIGEST_LEN), ("role", role, MAX_ROLE_LEN)):
+        if len(value) > limit:
+            raise InvalidArgumentError(f"input {what} is over {limit} characters")
+    return InputRef(name=label, uri=uri, digest=found, role=role)

@@ -18,7 +18,7 @@ from runstream.proto.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-_GIT_TIMEOUT_S = 5.0
+_SUBPROCESS_TIMEOUT_S = 5.0
 _MAX_COMMAND = 4096
 _MAX_TEXT = 1024
 _MAX_PACKAGES = 5000
@@ -33,7 +33,7 @@ def _git(cwd: Path, *args: str) -> str | None:
             cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=_GIT_TIMEOUT_S,
+            timeout=_SUBPROCESS_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
@@ -49,7 +49,7 @@ def strip_credentials(remote: str) -> str:
 def _git_bytes(cwd: Path, *args: str) -> bytes | None:
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True,
-                              timeout=_GIT_TIMEOUT_S, check=False)
+                              timeout=_SUBPROCESS_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -129,10 +129,10 @@ def _gpus(env: events_pb2.Environment) -> None:
     try:
         done = subprocess.run(
             [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=False,
+            capture_output=True, text=True, timeout=_SUBPROCESS_TIMEOUT_S, check=False,
         )
         header = subprocess.run([smi], capture_output=True, text=True,
-                                timeout=_GIT_TIMEOUT_S, check=False)
+                                timeout=_SUBPROCESS_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):
         return
     if done.returncode != 0:

@@ -1,48 +1,38 @@
 """The public SDK: :func:`init` and :class:`Run`.
 
-One run is active per process at a time. ``Run.log`` is the hot path: it validates
-cheaply, appends one ``step, ts_ms, {key: value}`` record to an in-memory list (flat,
-three items per record; one ``+=``, atomic under the GIL, so no lock), and returns;
-encoding and I/O happen on the sender thread.
-
-Lifecycle: the first ``init`` in a process chains ``sys.excepthook`` (an uncaught
-exception finishes the run FAILED with its traceback, KeyboardInterrupt KILLED),
-``threading.excepthook`` (a thread that dies of an exception makes a run that is not
-finished explicitly end FAILED at exit) and, from the main thread, SIGTERM (KILLED, then
-the previous handler runs; the default one terminates the process). At exit an
-unfinished run is finished with ``exit_flush_s`` as timeout; what Kafka has not taken by
-then is left in the spool for ``runstream sync``.
+One run is active per process at a time (:mod:`runstream.lifecycle` keeps it, with the
+exception, SIGTERM, exit and fork hooks the first ``init`` installs). ``Run.log`` is the
+hot path: it validates cheaply, appends one ``step, ts_ms, {key: value}`` record to an
+in-memory list (flat, three items per record; one ``+=``, atomic under the GIL, so no
+lock), and returns; encoding and I/O happen on the sender thread.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
 import os
-import signal
 import socket
-import sys
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
-from runstream import artifacts
+from runstream import artifacts, lifecycle
 from runstream import params as params_mod
 from runstream.batch import FLAT_WIDTH
 from runstream.config import ProducerConfig
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
-from runstream.proto.errors import AlreadyExistsError, InvalidArgumentError
+from runstream.proto.errors import InvalidArgumentError
 from runstream.proto.status import ENDED
 from runstream.proto.v1 import events_pb2
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_NAME_LEN
-from runstream.sender import FLUSH, EventQueue, Identity, Request, Sender
+from runstream.sender import EventQueue, Identity, Item, Request, Sender
 from runstream.system import SystemSampler
 from runstream.transport import KafkaTransport, SpoolTransport, Transport
 
@@ -52,8 +42,6 @@ log = logging.getLogger(__name__)
 _MAX_RUN_NAME = 256
 _MAX_ERROR = 65536
 
-_active: Run | None = None
-_active_lock = threading.Lock()
 _time_ns = time.time_ns
 
 
@@ -94,11 +82,14 @@ class Run:
         self._wake_at = max(config.points_per_batch, 1) * FLAT_WIDTH
         self._max_records = max(config.max_buffered_points // 10, 1) * FLAT_WIDTH
         self._thread_failure = ""
-        self._sampler: SystemSampler | None = None
         self._digests: artifacts.DigestCache | None = None
         self._queue = EventQueue()
         self._sender: Sender | None = None
         self._start_sender(first=True)
+        self._sampler: SystemSampler | None = None
+        if config.system_metrics_s > 0:
+            self._sampler = SystemSampler(self._log_system, config.system_metrics_s)
+            self._sampler.start()
 
     # --- sender lifecycle -------------------------------------------------------------
 
@@ -315,32 +306,12 @@ class Run:
         skip). A URI with a scheme (``s3://...``, ``hf://...``) is recorded as given,
         with ``digest`` or "". Anything else raises InvalidArgumentError.
         """
-        text = os.fspath(uri_or_path)
-        path = Path(text).expanduser()
-        if "://" in text and not text.startswith("file://"):
-            uri = text
-            found = digest or ""
-        else:
-            if text.startswith("file://"):
-                from urllib.parse import unquote, urlparse
-
-                path = Path(unquote(urlparse(text).path))
-            if not path.exists():
-                raise InvalidArgumentError(
-                    f"input {text!r} is neither an existing path nor a URI with a scheme"
-                )
-            uri = path.resolve().as_uri()
-            found = digest if digest is not None else artifacts.input_digest(
-                path, self._digest_cache())
-        label = name if name is not None else path.name
-        for what, value, limit in (("uri", uri, 4096), ("name", label, MAX_NAME_LEN),
-                                   ("digest", found, 256), ("role", role, 64)):
-            if len(value) > limit:
-                raise InvalidArgumentError(f"input {what} is over {limit} characters")
+        ref = artifacts.input_ref(uri_or_path, name, digest, role, self._digest_cache)
         self._put_event(
-            "input", events_pb2.Input(name=label, uri=uri, digest=found, role=role)
+            "input", events_pb2.Input(name=ref.name, uri=ref.uri, digest=ref.digest,
+                                      role=ref.role)
         )
-        return found
+        return ref.digest
 
     def _digest_cache(self) -> artifacts.DigestCache:
         cache = self._digests
@@ -361,26 +332,34 @@ class Run:
             return True
         sender = self._ensure_sender()
         request = Request(timeout_s)
-        if not self._queue.put(FLUSH, request):
+        if not self._queue.put(Item.FLUSH, request):
             return self.finish(timeout_s=timeout_s)  # finished meanwhile: wait for that
         if not sender.is_alive():
             sender.run_inline()
         return request.done.wait(timeout_s) and request.ok
 
-    def finish(
-        self,
-        status: str = "FINISHED",
-        error: str = "",
-        timeout_s: float = 10.0,
-        *,
-        _queued: threading.Event | None = None,
-    ) -> bool:
+    @property
+    def finished(self) -> bool:
+        """True once :meth:`finish` has begun (nothing more can be logged)."""
+        return self._finished
+
+    @property
+    def started_here(self) -> bool:
+        """True in the process that called init (False in a forked child)."""
+        return os.getpid() == self._init_pid
+
+    def finish(self, status: str = "FINISHED", error: str = "", timeout_s: float = 10.0) -> bool:
         """End this rank's part of the run: send RunFinished (``status`` FINISHED, FAILED
         or KILLED, ``error`` the reason), flush within ``timeout_s``, stop the sender.
         Idempotent (later calls return True at once). In a forked child it only flushes
         and stops: the rank's status belongs to the process that called init. Returns
         True when everything was delivered or spooled in time. Blocks."""
-        global _active
+        return self._finish(status, error, timeout_s, None)
+
+    def _finish(self, status: str, error: str, timeout_s: float,
+                queued: threading.Event | None) -> bool:
+        """:meth:`finish`, setting ``queued`` once the final events are queued (or there
+        are none): the SIGTERM hook waits for that, not for the delivery."""
         if status not in ENDED:
             raise InvalidArgumentError(
                 f"status {status!r}: expected one of {', '.join(sorted(ENDED))}"
@@ -390,11 +369,11 @@ class Run:
             sampler.stop()  # its last sample goes in before the run_finished event
         with self._finish_lock:
             if self._finished:
-                if _queued is not None:
-                    _queued.set()
+                if queued is not None:
+                    queued.set()
                 return True
             final = None
-            if os.getpid() == self._init_pid:
+            if self.started_here:
                 final = (
                     "run_finished",
                     events_pb2.RunFinished(status=status, error=error[-_MAX_ERROR:]),
@@ -407,8 +386,8 @@ class Run:
                 sender = self._ensure_sender()
                 request = Request(timeout_s)
                 queue.close(final, request)
-                if _queued is not None:
-                    _queued.set()
+                if queued is not None:
+                    queued.set()
                 if sender.is_alive():
                     request.done.wait(timeout_s)
                     sender.join(request.remaining_s())
@@ -418,12 +397,47 @@ class Run:
             else:
                 with queue.lock:
                     queue.closed = True
-                if _queued is not None:
-                    _queued.set()
-        with _active_lock:
-            if _active is self:
-                _active = None
+                if queued is not None:
+                    queued.set()
+        lifecycle.deactivate(self)
         return ok
+
+    # --- what the process hooks call (runstream.lifecycle) ------------------------------
+
+    def _finish_uncaught(self, exc_type: type[BaseException], exc: BaseException,
+                         tb: TracebackType | None) -> None:
+        """An uncaught exception ends the run FAILED (KeyboardInterrupt: KILLED)."""
+        if self._finished:
+            return
+        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
+        try:
+            self.finish(status, _format(exc_type, exc, tb), timeout_s=self.config.exit_flush_s)
+        except Exception:
+            log.exception("runstream: recording the uncaught exception failed")
+
+    def _on_thread_failure(self, args: threading.ExceptHookArgs) -> None:
+        """Keep the first thread that died of an exception: the run ends FAILED at exit
+        unless it is finished explicitly before."""
+        if not self._thread_failure:
+            where = f"in thread {args.thread.name if args.thread else '?'}:\n"
+            self._thread_failure = where + _format(args.exc_type, args.exc_value,
+                                                   args.exc_traceback)
+
+    def _finish_at_exit(self) -> None:
+        """Finish an unfinished run at interpreter exit, within ``exit_flush_s``."""
+        if self._finished:
+            return
+        status = "FAILED" if self._thread_failure else "FINISHED"
+        try:
+            ok = self.finish(status, self._thread_failure, timeout_s=self.config.exit_flush_s)
+        except Exception:
+            log.exception("runstream: finishing the run at exit failed")
+            return
+        if not ok:
+            log.error(
+                "runstream: run %s not fully flushed within %.0f s at exit; unsent events "
+                "were written to the spool where possible", self.id, self.config.exit_flush_s,
+            )
 
     def __enter__(self) -> Run:
         return self
@@ -437,13 +451,18 @@ class Run:
         if exc_type is None:
             self.finish("FINISHED")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("KILLED", "".join(traceback.format_exception(exc_type, exc, tb)))
+            self.finish("KILLED", _format(exc_type, exc, tb))
         else:
-            self.finish("FAILED", "".join(traceback.format_exception(exc_type, exc, tb)))
+            self.finish("FAILED", _format(exc_type, exc, tb))
 
     def __repr__(self) -> str:
         return (f"Run(id={self.id!r}, experiment={self.experiment!r}, rank={self.rank}, "
                 f"world_size={self.world_size})")
+
+
+def _format(exc_type: type[BaseException], exc: BaseException | None,
+            tb: TracebackType | None) -> str:
+    return "".join(traceback.format_exception(exc_type, exc, tb))
 
 
 def _check_step(step: object) -> int:
@@ -492,11 +511,11 @@ def init(
     active run when it has the same run id, else raises AlreadyExistsError. Malformed
     settings raise ConfigError. Returns quickly: the sender thread captures the git
     version and sends ``run_started``, then ``params`` and ``tags``. Thread-safe.
-    The first call installs the exception and SIGTERM hooks described in this module's
-    docstring; ``system_metrics_s`` > 0 starts the ``runstream-producer-system`` sampler
-    (``RUNSTREAM_SYSTEM_METRICS_S``, default 10 s; 0 turns it off).
+    The first call installs the exception, SIGTERM and exit hooks of
+    :mod:`runstream.lifecycle`; ``system_metrics_s`` > 0 starts the
+    ``runstream-producer-system`` sampler (``RUNSTREAM_SYSTEM_METRICS_S``, default 10 s;
+    0 turns it off).
     """
-    global _active
     env = names.environ_or_os(environ)
     if not isinstance(experiment, str) or not 0 < len(experiment) <= MAX_EXPERIMENT_LEN:
         raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
@@ -513,21 +532,11 @@ def init(
     resolved = resolve_run_id(run_id, config.run_id, launcher)
     typed = params_mod.typed_params(params) if params else {}
     tag_text = params_mod.tag_values(tags) if tags else {}
-    with _active_lock:
-        if _active is not None:
-            if _active.id == resolved and _active.experiment == experiment:
-                return _active
-            raise AlreadyExistsError(
-                f"run {_active.id} (experiment {_active.experiment!r}) is still active in "
-                f"this process; call finish() on it before init() of run {resolved}"
-            )
-        run = Run(experiment=experiment, run_id=resolved, name=name, launcher=launcher,
-                  config=config)
-        _active = run
-    _install_hooks()
-    if config.system_metrics_s > 0:
-        run._sampler = SystemSampler(run._log_system, config.system_metrics_s)
-        run._sampler.start()
+    run, created = lifecycle.activate(resolved, experiment, lambda: Run(
+        experiment=experiment, run_id=resolved, name=name, launcher=launcher, config=config))
+    if not created:
+        return run
+    lifecycle.install_hooks()
     if typed:
         run.log_params(params or {})
     if tag_text:
@@ -537,129 +546,11 @@ def init(
 
 def active_run() -> Run | None:
     """The run init() returned and finish() has not ended, if any."""
-    return _active
+    return lifecycle.active()
 
 
 def finish(status: str = "FINISHED", error: str = "") -> None:
     """Finish the active run, if any (see :meth:`Run.finish`). Blocks up to 10 s."""
-    run = _active
+    run = lifecycle.active()
     if run is not None:
         run.finish(status, error)
-
-
-def _finish_at_exit() -> None:
-    run = _active
-    if run is not None and not run._finished:
-        # A thread that died of an uncaught exception makes an unfinished run FAILED.
-        status = "FAILED" if run._thread_failure else "FINISHED"
-        try:
-            ok = run.finish(status, run._thread_failure, timeout_s=run.config.exit_flush_s)
-        except Exception:
-            log.exception("runstream: finishing the run at exit failed")
-            return
-        if not ok:
-            log.error(
-                "runstream: run %s not fully flushed within %.0f s at exit; unsent events "
-                "were written to the spool where possible", run.id, run.config.exit_flush_s,
-            )
-
-
-# --- uncaught exceptions and SIGTERM ------------------------------------------------------
-
-_hooks_installed = False
-_previous_sigterm: Any = None
-
-
-def _format(exc_type: type[BaseException], exc: BaseException | None,
-            tb: TracebackType | None) -> str:
-    return "".join(traceback.format_exception(exc_type, exc, tb))
-
-
-def _install_hooks() -> None:
-    """Chain sys.excepthook, threading.excepthook and (from the main thread, when its
-    handler is the default or a Python callable) SIGTERM. Once per process."""
-    global _hooks_installed, _previous_sigterm
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    previous_excepthook = sys.excepthook
-
-    def excepthook(exc_type: type[BaseException], exc: BaseException,
-                   tb: TracebackType | None) -> None:
-        run = _active
-        if run is not None and not run._finished:
-            status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-            try:
-                run.finish(status, _format(exc_type, exc, tb), timeout_s=run.config.exit_flush_s)
-            except Exception:
-                log.exception("runstream: recording the uncaught exception failed")
-        previous_excepthook(exc_type, exc, tb)
-
-    sys.excepthook = excepthook
-    previous_thread_hook = threading.excepthook
-
-    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
-        run = _active
-        if run is not None and args.exc_type is not SystemExit and not run._thread_failure:
-            where = f"in thread {args.thread.name if args.thread else '?'}:\n"
-            run._thread_failure = where + _format(args.exc_type, args.exc_value,
-                                                  args.exc_traceback)
-        previous_thread_hook(args)
-
-    threading.excepthook = thread_excepthook
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_DFL or callable(previous):
-        _previous_sigterm = previous
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Finish the active run as KILLED, then run the previous handler (the default one
-    terminates the process). The finish runs on a helper thread: if this handler
-    interrupted the main thread inside a Runstream lock, the helper cannot queue its
-    events, so the handler returns, the main thread goes on and releases the lock, and
-    the helper sends SIGTERM again once the run is finished."""
-    run = _active
-    if run is not None and not run._finished and os.getpid() == run._init_pid:
-        queued = threading.Event()
-        detached = threading.Event()
-        timeout_s = run.config.exit_flush_s
-        reason = f"terminated by signal {signal.Signals(signum).name}"
-
-        def finish_killed() -> None:
-            try:
-                run.finish("KILLED", reason, timeout_s=timeout_s, _queued=queued)
-            except Exception:
-                log.exception("runstream: finishing the run on %s failed", reason)
-            if detached.is_set():
-                os.kill(os.getpid(), signum)
-
-        helper = threading.Thread(target=finish_killed, name="runstream-producer-signal",
-                                  daemon=True)
-        helper.start()
-        if not queued.wait(1.0):
-            detached.set()
-            if not queued.is_set():
-                return
-            detached.clear()
-        helper.join(timeout_s + 1.0)
-    previous = _previous_sigterm
-    if callable(previous):
-        previous(signum, frame)
-    else:
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-
-def _after_fork_in_child() -> None:
-    global _active_lock
-    _active_lock = threading.Lock()
-    run = _active
-    if run is not None:
-        run._after_fork_in_child()
-
-
-atexit.register(_finish_at_exit)
-os.register_at_fork(after_in_child=_after_fork_in_child)

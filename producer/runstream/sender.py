@@ -12,6 +12,7 @@ assigns ``seq`` 1, 2, 3 ... in send order, encodes with the run's encoding and s
 from __future__ import annotations
 
 import collections
+import enum
 import logging
 import threading
 import time
@@ -64,8 +65,14 @@ class Request:
         self.done.set()
 
 
-# Queue items, in caller order: a run of points, one event body, or a request.
-_POINTS, _EVENT, _FLUSH, _STOP = range(4)
+class Item(enum.IntEnum):
+    """What one queue segment holds, in caller order: a run of points (a flat buffer),
+    one event body (``(field, body, ts_ms)``), or a :class:`Request` to flush or stop."""
+
+    POINTS = 0
+    EVENT = 1
+    FLUSH = 2
+    STOP = 3
 
 
 class EventQueue:
@@ -84,23 +91,23 @@ class EventQueue:
         # Set (under ``lock``) when the run finished: appends after that are refused, so
         # no point can land behind the final stop and be left unsent.
         self.closed = False
-        self.segments: collections.deque[tuple[int, Any]] = collections.deque()
+        self.segments: collections.deque[tuple[Item, Any]] = collections.deque()
         self.wake = threading.Event()
 
-    def put(self, kind: int, item: Any) -> bool:
+    def put(self, kind: Item, item: Any) -> bool:
         """Queue an event body or request after every point logged so far; False (and
         nothing queued) once the queue is closed."""
         with self.lock:
             if self.closed:
                 return False
             if self.points:
-                self.segments.append((_POINTS, self._take_points()))
+                self.segments.append((Item.POINTS, self._take_points()))
             self.segments.append((kind, item))
         self.wake.set()
         return True
 
     def put_event(self, field: str, body: Message, ts_ms: int) -> bool:
-        return self.put(_EVENT, (field, body, ts_ms))
+        return self.put(Item.EVENT, (field, body, ts_ms))
 
     def close(self, final: tuple[str, Message, int] | None, stop: Request) -> bool:
         """Queue the final event (if any) and the stop request, and refuse every later
@@ -110,14 +117,14 @@ class EventQueue:
                 return False
             self.closed = True
             if self.points:
-                self.segments.append((_POINTS, self._take_points()))
+                self.segments.append((Item.POINTS, self._take_points()))
             if final is not None:
-                self.segments.append((_EVENT, final))
-            self.segments.append((_STOP, stop))
+                self.segments.append((Item.EVENT, final))
+            self.segments.append((Item.STOP, stop))
         self.wake.set()
         return True
 
-    def take(self) -> tuple[collections.deque[tuple[int, Any]], list[Any]]:
+    def take(self) -> tuple[collections.deque[tuple[Item, Any]], list[Any]]:
         """Everything queued. Points appended after the queue closed stay: their callers
         take them back and raise (see :meth:`unlog`)."""
         with self.lock:
@@ -244,15 +251,15 @@ class Sender:
         except Exception:  # the thread must survive to serve flush() and finish()
             log.exception("runstream: the sender hit an unexpected error")
 
-    def _handle(self, kind: int, item: Any) -> None:
-        if kind == _POINTS:
+    def _handle(self, kind: Item, item: Any) -> None:
+        if kind == Item.POINTS:
             self._send_points(item)
-        elif kind == _EVENT:
+        elif kind == Item.EVENT:
             field, body, ts_ms = item
             self._send(field, body, ts_ms)
-        elif kind == _FLUSH:
+        elif kind == Item.FLUSH:
             item.finish(self._safe(lambda: self.transport.flush(item.remaining_s())))
-        elif kind == _STOP:
+        elif kind == Item.STOP:
             self._stopped = True
             item.finish(self._safe(lambda: self.transport.close(item.remaining_s())))
             self.on_stopped()
@@ -318,5 +325,3 @@ class Sender:
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
-
-FLUSH, STOP = _FLUSH, _STOP

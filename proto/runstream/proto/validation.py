@@ -21,6 +21,8 @@ MAX_PARAM_VALUE_LEN = 6000
 MAX_TAG_VALUE_LEN = 5000
 MAX_NAME_LEN = 1024
 MAX_URI_LEN = 4096
+MAX_DIGEST_LEN = 256
+MAX_ROLE_LEN = 64
 MAX_TEXT_LEN = 65536
 MAX_WORLD_SIZE = 1 << 20
 MAX_POINTS_PER_BATCH = 1_000_000
@@ -105,8 +107,8 @@ def validate(event: events_pb2.RunEvent) -> None:
             raise ValidationError("input has no uri")
         _check_len("input uri", i.uri, MAX_URI_LEN)
         _check_len("input name", i.name, MAX_NAME_LEN)
-        _check_len("input digest", i.digest, 256)
-        _check_len("input role", i.role, 64)
+        _check_len("input digest", i.digest, MAX_DIGEST_LEN)
+        _check_len("input role", i.role, MAX_ROLE_LEN)
     elif body == "run_started":
         s = event.run_started
         _check_len("run name", s.name, 256)
