@@ -1,10 +1,11 @@
-"""Small test utilities: poll with a deadline instead of sleeping for a result."""
+"""Small test utilities: poll with a deadline instead of sleeping for a result, and read
+what a consumer RowBatch holds."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -25,3 +26,19 @@ def wait_for(
         time.sleep(interval_s)
         last = fetch()
     return last
+
+
+def table_columns(batch: Any, table: Any) -> list[list[Any]]:
+    """The rows of ``table`` (a runstream.proto.tables.Table) in a consumer RowBatch, as
+    column lists in the table's column order (metric points read out of their Arrow table)."""
+    for t, data in batch.nonempty():
+        if t is table:
+            if isinstance(data, list):
+                return [list(c) for c in data]
+            return [column.to_pylist() for column in data.columns]
+    return [[] for _ in table.columns]
+
+
+def row_count(batch: Any, table: Any) -> int:
+    """Rows of ``table`` in a consumer RowBatch."""
+    return len(table_columns(batch, table)[0])

@@ -25,7 +25,7 @@ from runstream.proto import codec, tables, validation
 from runstream.proto.errors import DecodeError, ValidationError
 from runstream.proto.v1 import events_pb2 as pb
 from tests.conftest import create_topic
-from tests.helpers import wait_for
+from tests.helpers import table_columns, wait_for
 from tests.integration.test_consumer_kafka import make_config
 from tests.unit.test_consumer_rows import metrics_event, sample_run
 
@@ -121,7 +121,7 @@ def oracle(value: bytes, content_type: str | None) -> set[tuple[Any, ...]] | Non
         batch.add(event)
     except (DecodeError, ValidationError):
         return None
-    columns = dict(zip(tables.METRICS.column_names, batch.columns(tables.METRICS.name),
+    columns = dict(zip(tables.METRICS.column_names, table_columns(batch, tables.METRICS),
                        strict=True))
     return set(zip(*(columns[c] for c in NATURAL_KEY), strict=True))
 

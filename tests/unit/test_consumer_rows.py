@@ -11,6 +11,7 @@ from runstream.consumer.rows import RowBatch
 from runstream.proto import tables, validation
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2 as pb
+from tests.helpers import row_count, table_columns
 
 TS = 1_760_000_000_000
 
@@ -79,7 +80,7 @@ def sample_run(run_id: str = "run-1", rank: int = 0, points: int = 10,
 
 
 def table_rows(batch: RowBatch, table: tables.Table) -> list[dict[str, object]]:
-    columns = batch.columns(table.name)
+    columns = table_columns(batch, table)
     return [dict(zip(table.column_names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
@@ -88,7 +89,7 @@ def test_every_table_has_equal_length_columns_in_schema_order():
     for e in sample_run():
         batch.add(e)
     for table in tables.TABLES:
-        columns = batch.columns(table.name)
+        columns = table_columns(batch, table)
         assert len(columns) == len(table.columns)
         assert len({len(c) for c in columns}) == 1, table.name
     assert [t.name for t, _ in batch.nonempty()] == [t.name for t in tables.TABLES]
@@ -125,7 +126,7 @@ def test_run_finished_stores_the_status_name_and_error():
     batch.add(e)
     [row] = table_rows(batch, tables.RUN_STATUS)
     assert (row["status"], row["error"], row["experiment"]) == ("FAILED", "Traceback: boom", "exp")
-    assert batch.row_count(tables.RUNS.name) == 0
+    assert row_count(batch, tables.RUNS) == 0
 
 
 def test_params_tags_artifact_input_and_heartbeat_rows():
@@ -171,7 +172,7 @@ def test_metrics_one_row_per_point_with_identity():
 def test_metrics_with_a_single_key():
     batch = RowBatch()
     batch.add(metrics_event(3, keys=("loss",)))
-    assert batch.columns(tables.METRICS.name)[1] == ["loss"] * 3
+    assert table_columns(batch, tables.METRICS)[1] == ["loss"] * 3
 
 
 def test_metric_points_leave_as_one_dictionary_encoded_arrow_table():
@@ -198,7 +199,7 @@ def test_a_key_listed_twice_in_the_key_table_is_counted_once():
     batch.add(e)
     counts = table_rows(batch, tables.METRIC_COUNTS)
     assert [(r["key"], r["points"]) for r in counts] == [("loss", 4)]
-    assert batch.columns(tables.METRICS.name)[1] == ["loss"] * 4
+    assert table_columns(batch, tables.METRICS)[1] == ["loss"] * 4
 
 
 def test_bad_key_index_adds_nothing():
@@ -208,7 +209,7 @@ def test_bad_key_index_adds_nothing():
     with pytest.raises(ValidationError):
         batch.add(e)
     assert batch.rows == 0
-    assert all(len(c) == 0 for c in batch.columns(tables.METRICS.name))
+    assert all(len(c) == 0 for c in table_columns(batch, tables.METRICS))
 
 
 def test_unknown_param_type_adds_nothing():
@@ -218,4 +219,4 @@ def test_unknown_param_type_adds_nothing():
     batch = RowBatch()
     with pytest.raises(ValidationError):
         batch.add(e)
-    assert batch.row_count(tables.PARAMS.name) == 0
+    assert row_count(batch, tables.PARAMS) == 0

@@ -36,7 +36,7 @@ from runstream.consumer.dlq import DeadLetterSink
 from runstream.consumer.rows import RowBatch
 from runstream.consumer.sink import ClickHouseSink
 from runstream.consumer.sources import Message, Position, Source
-from runstream.proto import codec, validation
+from runstream.proto import codec
 from runstream.proto.errors import DecodeError, RunstreamError, UnavailableError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -246,9 +246,7 @@ class Pipeline:
             self._dead_letter(message, message.error)
             return
         try:
-            event = codec.decode(message.value, message.content_type)
-            validation.validate(event)
-            self._batch.add(event)
+            self._batch.add(codec.decode(message.value, message.content_type))
         except (DecodeError, ValidationError) as e:
             self._dead_letter(message, f"{type(e).__name__}: {e}")
         except Exception as e:  # a poison message must not stop the partition for good

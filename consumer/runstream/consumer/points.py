@@ -11,13 +11,10 @@ row ever being built in Python.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pyarrow as pa
 
 from runstream.proto import tables
-from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
 _COLUMNS = tables.METRICS.column_names
@@ -44,18 +41,13 @@ class MetricPoints:
         return self.points
 
     def add(self, event: events_pb2.RunEvent) -> dict[str, int]:
-        """Add the points of a metrics event; return its point count per key name.
-
-        Raises ValidationError, having added nothing, when the columns differ in length
-        or a key index falls outside the key table."""
+        """Add the points of a validated metrics event (equal column lengths, key indices
+        inside the key table: :func:`runstream.proto.validation.validate`); return its
+        point count per key name."""
         m = event.metrics
         n = len(m.steps)
-        if not len(m.key_index) == len(m.values) == len(m.ts_ms) == n:
-            raise ValidationError("metrics columns differ in length")
         key_index = np.asarray(m.key_index, dtype=np.uint32)
         keys = list(m.keys)
-        if n and int(key_index.max()) >= len(keys):
-            raise ValidationError("metrics key_index outside the key table")
         per_index = np.bincount(key_index, minlength=len(keys))
         counts: dict[str, int] = {}
         for key, points in zip(keys, per_index.tolist(), strict=True):
@@ -93,11 +85,6 @@ class MetricPoints:
                 data = np.concatenate(chunks) if chunks else np.zeros(0, _DTYPES[name])
                 arrays.append(pa.array(data))
         return pa.Table.from_arrays(arrays, names=list(_COLUMNS))
-
-    def columns(self) -> list[list[Any]]:
-        """The points as Python lists in ``tables.METRICS`` column order (a copy; for
-        inspection and tests, not the insert path)."""
-        return [column.to_pylist() for column in self.table().columns]
 
     def _code(self, column: str, text: str) -> int:
         dictionary = self._dictionaries[column]

@@ -22,7 +22,7 @@ from typing import Any
 
 from runstream.consumer.periodic import run_every, start_daemon
 from runstream.consumer.pipeline import Pipeline
-from runstream.consumer.sources import SPOOL_TOPIC_PREFIX
+from runstream.consumer.sources import is_spool
 from runstream.proto import tables
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def progress_rows(
     for pipeline in pipelines:
         offsets, latency_ms = pipeline.progress()
         for (topic, partition), (committed, end) in sorted(offsets.items()):
-            spool = topic == "spool" or topic.startswith(SPOOL_TOPIC_PREFIX)
+            spool = is_spool(topic)
             rows.append(ProgressRow(
                 consumer_id=consumer_id, source="spool" if spool else "kafka",
                 topic=str(pipeline.config.spool_dir) if spool else topic, partition=partition,

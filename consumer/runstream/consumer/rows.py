@@ -1,8 +1,10 @@
-"""Decoded, validated run events -> column-oriented rows for the tables of runstream.proto.tables.
+"""Decoded run events -> column-oriented rows for the tables of runstream.proto.tables.
 
-Pure: no I/O. One :class:`RowBatch` collects the rows of many events, one Python list
-per column, in the column order of each :class:`~runstream.proto.tables.Table`, ready
-for a column-oriented ClickHouse insert. Metric points never become Python objects of
+Pure: no I/O. Each event is validated here, once, against events.proto's contract
+(:func:`runstream.proto.validation.validate`) before any of its rows is added. One
+:class:`RowBatch` collects the rows of many events, one Python list per column, in the
+column order of each :class:`~runstream.proto.tables.Table`, ready for a
+column-oriented ClickHouse insert. Metric points never become Python objects of
 their own: they go to numpy arrays and leave as one Arrow table
 (:class:`~runstream.consumer.points.MetricPoints`).
 
@@ -26,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from runstream.consumer.points import MetricPoints
-from runstream.proto import tables
+from runstream.proto import tables, validation
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2
 
@@ -54,11 +56,11 @@ class _Columns:
 
 
 class RowBatch:
-    """Rows for every table, accumulated from validated events.
+    """Rows for every table, accumulated from events.
 
-    Not thread-safe: one pipeline thread owns a batch. ``add`` expects an event that
-    passed :func:`runstream.proto.validation.validate`; it either adds all of an event's
-    rows or (for an event that could never be valid) raises before adding any.
+    Not thread-safe: one pipeline thread owns a batch. ``add`` either adds all of an
+    event's rows or, for an event that breaks the contract, raises ValidationError before
+    adding any.
     """
 
     def __init__(self) -> None:
@@ -79,7 +81,9 @@ class RowBatch:
         return self.rows
 
     def add(self, event: events_pb2.RunEvent) -> int:
-        """Add the rows of one validated event; return how many rows it produced."""
+        """Validate one event and add its rows; return how many rows it produced.
+        ValidationError (naming the first broken rule) adds nothing."""
+        validation.validate(event)
         body = event.WhichOneof("body")
         if body == "metrics":
             added = self._add_metrics(event)
@@ -87,10 +91,7 @@ class RowBatch:
             added = self._add_run_started(event)
         elif body == "run_finished":
             f = event.run_finished
-            status = _STATUS_NAMES.get(f.status)
-            if status is None:
-                raise ValidationError(f"run_finished has unknown status {f.status}")
-            self._status(event, status, f.error)
+            self._status(event, _STATUS_NAMES[f.status], f.error)
             added = 1
         elif body == "heartbeat":
             self._tables[tables.HEARTBEATS.name].append(
@@ -99,16 +100,11 @@ class RowBatch:
             added = 1
         elif body == "params":
             envelope = self._envelope(event)
-            rows = []
-            for p in event.params.params:
-                type_name = _PARAM_TYPE_NAMES.get(p.type)
-                if type_name is None:  # an enum number newer than this consumer
-                    raise ValidationError(f"param {p.key!r} has unknown type {p.type}")
-                rows.append({**envelope, "key": p.key, "value": p.value, "type": type_name})
             cols = self._tables[tables.PARAMS.name]
-            for row in rows:
-                cols.append(row)
-            added = len(rows)
+            for p in event.params.params:
+                cols.append({**envelope, "key": p.key, "value": p.value,
+                             "type": _PARAM_TYPE_NAMES[p.type]})
+            added = len(event.params.params)
         elif body == "tags":
             envelope = self._envelope(event)
             cols = self._tables[tables.TAGS.name]
@@ -129,24 +125,11 @@ class RowBatch:
                  "role": i.role}
             )
             added = 1
-        else:
+        else:  # a body validate() knows but this mapping does not: a programming error
             raise ValidationError(f"event body {body!r} has no table")
         self.events += 1
         self.rows += added
         return added
-
-    def columns(self, table: str) -> list[list[Any]]:
-        """The column lists of ``table`` in schema order: the batch's own lists, except for
-        ``metrics``, whose points live in numpy arrays and come back as a copy."""
-        if table == tables.METRICS.name:
-            return self._points.columns()
-        return self._tables[table].lists
-
-    def row_count(self, table: str) -> int:
-        """Rows of one table in this batch."""
-        if table == tables.METRICS.name:
-            return len(self._points)
-        return len(self._tables[table])
 
     def nonempty(self) -> Iterator[tuple[tables.Table, list[list[Any]] | pa.Table]]:
         """(table, data) for every table with rows, in tables.TABLES order: column lists,

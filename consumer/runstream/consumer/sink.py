@@ -25,24 +25,12 @@ from runstream.proto.errors import RunstreamError, UnavailableError
 
 log = logging.getLogger(__name__)
 
-# ClickHouse error codes that mean "try again later", not "this insert is wrong".
-TRANSIENT_CODES = frozenset({
-    3,    # UNEXPECTED_END_OF_FILE
-    159,  # TIMEOUT_EXCEEDED
-    164,  # READONLY
-    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
-    203,  # NO_FREE_CONNECTION
-    209,  # SOCKET_TIMEOUT
-    210,  # NETWORK_ERROR
-    236,  # ABORTED
-    241,  # MEMORY_LIMIT_EXCEEDED
-    242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
-    319,  # UNKNOWN_STATUS_OF_INSERT
-    394,  # QUERY_WAS_CANCELLED
-    425,  # SYSTEM_ERROR
-    999,  # KEEPER_EXCEPTION
-    1000,  # POCO_EXCEPTION
+# ClickHouse errors (by name) that mean "try again later", not "this insert is wrong".
+TRANSIENT_ERRORS = frozenset({
+    "UNEXPECTED_END_OF_FILE", "TIMEOUT_EXCEEDED", "READONLY", "TOO_MANY_SIMULTANEOUS_QUERIES",
+    "NO_FREE_CONNECTION", "SOCKET_TIMEOUT", "NETWORK_ERROR", "ABORTED", "MEMORY_LIMIT_EXCEEDED",
+    "TABLE_IS_READ_ONLY", "TOO_MANY_PARTS", "UNKNOWN_STATUS_OF_INSERT", "QUERY_WAS_CANCELLED",
+    "SYSTEM_ERROR", "KEEPER_EXCEPTION", "POCO_EXCEPTION",
 })
 
 
@@ -50,7 +38,7 @@ def is_transient(error: BaseException) -> bool:
     """True for errors a retry of the identical insert may cure."""
     if isinstance(error, OperationalError | ConnectionError | TimeoutError):
         return True
-    if isinstance(error, Error) and error.code in TRANSIENT_CODES:
+    if isinstance(error, Error) and error.name in TRANSIENT_ERRORS:
         return True
     return isinstance(error, DatabaseError) and "Connection refused" in str(error)
 

@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 #: (topic, partition): where a message sits. Spool messages use ("spool:<file>", 0).
 Position = tuple[str, int]
 
+#: The "topic" of spool messages is this prefix and the file name; the spool's progress
+#: is reported under the one position (SPOOL_TOPIC, 0).
+SPOOL_TOPIC_PREFIX = "spool:"
+SPOOL_TOPIC = "spool"
+
+
+def is_spool(topic: str) -> bool:
+    """True for the topic of a spool message or of the spool's progress."""
+    return topic == SPOOL_TOPIC or topic.startswith(SPOOL_TOPIC_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -257,8 +267,6 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
 # --- spool ------------------------------------------------------------------------------
 
-SPOOL_TOPIC_PREFIX = "spool:"
-
 
 @dataclass(slots=True)
 class _ClaimedFile:
@@ -320,10 +328,10 @@ class SpoolSource:
         return not self._pending and not spool.ready_files(self.directory)
 
     def offsets(self) -> dict[Position, tuple[int, int]]:
-        """One pseudo-position ``("spool", 0)``: files ingested, and files ingested plus
-        files waiting (claimed or ready), so lag counts spool files."""
+        """One pseudo-position ``(SPOOL_TOPIC, 0)``: files ingested, and files ingested
+        plus files waiting (claimed or ready), so lag counts spool files."""
         waiting = len(self._claimed) + len(spool.ready_files(self.directory))
-        return {("spool", 0): (self.files_done, self.files_done + waiting)}
+        return {(SPOOL_TOPIC, 0): (self.files_done, self.files_done + waiting)}
 
     def close(self) -> None:
         """Hand uncommitted files back to the spool (``.spool``) for the next reader."""
