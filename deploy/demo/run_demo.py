@@ -20,8 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-from runstream.cli.query_commands import cmd_compare
-from runstream.cli.read_commands import cmd_history, cmd_runs, cmd_show
+from runstream.cli.metrics import cmd_history
+from runstream.cli.runs import cmd_compare, cmd_runs, cmd_show
 from runstream.proto import config as names
 from runstream.proto.errors import RunstreamError
 from runstream.query.client import Client

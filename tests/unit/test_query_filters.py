@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runstream.cli.query_commands import comparison_text, plot_histories, reproduce_text
+from runstream.cli.metrics import plot_histories
+from runstream.cli.runs import comparison_text, reproduce_text
 from runstream.query.compare import compare_fields, compare_metrics, default_goal
 from runstream.query.downsample import Bucket, bucket_width, select_points
 from runstream.query.filters import Agg, FilterError, Kind, Op, parse_filter, parse_order_by

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from runstream.cli import read_commands as rc
+from runstream.cli import metrics, output, runs
 from runstream.proto.errors import ConfigError, NotFoundError
 from runstream.query.config import QueryConfig
 from runstream.query.models import MetricHistory, MetricSummary, Param, RankInfo, Run, RunInfo
@@ -25,24 +25,24 @@ def info(**kw: object) -> RunInfo:
 
 
 def test_times_and_durations() -> None:
-    assert rc.format_time_ms(T0) == "2023-11-14 22:13:20"
-    assert rc.format_time_ms(0) == "-"
-    assert [rc.format_duration_s(s) for s in (0, 59, 61, 3723, 90000, -1)] == [
+    assert output.format_time_ms(T0) == "2023-11-14 22:13:20"
+    assert output.format_time_ms(0) == "-"
+    assert [output.format_duration_s(s) for s in (0, 59, 61, 3723, 90000, -1)] == [
         "0s", "59s", "1m01s", "1h02m", "1d01h", "-",
     ]
-    assert rc.run_duration(info(), 0) == "1h02m"
-    assert rc.run_duration(info(end_ms=0, status="RUNNING"), T0 + 5000) == "5s+"
-    assert rc.format_value(0.1234567) == "0.123457" and rc.format_value(math.nan) == "nan"
+    assert output.run_duration(info(), 0) == "1h02m"
+    assert output.run_duration(info(end_ms=0, status="RUNNING"), T0 + 5000) == "5s+"
+    assert output.format_value(0.1234567) == "0.123457" and output.format_value(math.nan) == "nan"
 
 
 def test_table_columns_align() -> None:
-    text = rc.format_table(["A", "NUM"], [("x", 1), ("longer", 12345)], right=(1,))
+    text = output.format_table(["A", "NUM"], [("x", 1), ("longer", 12345)], right=(1,))
     assert text.splitlines() == ["A         NUM", "x           1", "longer  12345"]
-    assert rc.clip("a\nb" + "c" * 100, 10) == "a bcccccc…"
+    assert output.clip("a\nb" + "c" * 100, 10) == "a bcccccc…"
 
 
 def test_runs_table_has_every_column() -> None:
-    text = rc.runs_table([info(), info(run_id="r2", name="", status="RUNNING", end_ms=0)],
+    text = runs.runs_table([info(), info(run_id="r2", name="", status="RUNNING", end_ms=0)],
                          now_ms=T0 + 1000)
     header, first, second = text.splitlines()
     assert header.split() == ["RUN", "ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED",
@@ -60,7 +60,7 @@ def test_show_text_has_every_section() -> None:
         ranks=(RankInfo(rank=0, local_rank=0, node="n0", status="FINISHED", start_ms=T0,
                         end_ms=T0 + 1, error="Traceback\nValueError: boom"),),
     )
-    text = rc.run_text(run, T0)
+    text = runs.run_text(run, T0)
     for title in ("Params", "Tags", "Metrics", "Ranks", "Artifacts", "Inputs", "Code"):
         assert f"\n{title}\n" in text
     assert "(none)" in text and "ValueError: boom" in text and "0.01" in text
@@ -69,8 +69,8 @@ def test_show_text_has_every_section() -> None:
 def test_json_keeps_non_finite_values_readable() -> None:
     history = MetricHistory(run_id="r", key="k", ranks=[0], steps=[1], values=[math.inf],
                             ts_ms=[T0])
-    assert json.loads(rc.to_json(history))["values"] == ["inf"]
-    assert json.loads(rc.to_json([info()]))[0]["world_size"] == 8
+    assert json.loads(output.to_json(history))["values"] == ["inf"]
+    assert json.loads(output.to_json([info()]))[0]["world_size"] == 8
 
 
 class _FakeClient:
@@ -91,11 +91,11 @@ class _FakeClient:
 
 def test_commands_print_and_return_status(capsys: pytest.CaptureFixture[str]) -> None:
     client: Any = _FakeClient([info(run_id=f"r{i}") for i in range(5)])
-    assert rc.cmd_runs(client, None, 2, True) == 0
+    assert runs.cmd_runs(client, None, 2, True) == 0
     assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r0", "r1"]
-    assert rc.cmd_show(client, "zz", False) == 1
+    assert runs.cmd_show(client, "zz", False) == 1
     assert "runstream: error: run 'zz' not found" in capsys.readouterr().err
-    assert rc.cmd_history(client, "r", "loss", None, 10, False) == 0
+    assert metrics.cmd_history(client, "r", "loss", None, 10, False) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["RANK", "STEP", "VALUE", "TIME", "(UTC)"] and len(lines) == 3
 

@@ -1,0 +1,227 @@
+"""The CLI's commands about runs: ``runs``, ``show``, ``compare``, ``reproduce``,
+``experiments``.
+
+Each ``cmd_*`` takes a query client, prints text (or JSON) and returns the exit status
+(see :func:`runstream.cli.output.run_command`); the ``*_text``/``*_table`` helpers are pure.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from runstream.cli.output import (
+    format_table,
+    format_time_ms,
+    format_value,
+    now_ms,
+    run_command,
+    run_duration,
+    to_json,
+)
+from runstream.query.compare import format_bytes, gpu_summary
+from runstream.query.models import Comparison, Run, RunInfo
+
+if TYPE_CHECKING:
+    from runstream.query.client import Client
+
+
+def runs_table(runs: Sequence[RunInfo], now_ms: int) -> str:
+    return format_table(
+        ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED (UTC)", "DURATION"],
+        [
+            (r.run_id, r.experiment, r.name or "-", r.status, r.world_size,
+             format_time_ms(r.start_ms), run_duration(r, now_ms))
+            for r in runs
+        ],
+        right=(4, 6),
+    )
+
+
+def run_text(run: Run, now_ms: int) -> str:
+    """Every section of ``runstream show``, as text."""
+    info = run.info
+    sections = [
+        format_table(
+            ["FIELD", "VALUE"],
+            [
+                ("run_id", info.run_id),
+                ("experiment", info.experiment),
+                ("name", info.name or "-"),
+                ("status", info.status),
+                ("world_size", info.world_size),
+                ("start", format_time_ms(info.start_ms)),
+                ("end", format_time_ms(info.end_ms)),
+                ("duration", run_duration(info, now_ms)),
+            ],
+        )
+    ]
+
+    def section(title: str, body: str | None) -> None:
+        sections.append(f"{title}\n" + (body if body else "  (none)"))
+
+    section("Params", format_table(["KEY", "VALUE", "TYPE"],
+                                   [(p.key, p.value, p.type) for p in run.params])
+            if run.params else None)
+    section("Tags", format_table(["KEY", "VALUE"], [(t.key, t.value) for t in run.tags])
+            if run.tags else None)
+    section("Metrics", format_table(
+        ["KEY", "LAST", "LAST STEP", "MIN", "MAX"],
+        [(m.key, format_value(m.last), m.last_step, format_value(m.min), format_value(m.max))
+         for m in run.metrics],
+        right=(1, 2, 3, 4),
+    ) if run.metrics else None)
+    section("Ranks", format_table(
+        ["RANK", "NODE", "LOCAL", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
+        [(r.rank, r.node or "-", r.local_rank, r.status, format_time_ms(r.start_ms),
+          format_time_ms(r.end_ms), r.error.splitlines()[-1] if r.error else "")
+         for r in run.ranks],
+        right=(0, 2),
+    ) if run.ranks else None)
+    section("Artifacts", format_table(
+        ["NAME", "SIZE", "SHA256", "URI"],
+        [(a.name, a.size_bytes, a.sha256[:12], a.uri) for a in run.artifacts],
+        right=(1,),
+    ) if run.artifacts else None)
+    section("Inputs", format_table(
+        ["NAME", "ROLE", "DIGEST", "URI"],
+        [(i.name or "-", i.role or "-", i.digest[:16] or "-", i.uri) for i in run.inputs],
+    ) if run.inputs else None)
+    code, env = run.code, run.env
+    section("Code", format_table(["FIELD", "VALUE"], [
+        ("git_commit", code.git_commit or "-"),
+        ("git_branch", code.git_branch or "-"),
+        ("git_remote", code.git_remote or "-"),
+        ("git_dirty", str(code.git_dirty).lower() if code.in_git_repo else "-"),
+        ("python", env.python_version or "-"),
+        ("os", env.os or "-"),
+        ("cpu_count", env.cpu_count or "-"),
+        ("command", env.command or "-"),
+    ]))
+    return "\n\n".join(sections)
+
+
+DIFF_MARK = "≠"
+
+
+def comparison_text(c: Comparison, show_all: bool = False) -> str:
+    """The compare table: a "≠" marks differing rows; identical rows only with ``show_all``."""
+    headers = ["", "SECTION", "FIELD", *[r.run_id for r in c.runs]]
+    rows = [(DIFF_MARK if f.differs else "", f.section, f.key, *[v or "-" for v in f.values])
+            for f in c.fields if f.differs or show_all]
+    same = sum(1 for f in c.fields if not f.differs)
+    parts = [format_table(headers, rows) if rows else "no differing fields"]
+    if same and not show_all:
+        parts.append(f"({same} identical fields hidden; --all shows them)")
+    metric_rows = []
+    for m in c.metrics:
+        cells = []
+        for i, s in enumerate(m.stats):
+            if not s.present:
+                cells.append("-")
+                continue
+            star = "*" if i == m.best_run else ""
+            cells.append(f"{star}{format_value(s.last)} (best {format_value(s.best)}"
+                         f" @{s.best_step})")
+        metric_rows.append((DIFF_MARK if m.differs else "", m.key,
+                            "min" if m.goal == "minimize" else "max", *cells))
+    if metric_rows:
+        parts.append("Metrics: last (best @step); * = best run")
+        parts.append(format_table(["", "METRIC", "GOAL", *[r.run_id for r in c.runs]],
+                                  metric_rows))
+    return "\n\n".join(parts)
+
+
+def reproduce_text(run: Run) -> str:
+    """What it takes to reproduce a run, as a commented shell script."""
+    code, env = run.code, run.env
+    lines = [f"# Reproduce run {run.info.run_id} ({run.info.experiment}"
+             + (f", {run.info.name}" if run.info.name else "") + ")"]
+    if code.in_git_repo and code.git_commit:
+        if code.git_remote:
+            lines.append(f"git clone {shlex.quote(code.git_remote)} repo && cd repo")
+        lines.append(f"git checkout {shlex.quote(code.git_commit)}")
+        if code.git_dirty:
+            if code.diff_uri:
+                lines.append(f"# uncommitted changes (sha256 {code.diff_sha256 or '?'}):")
+                lines.append(f"git apply {shlex.quote(code.diff_uri.removeprefix('file://'))}")
+            else:
+                lines.append("# WARNING: the run had uncommitted changes that were not stored")
+    else:
+        lines.append("# the code was not in a git repository: no commit recorded")
+    lines.append(f"# python {env.python_version or '?'} on {env.os or '?'}")
+    if env.packages:
+        reqs = " ".join(shlex.quote(f"{p.name}=={p.version}") for p in env.packages)
+        lines.append(f"pip install {reqs}")
+    if env.gpus or env.cuda_version:
+        lines.append(f"# hardware: {gpu_summary(env) or 'no GPU'}, CUDA {env.cuda_version or '-'},"
+                     f" driver {env.gpu_driver or '-'}, {env.cpu_count or '?'} CPUs"
+                     f" {env.cpu_model}, {format_bytes(env.memory_bytes) or '? memory'},"
+                     f" world_size {run.info.world_size}")
+    for i in run.inputs:
+        lines.append(f"# input {i.role or '-'} {i.name or '-'}: {i.uri} digest {i.digest or '-'}")
+    if run.params:
+        lines.append("# params: " + ", ".join(f"{p.key}={p.value}" for p in run.params))
+    lines.append(env.command or "# the command line was not recorded")
+    return "\n".join(lines)
+
+
+def cmd_runs(client: Client, experiment: str | None, limit: int | None, as_json: bool,
+             *, err: TextIO | None = None, filter_text: str = "",
+             order_by: Sequence[str] = ()) -> int:
+    """Print the first ``limit`` runs (None = all) matching ``filter_text``, in ``order_by``
+    order (default newest first), of one experiment (None = all). Blocks."""
+
+    def body() -> str:
+        runs: list[RunInfo] = []
+        page_size = min(limit, 1000) if limit else 1000
+        search: dict[str, Any] = {}
+        if filter_text or order_by:
+            search = {"filter": filter_text, "order_by": order_by}
+        for info in client.iter_runs(experiment, page_size=page_size, **search):
+            runs.append(info)
+            if limit and len(runs) >= limit:
+                break
+        if as_json:
+            return to_json(runs)
+        return runs_table(runs, now_ms()) if runs else "no runs"
+
+    return run_command(body, err)
+
+
+def cmd_show(client: Client, run_id: str, as_json: bool, *, err: TextIO | None = None) -> int:
+    """Print everything recorded for one run. Blocks."""
+
+    def body() -> str:
+        run = client.get_run(run_id)
+        return to_json(run) if as_json else run_text(run, now_ms())
+
+    return run_command(body, err)
+
+
+def cmd_compare(client: Client, run_ids: Sequence[str], keys: Sequence[str], show_all: bool,
+                as_json: bool, *, err: TextIO | None = None) -> int:
+    """Print runs side by side, differing fields first. Blocks."""
+
+    def body() -> str:
+        c = client.compare_runs(run_ids, keys)
+        return to_json(c) if as_json else comparison_text(c, show_all)
+
+    return run_command(body, err)
+
+
+def cmd_reproduce(client: Client, run_id: str, *, err: TextIO | None = None) -> int:
+    return run_command(lambda: reproduce_text(client.get_run(run_id)), err)
+
+
+def cmd_experiments(client: Client, as_json: bool, *, err: TextIO | None = None) -> int:
+    def body() -> str:
+        exps = client.list_experiments()
+        if as_json:
+            return to_json(exps)
+        return format_table(["EXPERIMENT", "RUNS", "LAST START (UTC)"],
+                            [(e.experiment, e.run_count, format_time_ms(e.last_start_ms))
+                             for e in exps], right=(1,)) if exps else "no experiments"
+
+    return run_command(body, err)
