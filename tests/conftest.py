@@ -9,7 +9,6 @@ random per test so runs never see each other.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,13 +16,18 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+import runstream
+from tests.helpers import REPO, create_topic, free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The SDK's environment for one test: a RUNSTREAM_HOME of its own, no system-metrics
+    sampler; a run the test left active is finished after it."""
+    yield {"RUNSTREAM_HOME": str(tmp_path / "home"), "RUNSTREAM_SYSTEM_METRICS_S": "0"}
+    active = runstream.active_run()
+    if active is not None:
+        active.finish()
 
 
 @pytest.fixture(scope="session")
@@ -51,16 +55,6 @@ def kafka_bootstrap(kafka_env: dict[str, str]) -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([script, "stop"], env=kafka_env, capture_output=True, timeout=120)
-
-
-def create_topic(bootstrap: str, name: str, partitions: int = 4) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="runstream-tests")
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        admin.close()
 
 
 @pytest.fixture

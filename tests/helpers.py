@@ -1,11 +1,23 @@
-"""Small test utilities: poll with a deadline instead of sleeping for a result, and read
-what a consumer RowBatch holds."""
+"""Small test utilities: poll with a deadline instead of sleeping for a result, free ports
+and topics, events sent to and read back from the real parts, and what a consumer
+RowBatch holds. Kafka is imported only by the helpers that talk to it."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from runstream.proto import codec, spool
+from runstream.proto.v1 import events_pb2 as pb
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+REPO = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
@@ -28,6 +40,66 @@ def wait_for(
     return last
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- Kafka --------------------------------------------------------------------------------
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 4) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="runstream-tests")
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def produce(bootstrap: str, topic: str, events: list[pb.RunEvent], encoding: str) -> None:
+    """Send encoded events keyed ``run_id/rank`` as the SDK does, and wait for the acks."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20,
+                             max_request_size=32 << 20)
+    try:
+        for e in events:
+            send_raw(producer, topic, codec.encode(e, encoding), codec.CONTENT_TYPES[encoding],
+                     f"{e.run_id}/{e.rank}")
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def send_raw(producer: KafkaProducer, topic: str, value: bytes, content_type: str | None,
+             key: str) -> None:
+    headers = [] if content_type is None else [(codec.CONTENT_TYPE_HEADER, content_type.encode())]
+    producer.send(topic, value=value, key=key.encode(), headers=headers)
+
+
+def committed(admin: KafkaAdminClient, group: str) -> int:
+    """Messages committed by ``group`` over all partitions (0 while its coordinator loads)."""
+    from kafka.errors import KafkaError
+
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+    except KafkaError:
+        return 0
+    return sum(o.offset for o in offsets.values() if o.offset > 0)
+
+
+# --- ClickHouse and the consumer's batches --------------------------------------------------
+
+
+def count(client: Any, table: str) -> int:
+    """Deduplicated rows of ``table``."""
+    return int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
+
+
 def table_columns(batch: Any, table: Any) -> list[list[Any]]:
     """The rows of ``table`` (a runstream.proto.tables.Table) in a consumer RowBatch, as
     column lists in the table's column order (metric points read out of their Arrow table)."""
@@ -42,3 +114,30 @@ def table_columns(batch: Any, table: Any) -> list[list[Any]]:
 def row_count(batch: Any, table: Any) -> int:
     """Rows of ``table`` in a consumer RowBatch."""
     return len(table_columns(batch, table)[0])
+
+
+# --- the local spool ------------------------------------------------------------------------
+
+
+def read_spool(directory: Path) -> list[pb.RunEvent]:
+    """Every event in the published spool files of ``directory``, in file order."""
+    return [codec.decode(f.payload, codec.CONTENT_TYPES[f.encoding])
+            for p in spool.ready_files(directory) for f in spool.read_frames(p)]
+
+
+def points_of(events: list[pb.RunEvent]) -> list[tuple[str, int, float]]:
+    """(key, step, value) of every metric point in ``events``, in order."""
+    out = []
+    for e in events:
+        if e.WhichOneof("body") == "metrics":
+            m = e.metrics
+            out += [(m.keys[k], s, v) for k, s, v in zip(m.key_index, m.steps, m.values,
+                                                           strict=True)]
+    return out
+
+
+def steps_of(events: list[pb.RunEvent], key: str) -> list[int]:
+    """The steps of ``key``'s points in ``events``, in order."""
+    return [s for e in events if e.HasField("metrics")
+            for k, s in zip(e.metrics.key_index, e.metrics.steps, strict=True)
+            if e.metrics.keys[k] == key]

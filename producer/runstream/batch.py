@@ -8,34 +8,19 @@ apart with three slices instead of a Python loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
 from runstream.proto.v1 import events_pb2
 
-#: One buffered ``Run.log`` call: (step, ts_ms, {key: float value}). The dict is the
-#: caller's validated copy, owned by the buffer from then on.
-Record = tuple[int, int, dict[str, float]]
-
-#: Items per record in a flat buffer: ``[step0, ts_ms0, metrics0, step1, ts_ms1, ...]``.
+#: Items per record in a flat buffer: ``[step0, ts_ms0, metrics0, step1, ts_ms1, ...]``,
+#: one record per ``Run.log`` call; ``metrics`` is the caller's validated copy
+#: ({key: float value}), owned by the buffer from then on.
 FLAT_WIDTH = 3
 
-_STEP, _TS, _METRICS = itemgetter(0), itemgetter(1), itemgetter(2)
-
 Columns = tuple[list[str], list[int], list[float], list[int]]
-
-
-def columns(records: Sequence[Record]) -> Columns:
-    """Flatten records into parallel (keys, steps, values, ts_ms) lists, in order.
-
-    Built from C-level iterators (no Python loop per point): this runs on the sender
-    thread, which shares the GIL with the training thread."""
-    if not records:
-        return [], [], [], []
-    return _points(list(map(_STEP, records)), list(map(_TS, records)),
-                   list(map(_METRICS, records)))
 
 
 def flat_columns(flat: list[Any]) -> Columns:
@@ -59,20 +44,6 @@ def _points(steps_col: list[int], ts_col: list[int], dicts: list[dict[str, float
     steps = list(chain.from_iterable(map(repeat, steps_col, lens)))
     ts = list(chain.from_iterable(map(repeat, ts_col, lens)))
     return keys, steps, values, ts
-
-
-def metrics_batches(
-    records: Sequence[Record], max_points: int
-) -> Iterator[events_pb2.MetricsBatch]:
-    """Split the records' points, in order, into batches of at most ``max_points``, each
-    with its own small key table (point i is keys[key_index[i]], steps[i], values[i],
-    ts_ms[i])."""
-    if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
-    for chunk in column_chunks(columns(records), max_points):
-        batch = events_pb2.MetricsBatch()
-        fill_batch(batch, *chunk)
-        yield batch
 
 
 def column_chunks(cols: Columns, max_points: int) -> Iterator[Columns]:

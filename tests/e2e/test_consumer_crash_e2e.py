@@ -19,18 +19,25 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
-from kafka.errors import KafkaError
 
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2 as pb
-from tests.helpers import wait_for
+from tests.helpers import committed, wait_for
 
 pytestmark = pytest.mark.kafka
 
+
 RANKS = 4
+
+
 EVENTS_PER_RANK = 60
+
+
 POINTS_PER_EVENT = 1000  # 2 keys x 500 steps
+
+
 TS = 1_760_000_000_000
+
 
 VERIFY = r"""
 import json, sys
@@ -72,15 +79,6 @@ def events(run_id: str) -> list[pb.RunEvent]:
             m.ts_ms.extend(TS + seq for _ in range(POINTS_PER_EVENT))
             out.append(e)
     return out
-
-
-def committed(admin: KafkaAdminClient, group: str) -> int:
-    """Messages committed by ``group`` over all partitions (0 while its coordinator loads)."""
-    try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
-    except KafkaError:
-        return 0
-    return sum(o.offset for o in offsets.values() if o.offset > 0)
 
 
 def test_sigkilled_consumer_restarted_leaves_every_point_once(
@@ -152,8 +150,6 @@ def test_sigkilled_consumer_restarted_leaves_every_point_once(
         assert hi == value(rank, EVENTS_PER_RANK, POINTS_PER_EVENT - 2 + k)
         assert last == hi  # the latest value at the highest (step, ts_ms)
 
-
-# --- CRASHED detection through `runstream serve` (spool) -------------------------------
 
 RANK_SCRIPT = r"""
 import threading, runstream

@@ -29,18 +29,29 @@ from kafka.errors import KafkaError
 
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2 as pb
-from tests.e2e.test_consumer_crash_e2e import committed
-from tests.helpers import wait_for
+from tests.helpers import committed, wait_for
 
 pytestmark = pytest.mark.kafka
 
+
 RUNS = 8  # one rank each: keys "grp-<i>/0" spread over the topic's 4 partitions
+
+
 ROUNDS = 60  # one event per run per round
+
+
 ROUND_S = 0.2  # the stream lasts ~12 s, longer than the takeover (10 s session timeout)
+
+
 POINTS = 500  # per event: 250 steps x (loss, acc)
+
+
 # A consumer's progress line (runstream.consumer.progress.format_rows): points it stored.
 PROGRESS_LINE = re.compile(r"runstream: ([\d,]+) points, ")
+
+
 TS = 1_760_000_000_000
+
 
 VERIFY = r"""
 import json, sys

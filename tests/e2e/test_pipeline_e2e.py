@@ -20,12 +20,15 @@ import pytest
 from runstream.proto.errors import NotFoundError
 from runstream.query.client import Client
 from runstream.query.models import MetricHistory
-from tests.conftest import free_port
 from tests.e2e.rank_job import value
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 WORLD_SIZE = 4
+
+
 STEPS = 500
+
+
 HERE = Path(__file__).resolve().parent
 
 

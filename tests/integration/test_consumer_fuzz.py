@@ -24,12 +24,11 @@ from runstream.consumer.rows import RowBatch
 from runstream.proto import codec, tables, validation
 from runstream.proto.errors import DecodeError, ValidationError
 from runstream.proto.v1 import events_pb2 as pb
-from tests.conftest import create_topic
-from tests.helpers import table_columns, wait_for
-from tests.integration.test_consumer_kafka import make_config
-from tests.unit.test_consumer_rows import metrics_event, sample_run
+from tests.factories import make_config, metrics_event, sample_run
+from tests.helpers import create_topic, table_columns, wait_for
 
 pytestmark = pytest.mark.kafka
+
 
 GOOD_PRODUCER = "good"  # the untouched valid events; fuzzed ones use other producer ids
 
@@ -81,6 +80,8 @@ def _invalid(e: pb.RunEvent, how: int) -> pb.RunEvent:
 
 
 encodings = st.sampled_from([codec.PROTOBUF, codec.AVRO])
+
+
 base_index = st.integers(0, len(BASES) - 1)
 
 

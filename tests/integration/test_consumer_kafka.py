@@ -4,52 +4,20 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import OFFSET_HEADER, PARTITION_HEADER, REASON_HEADER, TOPIC_HEADER
 from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
 from runstream.proto import codec, tables
 from runstream.proto.v1 import events_pb2 as pb
-from tests.conftest import create_topic
-from tests.helpers import wait_for
-from tests.unit.test_consumer_rows import metrics_event, sample_run
+from tests.factories import make_config, metrics_event, sample_run
+from tests.helpers import count, create_topic, produce, send_raw, wait_for
 
 pytestmark = pytest.mark.kafka
-
-
-def produce(bootstrap: str, topic: str, events: list[pb.RunEvent], encoding: str) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20,
-                             max_request_size=32 << 20)
-    try:
-        for e in events:
-            send_raw(producer, topic, codec.encode(e, encoding), codec.CONTENT_TYPES[encoding],
-                     f"{e.run_id}/{e.rank}")
-        producer.flush()
-    finally:
-        producer.close()
-
-
-def send_raw(producer: KafkaProducer, topic: str, value: bytes, content_type: str | None,
-             key: str) -> None:
-    headers = [] if content_type is None else [(codec.CONTENT_TYPE_HEADER, content_type.encode())]
-    producer.send(topic, value=value, key=key.encode(), headers=headers)
-
-
-def make_config(bootstrap: str, topic: str, dsn: str, database: str, tmp_path: Path,
-                **kw: Any) -> ConsumerConfig:
-    return ConsumerConfig(kafka_bootstrap=(bootstrap,), topic=topic,
-                          group_id=f"rs-test-{uuid.uuid4().hex[:8]}", clickhouse_dsn=dsn,
-                          database=database, spool_dir=tmp_path / "spool", **kw)
-
-
-def count(client: Any, table: str) -> int:
-    return int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
 
 
 def all_rows(client: Any) -> dict[str, list[tuple[Any, ...]]]:

@@ -23,9 +23,8 @@ from runstream.consumer.progress import ProgressReporter
 from runstream.consumer.sink import ClickHouseSink
 from runstream.consumer.sources import KafkaSource
 from runstream.proto import codec
-from tests.helpers import wait_for
-from tests.integration.test_consumer_kafka import make_config, produce
-from tests.unit.test_consumer_rows import metrics_event
+from tests.factories import make_config, metrics_event
+from tests.helpers import produce, wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -12,16 +12,12 @@ from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import read_spool_dead_letters
 from runstream.consumer.factories import build_spool_pipeline, connect_clickhouse
 from runstream.proto import codec, spool
-from tests.helpers import wait_for
-from tests.unit.test_consumer_rows import TS, metrics_event, sample_run
+from tests.factories import TS, metrics_event, sample_run
+from tests.helpers import count, wait_for
 
 
 def make_config(dsn: str, database: str, spool_dir: Path) -> ConsumerConfig:
     return ConsumerConfig(clickhouse_dsn=dsn, database=database, spool_dir=spool_dir)
-
-
-def count(client: Any, table: str) -> int:
-    return int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
 
 
 def ingest(dsn: str, database: str, spool_dir: Path) -> Any:

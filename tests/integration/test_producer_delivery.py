@@ -7,7 +7,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,15 @@ from kafka import KafkaConsumer
 import runstream
 from runstream.proto import codec, spool
 from runstream.proto.v1 import events_pb2
-from tests.conftest import REPO
-from tests.helpers import wait_for
+from tests.helpers import REPO, wait_for
 
 pytestmark = pytest.mark.kafka
 
+
 KAFKA_SH = str(REPO / "deploy" / "kafka.sh")
+
+
 OUTAGE_S = 20.0
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {"RUNSTREAM_HOME": str(tmp_path / "home"), "RUNSTREAM_SYSTEM_METRICS_S": "0"}
-    active = runstream.active_run()
-    if active is not None:
-        active.finish()
 
 
 def consume_run(bootstrap: str, topic: str, run_id: str

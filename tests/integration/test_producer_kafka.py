@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from runstream.sync import sync
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {"RUNSTREAM_HOME": str(tmp_path / "home")}
-    active = runstream.active_run()
-    if active is not None:
-        active.finish()
 
 
 def consume(bootstrap: str, topic: str, until: int) -> list[tuple[bytes, dict[str, bytes],

@@ -4,7 +4,6 @@ Whatever the text, the answer is a page of real runs or INVALID_ARGUMENT: never
 INTERNAL, never a change to any table, never a value from another table.
 """
 
-# ruff: noqa: F811 - pytest fixtures imported from test_query_service are parameters here
 from __future__ import annotations
 
 from typing import Any
@@ -14,29 +13,35 @@ from hypothesis import strategies as st
 
 from runstream.proto.errors import InvalidArgumentError
 from runstream.query.client import Client
-from tests.integration.test_query_features import seed_runs
-from tests.integration.test_query_service import (  # noqa: F401 - fixtures
-    ch,
-    client,
-    server,
-)
+from tests.factories import seed_runs
 
 SECRET = "T0PSECRET-c0ffee"
+
+
 HOSTILE = [
     "'", '"', "`", "\\", ";", "--", "/*", "*/", "%", "_", "\x00", "\n", "😀", "é", "ß",
     "' OR 1=1 --", "'; DROP TABLE runs; --", "{x:String}", "{run_id:String}", "$(rm -rf /)",
     "SELECT * FROM secret", "UNION ALL SELECT", ")", "(", "metrics.", "params.", " AND ",
     " and ", "IN", "LIKE", "1e999", "-0", "NaN", "inf", "0x10",
 ]
+
+
 KINDS = ["metrics", "params", "tags", "attributes", "datasets", "min(metrics", "max(metrics",
          "secret", "runs", "system"]
+
+
 OPS = ["=", "!=", "<", "<=", ">", ">=", "LIKE", "ILIKE", "NOT LIKE", "IN", "NOT IN", "==", "<>"]
+
 
 hostile_text = st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(max_size=8)), max_size=6).map(
     "".join)
+
+
 name = st.one_of(st.sampled_from(["lr", "val_acc", "loss", "model", "status", "digest",
                                   "start_time", "run_name"]),
                  hostile_text.map(lambda t: f"`{t}`"), hostile_text)
+
+
 value = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False).map(repr),
     st.integers(-(10**30), 10**30).map(str),
@@ -57,6 +62,8 @@ def clause(draw: st.DrawFn) -> str:
 
 
 grammar_filter = st.lists(clause(), min_size=1, max_size=5).map(" AND ".join)
+
+
 filters = st.one_of(
     grammar_filter,
     grammar_filter.flatmap(lambda f: hostile_text.map(lambda t: f + t)),
@@ -65,6 +72,8 @@ filters = st.one_of(
                      "x" * 5000, "(" * 2000, "'" * 4097,
                      "params.lr IN (" + "'a'," * 1500 + "'b')"]),
 )
+
+
 order_bys = st.lists(st.one_of(
     st.sampled_from(["metrics.loss DESC", "params.lr", "tags.model ASC",
                      "attributes.start_time", "datasets.name"]),

@@ -2,73 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from runstream.proto import codec
 from runstream.proto.errors import DecodeError, InvalidArgumentError
 from runstream.proto.v1 import events_pb2 as pb
-
-TS = 1_750_000_000_000
-
-
-def envelope(seq: int = 1) -> pb.RunEvent:
-    return pb.RunEvent(
-        run_id="run-1", experiment="exp", rank=1, world_size=4, local_rank=1, node="node-a",
-        producer_id="p" * 32, seq=seq, ts_ms=TS,
-    )
-
-
-def every_event_type() -> list[pb.RunEvent]:
-    started = envelope(1)
-    started.run_started.name = "lr=0.1"
-    started.run_started.code.git_commit = "a" * 40
-    started.run_started.code.git_dirty = True
-    started.run_started.code.in_git_repo = True
-    started.run_started.env.python_version = "3.11.7"
-    started.run_started.env.cpu_count = 2
-    started.run_started.env.command = "train.py --lr 0.1"
-    started.run_started.env.cpu_model = "AMD EPYC"
-    started.run_started.env.memory_bytes = 24 << 30
-    started.run_started.env.packages.add(name="numpy", version="2.4.6")
-    started.run_started.env.gpus.add(name="NVIDIA H100", memory_bytes=80 << 30)
-    started.run_started.env.gpu_driver = "550.54"
-    started.run_started.env.cuda_version = "12.4"
-    started.run_started.code.diff_sha256 = "ef" * 32
-    started.run_started.code.diff_uri = "file:///store/sha256/ef/" + "ef" * 32
-    params = envelope(2)
-    params.params.params.add(key="optim.lr", value="0.1", type=pb.FLOAT)
-    params.params.params.add(key="epochs", value="3", type=pb.INT)
-    params.params.params.add(key="amp", value="true", type=pb.BOOL)
-    params.params.params.add(key="model", value="ünïcode ☃", type=pb.STRING)
-    metrics = envelope(3)
-    metrics.metrics.keys.extend(["loss", "acc"])
-    metrics.metrics.key_index.extend([0, 1, 0, 1])
-    metrics.metrics.steps.extend([0, 0, 1, 1])
-    metrics.metrics.values.extend([2.5, math.nan, math.inf, -math.inf])
-    metrics.metrics.ts_ms.extend([TS, TS, TS + 5, TS + 5])
-    tags = envelope(4)
-    tags.tags.tags.add(key="team", value="vision")
-    artifact = envelope(5)
-    artifact.artifact.name = "model.npz"
-    artifact.artifact.uri = "file:///store/sha256/ab/" + "ab" * 32
-    artifact.artifact.size_bytes = 12345
-    artifact.artifact.sha256 = "ab" * 32
-    inp = envelope(6)
-    inp.input.name = "digits"
-    inp.input.uri = "sklearn://digits"
-    inp.input.digest = "sha256:" + "cd" * 32
-    inp.input.role = "train"
-    heartbeat = envelope(7)
-    heartbeat.heartbeat.SetInParent()
-    finished = envelope(8)
-    finished.run_finished.status = pb.FAILED
-    finished.run_finished.error = "Traceback ...\nValueError: boom"
-    events = [started, params, metrics, tags, artifact, inp, heartbeat, finished]
-    bodies = {e.WhichOneof("body") for e in events}
-    assert bodies == {f.name for f in pb.RunEvent.DESCRIPTOR.oneofs_by_name["body"].fields}
-    return events
+from tests.factories import every_event_type, full_envelope
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "avro"])
@@ -140,9 +79,9 @@ def test_truncated_avro_raises_decode_error() -> None:
 
 def test_unknown_encoding_is_invalid_argument() -> None:
     with pytest.raises(InvalidArgumentError):
-        codec.encode(envelope(), "json")
+        codec.encode(full_envelope(), "json")
 
 
 def test_event_without_body_cannot_be_avro_encoded() -> None:
     with pytest.raises(InvalidArgumentError, match="body"):
-        codec.encode(envelope(), "avro")
+        codec.encode(full_envelope(), "avro")

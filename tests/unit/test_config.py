@@ -1,3 +1,5 @@
+"""runstream.proto.config: the shared names, parsers and checks every *Config uses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,13 +69,3 @@ def test_checks_name_the_setting_and_the_value() -> None:
         config.check_database("D", "a`b")
     with pytest.raises(ConfigError, match="must be set together"):
         config.check_tls_files("C", "cert.pem", "K", "")
-
-
-def test_status_sets_are_run_status_names() -> None:
-    from runstream.proto import status
-    from runstream.proto.v1 import events_pb2
-
-    names = set(events_pb2.RunStatus.keys())
-    assert status.ENDED_OR_CRASHED <= names and status.UNSPECIFIED in names
-    assert status.ENDED == {"FINISHED", "FAILED", "KILLED"}
-    assert status.ENDED_OR_CRASHED - status.ENDED == {status.CRASHED}

@@ -1,5 +1,4 @@
-"""RowBatch: every event type to the rows of runstream.proto.tables; plus event builders the
-other consumer tests share (``envelope``, ``metrics_event``, ``sample_run``)."""
+"""RowBatch: every event type to the rows of runstream.proto.tables."""
 
 from __future__ import annotations
 
@@ -8,75 +7,11 @@ import math
 import pytest
 
 from runstream.consumer.rows import RowBatch
-from runstream.proto import tables, validation
+from runstream.proto import tables
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2 as pb
+from tests.factories import TS, envelope, metrics_event, sample_run
 from tests.helpers import row_count, table_columns
-
-TS = 1_760_000_000_000
-
-
-def envelope(run_id: str = "run-1", rank: int = 0, seq: int = 1, world_size: int = 2,
-             producer_id: str = "prod-a", ts_ms: int = TS) -> pb.RunEvent:
-    return pb.RunEvent(run_id=run_id, experiment="exp", rank=rank, world_size=world_size,
-                       local_rank=rank, node="node-1", producer_id=producer_id, seq=seq,
-                       ts_ms=ts_ms)
-
-
-def metrics_event(n: int, *, run_id: str = "run-1", rank: int = 0, seq: int = 1,
-                  keys: tuple[str, ...] = ("loss", "acc"), step0: int = 0,
-                  producer_id: str = "prod-a") -> pb.RunEvent:
-    e = envelope(run_id=run_id, rank=rank, seq=seq, producer_id=producer_id)
-    m = e.metrics
-    m.keys.extend(keys)
-    m.key_index.extend(i % len(keys) for i in range(n))
-    m.steps.extend(step0 + i // len(keys) for i in range(n))
-    m.values.extend(0.5 * i for i in range(n))
-    m.ts_ms.extend(TS + i for i in range(n))
-    return e
-
-
-def sample_run(run_id: str = "run-1", rank: int = 0, points: int = 10,
-               producer_id: str = "prod-a") -> list[pb.RunEvent]:
-    """One rank's life: started, params, tags, input, metrics x2, heartbeat, artifact,
-    finished; seq 1..9."""
-    events = []
-    e = envelope(run_id, rank, 1, producer_id=producer_id)
-    e.run_started.name = "my run"
-    e.run_started.code.git_commit = "abc123"
-    e.run_started.code.git_branch = "main"
-    e.run_started.code.in_git_repo = True
-    e.run_started.env.python_version = "3.11.9"
-    e.run_started.env.os = "Linux"
-    e.run_started.env.command = "train.py --lr 0.1"
-    e.run_started.env.cpu_count = 16
-    events.append(e)
-    e = envelope(run_id, rank, 2, producer_id=producer_id)
-    e.params.params.add(key="lr", value="0.1", type=pb.FLOAT)
-    e.params.params.add(key="model.depth", value="12", type=pb.INT)
-    events.append(e)
-    e = envelope(run_id, rank, 3, producer_id=producer_id)
-    e.tags.tags.add(key="team", value="vision")
-    events.append(e)
-    e = envelope(run_id, rank, 4, producer_id=producer_id)
-    e.input.name, e.input.uri, e.input.digest, e.input.role = "train", "s3://d/train", "d1", "train"
-    events.append(e)
-    events.append(metrics_event(points, run_id=run_id, rank=rank, seq=5, producer_id=producer_id))
-    events.append(metrics_event(points, run_id=run_id, rank=rank, seq=6, step0=1000,
-                                producer_id=producer_id))
-    e = envelope(run_id, rank, 7, producer_id=producer_id)
-    e.heartbeat.SetInParent()
-    events.append(e)
-    e = envelope(run_id, rank, 8, producer_id=producer_id)
-    e.artifact.name, e.artifact.uri = "model.npz", "file:///store/ab"
-    e.artifact.size_bytes, e.artifact.sha256 = 1234, "ab" * 32
-    events.append(e)
-    e = envelope(run_id, rank, 9, producer_id=producer_id)
-    e.run_finished.status = pb.FINISHED
-    events.append(e)
-    for e in events:
-        validation.validate(e)
-    return events
 
 
 def table_rows(batch: RowBatch, table: tables.Table) -> list[dict[str, object]]:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from runstream.consumer.sink import is_transient
+
+
+def test_is_transient_classification():
+    assert is_transient(OperationalError("x"))
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(ProgrammingError("syntax"))
+    assert not is_transient(ValueError("bad column"))
 
 
 @pytest.mark.parametrize(("name", "transient"), [

@@ -1,5 +1,5 @@
-"""Run lifecycle on the local spool: uncaught exceptions, SIGTERM, heartbeats, system
-metrics, log() racing finish(), code version and input digests."""
+"""Run lifecycle (runstream.lifecycle): uncaught exceptions, dying threads, SIGTERM, exit
+and fork."""
 
 from __future__ import annotations
 
@@ -8,38 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import runstream
-from runstream import artifacts, capture
-from runstream.proto import codec, spool
-from runstream.proto.errors import InvalidArgumentError
 from runstream.proto.v1 import events_pb2
-from runstream.system import THREAD_NAME as SYSTEM_THREAD
-from tests.helpers import wait_for
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {"RUNSTREAM_HOME": str(tmp_path / "home"), "RUNSTREAM_SYSTEM_METRICS_S": "0"}
-    active = runstream.active_run()
-    if active is not None:
-        active.finish()
-
-
-def read_spool(directory: Path) -> list[events_pb2.RunEvent]:
-    return [codec.decode(f.payload, codec.CONTENT_TYPES[f.encoding])
-            for p in spool.ready_files(directory) for f in spool.read_frames(p)]
-
-
-def steps_of(events: list[events_pb2.RunEvent], key: str) -> list[int]:
-    return [s for e in events if e.HasField("metrics")
-            for k, s in zip(e.metrics.key_index, e.metrics.steps, strict=True)
-            if e.metrics.keys[k] == key]
+from tests.helpers import points_of, read_spool, steps_of
 
 
 def child(tmp_path: Path, body: str) -> subprocess.Popen[str]:
@@ -117,107 +92,43 @@ def test_sigterm_kills_the_run_then_runs_the_previous_handler(tmp_path: Path, ch
     assert steps == list(range(len(steps)))  # nothing logged before the signal was lost
 
 
-def test_log_racing_finish_loses_no_point(tmp_path: Path, env):
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_is_a_new_producer_and_does_not_duplicate(tmp_path: Path, env):
     run = runstream.init("exp", spool_dir=tmp_path, environ=env)
-    accepted: list[list[int]] = [[] for _ in range(4)]
-    start = threading.Barrier(5)
-
-    def logger(i: int) -> None:
-        start.wait()
-        for step in range(1_000_000):
-            try:
-                run.log({f"t{i}": 1.0}, step=step)
-            except InvalidArgumentError:
-                return
-            accepted[i].append(step)
-
-    threads = [threading.Thread(target=logger, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    start.wait()
-    wait_for(lambda: min(len(a) for a in accepted), lambda n: n > 2000, what="logging")
-    assert run.finish(timeout_s=30) is True
-    for t in threads:
-        t.join(30)
+    parent_producer = run.producer_id
+    run.log({"parent": 1.0}, step=0)  # may still be buffered at fork time
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            run.log({"child": 2.0}, step=0)
+            ok = run.flush(timeout_s=10)
+            os.write(write_fd, f"{int(ok)} {run.producer_id}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        ok, child_producer = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert ok == "1" and child_producer != parent_producer
+    run.finish()
     events = read_spool(tmp_path)
-    for i in range(4):
-        assert steps_of(events, f"t{i}") == accepted[i]
-    assert events[-1].HasField("run_finished")
+    points = points_of(events)
+    assert sorted(points) == [("child", 0, 2.0), ("parent", 0, 1.0)]
+    child_events = [e for e in events if e.producer_id == child_producer]
+    assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1))
+    assert not any(e.HasField("run_finished") or e.HasField("run_started")
+                   for e in child_events)
 
 
-def test_heartbeats_and_system_metrics_while_running(tmp_path: Path, env):
-    run = runstream.init("exp", spool_dir=tmp_path, heartbeat_s=0.2, system_metrics_s=0.1,
-                         environ=env)
-    assert SYSTEM_THREAD in [t.name for t in threading.enumerate()]
-
-    def seen() -> tuple[int, set[str]]:
-        run.flush(10)
-        events = read_spool(tmp_path)
-        keys = {k for e in events if e.HasField("metrics") for k in e.metrics.keys}
-        return sum(e.HasField("heartbeat") for e in events), keys
-
-    _, keys = wait_for(seen, lambda r: r[0] >= 3 and "system/cpu_percent" in r[1],
-                           timeout_s=30, what="heartbeats and system metrics")
-    assert {"system/memory_used_bytes", "system/process_rss_bytes"} <= keys
-    assert run.finish() is True
-    assert SYSTEM_THREAD not in [t.name for t in threading.enumerate()]
+def test_atexit_finishes_an_unfinished_run(tmp_path: Path):
+    code = ("import runstream; "
+            f"run = runstream.init('exp', spool_dir={str(tmp_path)!r}); "
+            "run.log({'x': 1.0}, step=3)")
+    env = {**os.environ, "RUNSTREAM_HOME": str(tmp_path / "home")}
+    env.pop("RUNSTREAM_KAFKA", None)
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
     events = read_spool(tmp_path)
-    assert events[-1].HasField("run_finished")
-    started = events[0].run_started
-    assert started.env.cpu_model and started.env.memory_bytes > 0
-    assert "protobuf" in {p.name for p in started.env.packages}
-    assert started.env.command
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.email=t@e", "-c", "user.name=t", *args], cwd=cwd,
-                   check=True, capture_output=True)
-
-
-def test_code_version_dirty_clean_and_no_repo(tmp_path: Path):
-    store = tmp_path / "store"
-    outside = tmp_path / "plain"
-    outside.mkdir()
-    assert capture.code_version(outside, store) == events_pb2.CodeVersion(in_git_repo=False)
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "remote", "add", "origin", "https://user:s3cret@example.com/team/repo.git")
-    (repo / "train.py").write_text("lr = 0.1\n")
-    git(repo, "add", "train.py")
-    git(repo, "commit", "-q", "-m", "first")
-    clean = capture.code_version(repo, store)
-    assert clean.in_git_repo and not clean.git_dirty and len(clean.git_commit) == 40
-    assert clean.git_branch == "main"
-    assert clean.git_remote == "https://example.com/team/repo.git"
-    assert clean.diff_sha256 == "" and clean.diff_uri == ""
-
-    (repo / "train.py").write_text("lr = 0.2\n")
-    dirty = capture.code_version(repo, store)
-    assert dirty.git_dirty and dirty.git_commit == clean.git_commit
-    diff = Path(dirty.diff_uri.removeprefix("file://")).read_bytes()
-    assert b"-lr = 0.1" in diff and b"+lr = 0.2" in diff
-    assert __import__("hashlib").sha256(diff).hexdigest() == dirty.diff_sha256
-
-
-def test_directory_input_digest_changes_with_a_file_and_uses_the_cache(tmp_path: Path,
-                                                                      monkeypatch):
-    data = tmp_path / "data"
-    (data / "a").mkdir(parents=True)
-    (data / "a" / "x.csv").write_text("1,2\n")
-    (data / "y.csv").write_text("3,4\n")
-    cache = artifacts.DigestCache(tmp_path / "cache.json")
-    first = artifacts.input_digest(data, cache)
-    assert first == artifacts.input_digest(data)  # same digest with or without cache
-
-    reads: list[Path] = []
-    real = artifacts.file_sha256
-    monkeypatch.setattr(artifacts, "file_sha256", lambda p: (reads.append(p), real(p))[1])
-    assert artifacts.input_digest(data, artifacts.DigestCache(tmp_path / "cache.json")) == first
-    assert reads == []  # unchanged size+mtime: nothing re-read, even by a new process' cache
-
-    (data / "y.csv").write_text("3,5\n")
-    os.utime(data / "y.csv", ns=(1, 1))
-    second = artifacts.input_digest(data, cache)
-    assert second != first and reads == [data / "y.csv"]
+    assert points_of(events) == [("x", 3, 1.0)]
+    assert events[-1].run_finished.status == events_pb2.FINISHED

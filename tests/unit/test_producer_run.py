@@ -1,88 +1,23 @@
-"""The SDK end to end within one process, on the local spool (no network)."""
+"""The SDK's Run within one process, on the local spool (no network): what init and log
+record, exactly once."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
+import threading
 from pathlib import Path
 
 import pytest
 
 import runstream
-from runstream.batch import metrics_batches
-from runstream.params import flatten, typed_params
+from runstream.batch import FLAT_WIDTH
 from runstream.proto import codec, spool
 from runstream.proto.errors import AlreadyExistsError, InvalidArgumentError
 from runstream.proto.v1 import events_pb2
 from runstream.proto.validation import validate
 from runstream.sender import THREAD_NAME
+from tests.helpers import points_of, read_spool, steps_of, wait_for
 
-
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield {"RUNSTREAM_HOME": str(tmp_path / "home")}
-    active = runstream.active_run()
-    if active is not None:
-        active.finish()
-
-
-def read_spool(directory: Path) -> list[events_pb2.RunEvent]:
-    events = []
-    for path in spool.ready_files(directory):
-        for frame in spool.read_frames(path):
-            events.append(codec.decode(frame.payload, codec.CONTENT_TYPES[frame.encoding]))
-    return events
-
-
-def points_of(events: list[events_pb2.RunEvent]) -> list[tuple[str, int, float]]:
-    out = []
-    for e in events:
-        if e.WhichOneof("body") == "metrics":
-            m = e.metrics
-            out += [(m.keys[k], s, v) for k, s, v in zip(m.key_index, m.steps, m.values,
-                                                           strict=True)]
-    return out
-
-
-# --- pure pieces ---------------------------------------------------------------------
-
-def test_params_flatten_and_types():
-    assert flatten({"opt": {"lr": 0.1, "betas": {"b1": 0.9}}, "seed": 1}) == {
-        "opt.lr": 0.1, "opt.betas.b1": 0.9, "seed": 1}
-    typed = typed_params({"a": 1, "b": 0.5, "c": True, "d": "x", "e": None, "f": [1, 2],
-                          "g": float("nan")})
-    assert typed == {
-        "a": ("1", events_pb2.INT),
-        "b": ("0.5", events_pb2.FLOAT),
-        "c": ("true", events_pb2.BOOL),
-        "d": ("x", events_pb2.STRING),
-        "e": ("", events_pb2.STRING),
-        "f": ("[1, 2]", events_pb2.STRING),
-        "g": ("nan", events_pb2.FLOAT),
-    }
-    with pytest.raises(InvalidArgumentError):
-        typed_params({"k": "x" * 7000})
-    with pytest.raises(InvalidArgumentError):
-        typed_params({"": 1})
-
-
-def test_metrics_batches_are_columnar_and_split():
-    records = [(i, 1000 + i, {"loss": i * 0.5}) for i in range(5)] + [(9, 2000, {"acc": 1.0})]
-    batches = list(metrics_batches(records, 4))
-    assert [len(b.steps) for b in batches] == [4, 2]
-    first, second = batches
-    assert list(first.keys) == ["loss"] and list(first.key_index) == [0, 0, 0, 0]
-    assert list(second.keys) == ["loss", "acc"] and list(second.key_index) == [0, 1]
-    assert list(second.steps) == [4, 9] and list(second.values) == [2.0, 1.0]
-    assert list(second.ts_ms) == [1004, 2000]
-
-
-# --- the run --------------------------------------------------------------------------
 
 def test_spool_mode_every_point_once_in_seq_order(tmp_path: Path, env):
     spool_dir = tmp_path / "spool"
@@ -207,87 +142,63 @@ def test_flush_publishes_spool_files_for_live_readers(tmp_path: Path, env):
     run.finish()
 
 
-def test_artifact_store_is_content_addressed(tmp_path: Path, env):
-    store = tmp_path / "store"
-    src = tmp_path / "src"
-    (src / "sub").mkdir(parents=True)
-    (src / "a.txt").write_bytes(b"hello")
-    (src / "sub" / "b.bin").write_bytes(b"\x00\x01")
-    run = runstream.init("exp", spool_dir=tmp_path / "spool", artifacts_dir=store, environ=env)
-    sha_file = run.log_artifact(src / "a.txt")
-    assert sha_file == hashlib.sha256(b"hello").hexdigest()
-    blob = store / "sha256" / sha_file[:2] / sha_file
-    assert blob.read_bytes() == b"hello"
-    assert run.log_artifact(src / "a.txt", name="again") == sha_file  # stored once
-    sha_dir = run.log_artifact(src, name="model")
-    manifest = json.loads((store / "sha256" / sha_dir[:2] / sha_dir).read_bytes())
-    assert manifest == {"files": [
-        {"path": "a.txt", "sha256": sha_file, "size_bytes": 5},
-        {"path": "sub/b.bin", "sha256": hashlib.sha256(b"\x00\x01").hexdigest(),
-         "size_bytes": 2},
-    ]}
-    digest = run.log_input(src / "a.txt", role="validation")
-    assert digest == "sha256:" + sha_file
-    assert run.log_input("s3://bucket/data", digest="etag-1") == "etag-1"
-    with pytest.raises(InvalidArgumentError):
-        run.log_input(tmp_path / "missing")
-    run.finish()
-    events = read_spool(tmp_path / "spool")
-    arts = [e.artifact for e in events if e.HasField("artifact")]
-    assert [(a.name, a.sha256, a.size_bytes) for a in arts] == [
-        ("a.txt", sha_file, 5), ("again", sha_file, 5), ("model", sha_dir, 7)]
-    assert arts[0].uri == blob.resolve().as_uri()
-    inputs = [e.input for e in events if e.HasField("input")]
-    assert [(i.name, i.role, i.uri) for i in inputs] == [
-        ("a.txt", "validation", (src / "a.txt").resolve().as_uri()),
-        ("data", "train", "s3://bucket/data")]
-    for e in events:
-        validate(e)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_fork_child_is_a_new_producer_and_does_not_duplicate(tmp_path: Path, env):
+def test_log_after_finish_raises_and_records_nothing(tmp_path: Path, env):
     run = runstream.init("exp", spool_dir=tmp_path, environ=env)
-    parent_producer = run.producer_id
-    run.log({"parent": 1.0}, step=0)  # may still be buffered at fork time
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_fd)
-            run.log({"child": 2.0}, step=0)
-            ok = run.flush(timeout_s=10)
-            os.write(write_fd, f"{int(ok)} {run.producer_id}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        ok, child_producer = pipe.read().split()
-    os.waitpid(pid, 0)
-    assert ok == "1" and child_producer != parent_producer
+    run.log({"a": 1.0})
     run.finish()
+    with pytest.raises(InvalidArgumentError):
+        run.log({"a": 2.0})
+    assert run._queue.points == []
+
+
+def test_the_callers_dict_is_copied_and_each_point_has_its_own_step_and_ts(
+        tmp_path: Path, env):
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env, system_metrics_s=0)
+    metrics = {"loss": 1.0}
+    for i in range(2 * FLAT_WIDTH):
+        metrics["loss"] = float(i)
+        run.log(metrics, step=10 + i)
+    metrics["loss"] = -1.0
+    run.log({"loss": math.inf, "n": 3})
+    assert run.finish() is True
+    got = []
+    for path in spool.ready_files(tmp_path):
+        for frame in spool.read_frames(path):
+            event = codec.decode(frame.payload, codec.CONTENT_TYPES[frame.encoding])
+            if event.WhichOneof("body") == "metrics":
+                m = event.metrics
+                got += [(m.keys[k], s, v, t, event.rank) for k, s, v, t in
+                        zip(m.key_index, m.steps, m.values, m.ts_ms, strict=True)]
+    assert [(k, s, v) for k, s, v, _, _ in got] == (
+        [("loss", 10 + i, float(i)) for i in range(2 * FLAT_WIDTH)]
+        + [("loss", 16, math.inf), ("n", 16, 3.0)])
+    assert all(t > 1_600_000_000_000 for *_, t, _ in got)
+    assert {r for *_, r in got} == {0}
+
+
+def test_log_racing_finish_loses_no_point(tmp_path: Path, env):
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env)
+    accepted: list[list[int]] = [[] for _ in range(4)]
+    start = threading.Barrier(5)
+
+    def logger(i: int) -> None:
+        start.wait()
+        for step in range(1_000_000):
+            try:
+                run.log({f"t{i}": 1.0}, step=step)
+            except InvalidArgumentError:
+                return
+            accepted[i].append(step)
+
+    threads = [threading.Thread(target=logger, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    start.wait()
+    wait_for(lambda: min(len(a) for a in accepted), lambda n: n > 2000, what="logging")
+    assert run.finish(timeout_s=30) is True
+    for t in threads:
+        t.join(30)
     events = read_spool(tmp_path)
-    points = points_of(events)
-    assert sorted(points) == [("child", 0, 2.0), ("parent", 0, 1.0)]
-    child_events = [e for e in events if e.producer_id == child_producer]
-    assert [e.seq for e in child_events] == list(range(1, len(child_events) + 1))
-    assert not any(e.HasField("run_finished") or e.HasField("run_started")
-                   for e in child_events)
-
-
-def test_import_is_light():
-    code = ("import runstream, sys; "
-            "assert 'grpc' not in sys.modules and 'clickhouse_connect' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_atexit_finishes_an_unfinished_run(tmp_path: Path):
-    code = ("import runstream; "
-            f"run = runstream.init('exp', spool_dir={str(tmp_path)!r}); "
-            "run.log({'x': 1.0}, step=3)")
-    env = {**os.environ, "RUNSTREAM_HOME": str(tmp_path / "home")}
-    env.pop("RUNSTREAM_KAFKA", None)
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
-    events = read_spool(tmp_path)
-    assert points_of(events) == [("x", 3, 1.0)]
-    assert events[-1].run_finished.status == events_pb2.FINISHED
+    for i in range(4):
+        assert steps_of(events, f"t{i}") == accepted[i]
+    assert events[-1].HasField("run_finished")

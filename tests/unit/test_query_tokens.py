@@ -1,26 +1,14 @@
-"""Page tokens and request validation of the query service: pure, no ClickHouse."""
+"""runstream.query.tokens: page tokens round-trip, and anything else is INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
-from typing import Any, cast
 
 import pytest
 
-from runstream.proto.errors import InvalidArgumentError, NotFoundError
+from runstream.proto.errors import InvalidArgumentError
 from runstream.query import tokens
-from runstream.query.models import CodeVersion, Environment
-from runstream.query.service import (
-    QueryService,
-    assemble_ranks,
-    assemble_run_info,
-    page_size_or_default,
-    validate_ranks,
-)
-from runstream.query.storage import PointRows, RankRow, StatusRow
 from runstream.query.tokens import PointCursor
 
 
@@ -93,102 +81,3 @@ def test_token_of_another_kind_or_request_is_rejected() -> None:
     hist = tokens.encode_history_token("r", "k", [1], PointCursor(1, 0, 0, "p", 1, 0))
     with pytest.raises(InvalidArgumentError, match="different request"):
         tokens.decode_history_token(hist, "r", "k", [2])
-
-
-# --- validation through the service with a repository that must never be reached ---
-
-
-class _NoRepository:
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"the repository was called ({name}) for an invalid request")
-
-
-def test_invalid_requests_never_reach_the_repository() -> None:
-    service = QueryService(cast(Any, _NoRepository()))
-    for bad in ("", "a b", "x" * 65, "../etc", "r;DROP"):
-        with pytest.raises(InvalidArgumentError, match="run_id"):
-            service.get_run(bad)
-        with pytest.raises(InvalidArgumentError, match="run_id"):
-            service.metric_history(bad, "loss")
-    with pytest.raises(InvalidArgumentError, match="key"):
-        service.metric_history("r", "")
-    with pytest.raises(InvalidArgumentError, match="key"):
-        service.metric_history("r", "k" * 251)
-    with pytest.raises(InvalidArgumentError, match="page_size"):
-        service.search_runs(page_size=1001)
-    with pytest.raises(InvalidArgumentError, match="page_size"):
-        service.metric_history("r", "loss", page_size=1_000_001)
-    with pytest.raises(InvalidArgumentError, match="experiment"):
-        service.search_runs("e" * 257)
-    with pytest.raises(InvalidArgumentError, match="rank"):
-        service.metric_history("r", "loss", ranks=[1 << 20])
-    with pytest.raises(InvalidArgumentError, match="page_token"):
-        service.search_runs(page_token="nope")
-
-
-def test_page_size_bounds() -> None:
-    assert page_size_or_default(0, 100, 1000) == 100
-    assert page_size_or_default(1, 100, 1000) == 1
-    assert page_size_or_default(1000, 100, 1000) == 1000
-    for bad in (-1, 1001):
-        with pytest.raises(InvalidArgumentError):
-            page_size_or_default(bad, 100, 1000)
-    assert validate_ranks([3, 1, 3]) == (1, 3)
-
-
-class _EmptyRepository:
-    def __init__(self, exists: bool) -> None:
-        self.exists = exists
-
-    def run_exists(self, run_id: str) -> bool:
-        return self.exists
-
-    def rank_rows(self, run_id: str) -> list[RankRow]:
-        return []
-
-    def statuses(self, run_ids: object, *, rank: int | None = None) -> list[StatusRow]:
-        return []
-
-    def metric_points(self, *args: object) -> PointRows:
-        return PointRows(ranks=[], steps=[], values=[], ts_ms=[], producer_ids=[], seqs=[], idxs=[])
-
-
-def test_unknown_run_is_not_found_and_known_run_without_key_is_empty() -> None:
-    with pytest.raises(NotFoundError):
-        QueryService(cast(Any, _EmptyRepository(False))).get_run("r")
-    with pytest.raises(NotFoundError):
-        QueryService(cast(Any, _EmptyRepository(False))).metric_history("r", "k")
-    history = QueryService(cast(Any, _EmptyRepository(True))).metric_history("r", "k")
-    assert len(history) == 0 and history.next_page_token == ""
-
-
-def _rank(rank: int, start_ms: int) -> RankRow:
-    return RankRow(rank=rank, experiment="e", name=f"n{rank}", world_size=2, local_rank=rank,
-                   node="h", code=CodeVersion(), env=Environment(), start_ms=start_ms)
-
-
-def _status(rank: int, status: str, last_ms: int) -> StatusRow:
-    return StatusRow(run_id="r", rank=rank, experiment="e", status=status, error="",
-                     first_ms=10, last_ms=last_ms)
-
-
-def test_rank_zero_owns_the_run_status() -> None:
-    ranks = [_rank(1, 5), _rank(0, 7)]
-    info = assemble_run_info("r", ranks, [_status(0, "RUNNING", 7), _status(1, "FAILED", 9)])
-    assert (info.name, info.status, info.start_ms, info.end_ms) == ("n0", "RUNNING", 5, 0)
-    info = assemble_run_info("r", ranks, [_status(0, "KILLED", 20)])
-    assert (info.status, info.end_ms) == ("KILLED", 20)
-    per_rank = assemble_ranks(ranks, [_status(1, "FAILED", 9), _status(2, "RUNNING", 3)])
-    assert [(r.rank, r.status, r.end_ms) for r in per_rank] == [
-        (0, "RUN_STATUS_UNSPECIFIED", 0), (1, "FAILED", 9), (2, "RUNNING", 0),
-    ]
-
-
-def test_importing_the_client_pulls_in_no_clickhouse() -> None:
-    code = (
-        "import sys, runstream.query, runstream.query.client;"
-        "bad = [m for m in sys.modules if m.startswith(('clickhouse_connect', 'chdb'))];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr

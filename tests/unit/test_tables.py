@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from runstream.proto import tables
@@ -60,14 +57,3 @@ def test_insert_types_drop_codecs_and_low_cardinality():
     runs = dict(zip(tables.RUNS.column_names, tables.RUNS.insert_types, strict=True))
     assert runs["packages"] == "Map(String, String)"
     assert runs["gpu_memory_bytes"] == "Array(UInt64)"
-
-
-def test_importing_the_tables_loads_no_client_library() -> None:
-    code = (
-        "import sys, runstream.proto.tables;"
-        "heavy = ('clickhouse_connect', 'chdb', 'kafka', 'numpy', 'pyarrow', 'grpc');"
-        "bad = sorted({m.split('.')[0] for m in sys.modules} & set(heavy));"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,3 +1,5 @@
+"""runstream.proto.validation: the contract of events.proto, each broken rule named."""
+
 from __future__ import annotations
 
 import pytest
@@ -5,7 +7,7 @@ import pytest
 from runstream.proto.errors import ValidationError
 from runstream.proto.v1 import events_pb2 as pb
 from runstream.proto.validation import validate
-from tests.unit.test_codec import envelope, every_event_type
+from tests.factories import every_event_type, full_envelope
 
 
 def test_every_well_formed_event_is_valid() -> None:
@@ -45,18 +47,18 @@ def test_broken_events_are_rejected_with_a_reason(mutate, reason: str) -> None:
 
 def test_event_without_body_is_rejected() -> None:
     with pytest.raises(ValidationError, match="no body"):
-        validate(envelope())
+        validate(full_envelope())
 
 
 def test_producer_cannot_claim_crashed() -> None:
-    event = envelope()
+    event = full_envelope()
     event.run_finished.status = pb.CRASHED
     with pytest.raises(ValidationError, match="CRASHED"):
         validate(event)
 
 
 def test_oversized_param_value_is_rejected() -> None:
-    event = envelope()
+    event = full_envelope()
     event.params.params.add(key="k", value="v" * 6001, type=pb.STRING)
     with pytest.raises(ValidationError, match="over the limit"):
         validate(event)
@@ -64,14 +66,14 @@ def test_oversized_param_value_is_rejected() -> None:
 
 @pytest.mark.parametrize("param_type", [0, 99])
 def test_unknown_param_type_is_rejected(param_type: int) -> None:
-    event = envelope()
+    event = full_envelope()
     event.params.params.add(key="k", value="v", type=param_type)
     with pytest.raises(ValidationError, match="no known type"):
         validate(event)
 
 
 def test_unknown_status_number_is_rejected() -> None:
-    event = envelope()
+    event = full_envelope()
     event.run_finished.status = 42  # type: ignore[assignment]
     with pytest.raises(ValidationError, match="status"):
         validate(event)

@@ -1,0 +1,126 @@
+"""GetMetricHistory through the real engine and gRPC: lossless pages, downsampling with
+its envelope, aggregates across ranks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from runstream.proto import tables
+from runstream.proto.errors import InvalidArgumentError, NotFoundError
+from runstream.query.client import Client
+from runstream.query.repository import ClickHouseRepository
+from tests.factories import T0, insert, points, start_rank
+
+
+def test_metric_history_pages_losslessly_with_dedup_and_rank_filter(
+    ch: Any, client: Client
+) -> None:
+    start_rank(ch, "run-m", 0, 4, T0)
+    for rank in range(4):
+        insert(ch, tables.METRICS, points("run-m", "loss", rank, range(6250)))
+    # A replay of half of rank 1's points, in a different block: same identity.
+    insert(ch, tables.METRICS, points("run-m", "loss", 1, range(6250))[1000:4000])
+    # A second value logged at the same step is a different point (new seq) and is kept.
+    extra = points("run-m", "loss", 2, range(5, 6), seq=99, ts0=T0 + 50)
+    insert(ch, tables.METRICS, extra)
+    insert(ch, tables.METRICS, points("run-m", "other", 0, range(10)))
+
+    everything = client.metric_history("run-m", "loss", page_size=3000)
+    assert len(everything) == 25_001 and everything.next_page_token == ""
+    keys = list(zip(everything.ranks, everything.steps, everything.ts_ms, strict=True))
+    assert keys == sorted(keys)
+    assert everything.ranks.count(1) == 6250
+    at_step_5 = [
+        (t, v) for r, s, t, v in zip(everything.ranks, everything.steps, everything.ts_ms,
+                                     everything.values, strict=True) if r == 2 and s == 5
+    ]
+    assert at_step_5 == [(T0 + 5, 2002.5), (T0 + 55, 2002.5)]
+
+    one_page = client.metric_history("run-m", "loss", page_size=25_001)
+    assert one_page.steps == everything.steps and one_page.values == everything.values
+
+    # Manual paging with ranks filter: pages join up to exactly the filtered points.
+    ranks_13: list[tuple[int, int]] = []
+    token = ""
+    while True:
+        page = client.metric_history("run-m", "loss", ranks=[3, 1], page_size=999,
+                                     page_token=token)
+        assert len(page) <= 999
+        ranks_13.extend(zip(page.ranks, page.steps, strict=True))
+        token = page.next_page_token
+        if not token:
+            break
+    assert ranks_13 == [(r, s) for r in (1, 3) for s in range(6250)]
+
+    with pytest.raises(InvalidArgumentError, match="different request"):
+        first = client.metric_history("run-m", "loss", ranks=[1], page_size=10, page_token="")
+        client.metric_history("run-m", "loss", ranks=[2], page_token=first.next_page_token)
+
+
+def test_known_run_without_the_key_gives_empty_history(ch: Any, client: Client) -> None:
+    start_rank(ch, "run-e", 0, 1, T0)
+    history = client.metric_history("run-e", "missing")
+    assert (len(history), history.next_page_token) == (0, "")
+
+
+def test_nan_and_inf_survive(ch: Any, client: Client) -> None:
+    rows = points("run-n", "loss", 0, range(3))
+    rows[1]["value"], rows[2]["value"] = math.nan, math.inf
+    insert(ch, tables.METRICS, rows)
+    history = client.metric_history("run-n", "loss")
+    assert math.isnan(history.values[1]) and history.values[2] == math.inf
+
+
+def test_downsampled_history_keeps_spikes_and_aggregates_ranks(ch: Any, client: Client) -> None:
+    start_rank(ch, "big", 0, 2, T0)
+    n = 20_000
+    for rank in (0, 1):
+        insert(ch, tables.METRICS, [
+            {"run_id": "big", "key": "loss", "rank": rank, "step": s,
+             "value": (1000.0 if (rank == 1 and s == 12_345) else 1.0 + rank),
+             "ts_ms": T0 + s, "producer_id": f"p{rank}", "seq": 7, "idx": s}
+            for s in range(n)])
+    h = client.metric_history("big", "loss", max_points=100)
+    assert h.downsampled and h.total_points == 2 * n
+    assert len(h) == 200 and sorted(set(h.ranks)) == [0, 1]
+    assert max(h.max_values) == 1000.0 and sum(h.bucket_counts) == 2 * n
+    assert 1000.0 in h.values  # LTTB picks the spike's side in its bucket
+    mean = client.metric_history("big", "loss", max_points=50, aggregate="mean")
+    assert mean.ranks == [] and len(mean) == 50 and max(mean.max_values) == 500.5
+    assert min(mean.min_values) == 1.5
+    full_mean = client.metric_history("big", "loss", aggregate="max", page_size=7_000)
+    assert full_mean.steps == list(range(n)) and full_mean.values[12_345] == 1000.0
+    small = client.metric_history("big", "loss", ranks=[0], max_points=10_000)
+    assert len(small) == n // 2 or len(small) <= 10_000
+    with pytest.raises(InvalidArgumentError):
+        client.metric_history("big", "loss", max_points=1)
+    with pytest.raises(NotFoundError):
+        client.metric_history("ghost", "loss", max_points=10)
+
+
+def test_bucket_extremes_take_the_lowest_step_among_ties(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    # (step, value): in each 5-step bucket the min and the max are tied; -0.0 ties 0.0.
+    series = [(-5, 2.0), (-4, -1.0), (-3, 5.0), (-2, -1.0), (-1, 5.0),
+              (0, 0.0), (1, -0.0), (2, 3.0), (3, float("-inf")), (4, float("-inf")),
+              (5, 7.0), (6, 0.0), (7, 7.0), (8, float("nan")), (9, -0.0)]
+    insert(ch, tables.METRICS, [
+        {"run_id": "ties", "key": "loss", "rank": 0, "step": s, "value": v, "ts_ms": T0 + i,
+         "producer_id": "p", "seq": 1, "idx": i} for i, (s, v) in enumerate(series)])
+    repository = ClickHouseRepository(chdb_dsn, ch_database)
+    try:
+        assert repository.series_range("ties", "loss", (), "") == (-5, 9, 14)
+        got = repository.buckets("ties", "loss", (), "", -5, 5)
+    finally:
+        repository.close()
+    ts = {s: T0 + i for i, (s, _) in enumerate(series)}
+    assert [(b.bucket, b.count) for b in got] == [(0, 5), (1, 5), (2, 4)]
+    assert [(b.at_min[0], b.at_max[0]) for b in got] == [(-4, -3), (3, 2), (6, 5)]
+    assert [b.at_min[2] for b in got] == [ts[-4], ts[3], ts[6]]
+    assert [(b.first[0], b.last[0]) for b in got] == [(-5, -1), (0, 4), (5, 9)]
+    assert [(b.min_value, b.max_value) for b in got] == [(-1.0, 5.0), (float("-inf"), 3.0),
+                                                         (0.0, 7.0)]

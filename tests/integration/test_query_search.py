@@ -1,0 +1,123 @@
+"""SearchRuns through the real engine and gRPC: MLflow filters, order by, keyset pages."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from runstream.proto import tables
+from runstream.proto.errors import InvalidArgumentError
+from runstream.query.client import Client
+from tests.factories import T0, ids, insert, seed_runs, start_rank
+
+
+def test_search_runs_pages_without_gaps_or_duplicates(ch: Any, client: Client) -> None:
+    runs: list[dict[str, Any]] = []
+    for i in range(250):
+        # Start times collide in groups of 3 so the run_id tie-break is exercised.
+        runs.append({
+            "run_id": f"run-{i:04d}", "rank": 0, "experiment": "big" if i % 5 else "other",
+            "name": f"n{i}", "world_size": 2, "producer_id": "p", "seq": 1,
+            "ts_ms": T0 + (i // 3) * 1000,
+        })
+    insert(ch, tables.RUNS, runs)
+    insert(ch, tables.RUNS, runs[100:180])  # replayed inserts
+    insert(ch, tables.RUNS, [{**r, "rank": 1, "ts_ms": r["ts_ms"] + 7} for r in runs[:50]])
+
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page, token = client.search_runs(page_size=37, page_token=token)
+        pages += 1
+        assert len(page) <= 37
+        seen.extend(r.run_id for r in page)
+        if not token:
+            break
+    assert pages == math.ceil(250 / 37)
+    assert len(seen) == len(set(seen)) == 250
+    expected = sorted(runs, key=lambda r: (r["ts_ms"], r["run_id"]), reverse=True)
+    assert seen == [r["run_id"] for r in expected]
+
+    big = [r.run_id for r in client.iter_runs("big", page_size=40)]
+    assert big == [r["run_id"] for r in expected if r["experiment"] == "big"]
+    first, _ = client.search_runs("other", page_size=1)
+    assert first[0].run_id == "run-0245" and first[0].world_size == 2
+    assert first[0].status == "RUN_STATUS_UNSPECIFIED"  # no status row was written
+
+
+def test_token_of_another_filter_is_rejected(ch: Any, client: Client) -> None:
+    insert(ch, tables.RUNS, [
+        {"run_id": f"r{i}", "experiment": "a", "ts_ms": T0 + i} for i in range(3)
+    ])
+    _, token = client.search_runs("a", page_size=1)
+    assert token
+    with pytest.raises(InvalidArgumentError, match="different request"):
+        client.search_runs("b", page_size=1, page_token=token)
+
+
+def test_search_filters_mlflow_grammar(ch: Any, client: Client) -> None:
+    seed_runs(ch)
+
+    def search(f: str, **kw: Any) -> list[str]:
+        return ids(client.search_runs(filter=f, page_size=100, **kw)[0])
+
+    assert search("params.lr = '0.002'") == ["r01"]
+    assert sorted(search("params.lr > 0.0095")) == ["r09", "r10", "r11"]  # numeric, not text
+    assert sorted(search("metrics.val_acc >= 0.75 and tags.model LIKE 'bert%'")) == [
+        "r09", "r11"]
+    assert sorted(search("attributes.status = 'FINISHED' and params.batch IN (64)")) == [
+        "r00", "r06"]
+    assert sorted(search("min(metrics.loss) < 1")) == ["r00"]
+    assert sorted(search("max(metrics.loss) >= 21")) == ["r11"]
+    assert sorted(search("datasets.digest = 'sha1' AND metrics.val_acc > 0.7")) == [
+        "r09", "r11"]
+    assert search("tags.model ILIKE 'GPT%' and attributes.run_name = 'run4'") == ["r04"]
+    assert search("params.lr = '0.002'", experiment="other") == []
+    assert search("", experiments=["other"]) == ["r11", "r10"]
+    assert search("tags.missing = 'x'") == []
+
+
+def test_search_order_by_and_stable_pages(ch: Any, client: Client) -> None:
+    seed_runs(ch)
+    for order in (["metrics.val_acc DESC"], ["params.batch", "metrics.loss"],
+                  ["tags.model DESC", "attributes.start_time"], ["min(metrics.loss) ASC"]):
+        whole = ids(client.search_runs(page_size=100, order_by=order)[0])
+        paged: list[str] = []
+        token = ""
+        while True:
+            runs, token = client.search_runs(page_size=5, page_token=token, order_by=order)
+            paged += ids(runs)
+            if not token:
+                break
+        assert paged == whole and len(whole) == 12, order
+    assert ids(client.search_runs(order_by=["metrics.val_acc DESC"])[0])[:2] == ["r11", "r10"]
+    # Runs without the field sort last either way.
+    start_rank(ch, "zz", 0, 1, T0 + 99_000)
+    assert ids(client.search_runs(order_by=["metrics.val_acc DESC"])[0])[-1] == "zz"
+    assert ids(client.search_runs(order_by=["metrics.val_acc ASC"])[0])[-1] == "zz"
+
+
+@pytest.mark.parametrize(("text", "position"), [
+    ("metrics.acc > 'high'", 14),
+    ("params.lr = '0.1' OR params.lr = '0.2'", 18),
+    ("foo.bar = 1", 0),
+    ("metrics.acc > 1; DROP TABLE runs", 15),
+    ("attributes.colour = 'red'", 11),
+    ("metrics.acc >", 13),
+])
+def test_bad_filters_name_the_position(ch: Any, client: Client, text: str, position: int) -> None:
+    with pytest.raises(InvalidArgumentError, match=f"at position {position}"):
+        client.search_runs(filter=text)
+
+
+def test_token_of_another_filter_or_order_is_rejected(ch: Any, client: Client) -> None:
+    seed_runs(ch)
+    _, token = client.search_runs(page_size=2, filter="metrics.val_acc > 0")
+    with pytest.raises(InvalidArgumentError):
+        client.search_runs(page_size=2, filter="metrics.val_acc > 0.1", page_token=token)
+    with pytest.raises(InvalidArgumentError):
+        client.search_runs(page_size=2, filter="metrics.val_acc > 0", page_token=token,
+                           order_by=["metrics.loss"])

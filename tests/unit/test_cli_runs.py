@@ -1,0 +1,98 @@
+"""runstream.cli.runs: the runs table, show and reproduce texts, and the read commands over a
+client."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from runstream.cli import metrics, runs
+from runstream.cli.runs import reproduce_text
+from runstream.proto.errors import NotFoundError
+from runstream.query.models import (
+    CodeVersion,
+    Environment,
+    Gpu,
+    Input,
+    MetricHistory,
+    MetricSummary,
+    Package,
+    Param,
+    RankInfo,
+    Run,
+    RunInfo,
+)
+from tests.factories import T0, run_info
+
+
+def test_runs_table_has_every_column() -> None:
+    text = runs.runs_table([run_info(), run_info(run_id="r2", name="", status="RUNNING", end_ms=0)],
+                         now_ms=T0 + 1000)
+    header, first, second = text.splitlines()
+    assert header.split() == ["RUN", "ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED",
+                              "(UTC)", "DURATION"]
+    assert first.split() == ["r1", "exp", "resnet", "FINISHED", "8", "2023-11-14", "22:13:20",
+                             "1h02m"]
+    assert second.split()[2:4] == ["-", "RUNNING"] and second.endswith("1s+")
+
+
+def test_show_text_has_every_section() -> None:
+    run = Run(
+        info=run_info(),
+        params=(Param(key="lr", value="0.01", type="FLOAT"),),
+        metrics=(MetricSummary(key="loss", last=0.5, last_step=99, min=0.4, max=2.0),),
+        ranks=(RankInfo(rank=0, local_rank=0, node="n0", status="FINISHED", start_ms=T0,
+                        end_ms=T0 + 1, error="Traceback\nValueError: boom"),),
+    )
+    text = runs.run_text(run, T0)
+    for title in ("Params", "Tags", "Metrics", "Ranks", "Artifacts", "Inputs", "Code"):
+        assert f"\n{title}\n" in text
+    assert "(none)" in text and "ValueError: boom" in text and "0.01" in text
+
+
+class _FakeClient:
+    def __init__(self, runs: list[RunInfo]) -> None:
+        self.runs = runs
+
+    def iter_runs(self, experiment: str | None, page_size: int = 100) -> object:
+        return iter(self.runs)
+
+    def get_run(self, run_id: str) -> Run:
+        raise NotFoundError(f"run {run_id!r} not found")
+
+    def metric_history(self, run_id: str, key: str, ranks: object = None,
+                       page_size: int = 0, page_token: str | None = None) -> MetricHistory:
+        return MetricHistory(run_id=run_id, key=key, ranks=[0, 1], steps=[1, 1],
+                             values=[0.5, 0.25], ts_ms=[T0, T0], next_page_token="t")
+
+
+def test_commands_print_and_return_status(capsys: pytest.CaptureFixture[str]) -> None:
+    client: Any = _FakeClient([run_info(run_id=f"r{i}") for i in range(5)])
+    assert runs.cmd_runs(client, None, 2, True) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r0", "r1"]
+    assert runs.cmd_show(client, "zz", False) == 1
+    assert "runstream: error: run 'zz' not found" in capsys.readouterr().err
+    assert metrics.cmd_history(client, "r", "loss", None, 10, False) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["RANK", "STEP", "VALUE", "TIME", "(UTC)"] and len(lines) == 3
+
+
+def test_reproduce_text_lists_commit_diff_packages_and_command() -> None:
+    run = Run(
+        info=RunInfo(run_id="r1", experiment="e", name="n", status="FINISHED", start_ms=1,
+                     end_ms=2, world_size=8),
+        params=(Param(key="lr", value="0.1", type="FLOAT"),),
+        inputs=(Input(name="train", uri="s3://b/train", digest="sha256:ab", role="train"),),
+        code=CodeVersion(git_commit="abc123", git_remote="git@h:r.git", git_dirty=True,
+                         in_git_repo=True, diff_sha256="ff", diff_uri="file:///a/diff.patch"),
+        env=Environment(python_version="3.11.9", command="torchrun train.py --lr 0.1",
+                        packages=(Package(name="torch", version="2.4.0"),), cuda_version="12.4",
+                        gpus=(Gpu(name="H100", memory_bytes=80 << 30),)),
+    )
+    text = reproduce_text(run)
+    for needle in ("git clone git@h:r.git", "git checkout abc123", "git apply /a/diff.patch",
+                   "pip install torch==2.4.0", "digest sha256:ab", "lr=0.1",
+                   "torchrun train.py --lr 0.1", "1x H100 (80.0 GiB)"):
+        assert needle in text, needle

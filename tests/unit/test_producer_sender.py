@@ -1,0 +1,19 @@
+"""The sender's queue: what callers append and the sender thread takes."""
+
+from __future__ import annotations
+
+from runstream.sender import EventQueue, Request
+
+
+def test_queue_keeps_points_appended_after_close_for_their_caller():
+    queue = EventQueue()
+    early = {"a": 1.0}
+    queue.points += (0, 1, early)
+    assert queue.close(None, Request(1.0))
+    late = {"a": 2.0}
+    queue.points += (1, 2, late)
+    segments, points = queue.take()
+    assert points == []  # the late record is not sent after the stop ...
+    assert [kind for kind, _ in segments][0:1] == [0] and segments[0][1] == [0, 1, early]
+    assert queue.unlog(late) is True  # ... its caller takes it back and raises
+    assert queue.points == [] and queue.unlog(early) is False
