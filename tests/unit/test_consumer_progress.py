@@ -34,3 +34,17 @@ def test_rows_per_partition_with_lag_and_totals():
     lines = format_rows(rows)
     assert lines[0] == "runstream: 1,000 points, 2,500 points/s, batch 12 ms, lag 12"
     assert lines[2].strip() == "kafka events[1] committed 90 end 100 lag 10 batch 12 ms"
+
+
+def test_a_progress_row_is_a_row_of_the_ingest_progress_table() -> None:
+    import dataclasses
+
+    from runstream.consumer.progress import ProgressRow
+    from runstream.proto import tables
+    from runstream.query.models import IngestPartition
+
+    # The consumer writes these rows by column name and the query service reads them back
+    # into IngestPartition by column name: the three must name the same fields in order.
+    columns = list(tables.INGEST_PROGRESS.column_names)
+    assert [f.name for f in dataclasses.fields(ProgressRow)] == columns
+    assert [f.name for f in dataclasses.fields(IngestPartition)] == columns
