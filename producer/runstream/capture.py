@@ -15,12 +15,13 @@ from pathlib import Path
 
 from runstream import artifacts
 from runstream.proto.v1 import events_pb2
+from runstream.proto.validation import MAX_COMMAND_LEN, MAX_NAME_LEN
 
 log = logging.getLogger(__name__)
 
 _SUBPROCESS_TIMEOUT_S = 5.0
-_MAX_COMMAND = 4096
-_MAX_TEXT = 1024
+# Git fields are checked against MAX_NAME_LEN; the other texts are cut to the same length.
+_MAX_TEXT = MAX_NAME_LEN
 _MAX_PACKAGES = 5000
 _CUDA_VERSION = re.compile(r"CUDA Version:\s*([0-9.]+)")
 _USERINFO = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]*@", re.IGNORECASE)
@@ -160,7 +161,7 @@ def environment() -> events_pb2.Environment:
     env = events_pb2.Environment(
         python_version=platform.python_version(),
         os=platform.platform(),
-        command=" ".join([sys.executable, *sys.argv])[:_MAX_COMMAND],
+        command=" ".join([sys.executable, *sys.argv])[:MAX_COMMAND_LEN],
         cpu_count=os.cpu_count() or 0,
         cpu_model=_cpu_model(),
         memory_bytes=_memory_bytes(),

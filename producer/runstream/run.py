@@ -31,16 +31,18 @@ from runstream.proto import config as names
 from runstream.proto.errors import InvalidArgumentError
 from runstream.proto.status import ENDED
 from runstream.proto.v1 import events_pb2
-from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_NAME_LEN
+from runstream.proto.validation import (
+    MAX_EXPERIMENT_LEN,
+    MAX_NAME_LEN,
+    MAX_NODE_LEN,
+    MAX_RUN_NAME_LEN,
+    MAX_TEXT_LEN,
+)
 from runstream.sender import EventQueue, Identity, Item, Request, Sender
 from runstream.system import SystemSampler
 from runstream.transport import KafkaTransport, SpoolTransport, Transport
 
 log = logging.getLogger(__name__)
-
-
-_MAX_RUN_NAME = 256
-_MAX_ERROR = 65536
 
 _time_ns = time.time_ns
 
@@ -70,7 +72,7 @@ class Run:
         self.local_rank = launcher.local_rank
         self.config = config
         self._init_pid = os.getpid()
-        self._node = socket.gethostname()[:256]
+        self._node = socket.gethostname()[:MAX_NODE_LEN]
         self._next_step = 0
         self._known_keys: set[str] = set()
         self._params: dict[str, tuple[str, events_pb2.ParamType]] = {}
@@ -120,7 +122,7 @@ class Run:
             queue=self._queue,
             transport=self._transport(producer_id),
             started=started,
-            heartbeats=os.getpid() == self._init_pid,
+            heartbeats=self.started_here,
         )
         self._sender = sender
         try:
@@ -376,7 +378,7 @@ class Run:
             if self.started_here:
                 final = (
                     "run_finished",
-                    events_pb2.RunFinished(status=status, error=error[-_MAX_ERROR:]),
+                    events_pb2.RunFinished(status=status, error=error[-MAX_TEXT_LEN:]),
                     _time_ns() // 1_000_000,
                 )
             self._finished = True
@@ -519,8 +521,8 @@ def init(
     env = names.environ_or_os(environ)
     if not isinstance(experiment, str) or not 0 < len(experiment) <= MAX_EXPERIMENT_LEN:
         raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
-    if name is not None and (not isinstance(name, str) or len(name) > _MAX_RUN_NAME):
-        raise InvalidArgumentError(f"run name must be a string of at most {_MAX_RUN_NAME}")
+    if name is not None and (not isinstance(name, str) or len(name) > MAX_RUN_NAME_LEN):
+        raise InvalidArgumentError(f"run name must be a string of at most {MAX_RUN_NAME_LEN}")
     explicit: dict[str, Any] = {
         "kafka": kafka, "topic": topic, "encoding": encoding, "spool_dir": spool_dir,
         "artifacts_dir": artifacts_dir, "heartbeat_s": heartbeat_s,

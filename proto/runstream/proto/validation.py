@@ -16,11 +16,14 @@ from runstream.proto.v1 import events_pb2
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_EXPERIMENT_LEN = 256
+MAX_RUN_NAME_LEN = 256
+MAX_NODE_LEN = 256
 MAX_KEY_LEN = 250
 MAX_PARAM_VALUE_LEN = 6000
 MAX_TAG_VALUE_LEN = 5000
 MAX_NAME_LEN = 1024
 MAX_URI_LEN = 4096
+MAX_COMMAND_LEN = 4096
 MAX_DIGEST_LEN = 256
 MAX_ROLE_LEN = 64
 MAX_TEXT_LEN = 65536
@@ -75,7 +78,7 @@ def validate(event: events_pb2.RunEvent) -> None:
         raise ValidationError("seq must start at 1")
     if not 0 < event.ts_ms < MAX_TS_MS:
         raise ValidationError(f"ts_ms {event.ts_ms} is not a plausible epoch-milliseconds time")
-    _check_len("node", event.node, 256)
+    _check_len("node", event.node, MAX_NODE_LEN)
     body = event.WhichOneof("body")
     if body is None:
         raise ValidationError("event has no body")
@@ -111,8 +114,8 @@ def validate(event: events_pb2.RunEvent) -> None:
         _check_len("input role", i.role, MAX_ROLE_LEN)
     elif body == "run_started":
         s = event.run_started
-        _check_len("run name", s.name, 256)
-        _check_len("command", s.env.command, 4096)
+        _check_len("run name", s.name, MAX_RUN_NAME_LEN)
+        _check_len("command", s.env.command, MAX_COMMAND_LEN)
         for what, text in (("git commit", s.code.git_commit), ("git branch", s.code.git_branch),
                            ("git remote", s.code.git_remote)):
             _check_len(what, text, MAX_NAME_LEN)
