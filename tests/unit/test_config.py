@@ -35,9 +35,9 @@ def test_bad_dsn(value: str) -> None:
 
 
 def test_choice_and_float() -> None:
-    assert config.env_choice({"E": "avro"}, "E", config.ENCODINGS, "protobuf") == "avro"
+    assert config.check_choice("E", "avro", config.ENCODINGS) == "avro"
     with pytest.raises(ConfigError, match="E='json'"):
-        config.env_choice({"E": "json"}, "E", config.ENCODINGS, "protobuf")
+        config.check_choice("E", "json", config.ENCODINGS)
     assert config.env_float({}, "F", 1.5) == 1.5
     with pytest.raises(ConfigError, match="F='x'"):
         config.env_float({"F": "x"}, "F", 1.5)

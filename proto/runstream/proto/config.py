@@ -83,13 +83,6 @@ def env_path(environ: Mapping[str, str], name: str, default: Path) -> Path:
     return Path(value).expanduser() if value else default
 
 
-def env_choice(
-    environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str
-) -> str:
-    value = env_str(environ, name, default)
-    return check_choice(name, value, choices)
-
-
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name}={value!r}: expected one of {', '.join(choices)}")
