@@ -9,7 +9,6 @@ lock), and returns; encoding and I/O happen on the sender thread.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
@@ -523,13 +522,11 @@ def init(
         raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
     if name is not None and (not isinstance(name, str) or len(name) > MAX_RUN_NAME_LEN):
         raise InvalidArgumentError(f"run name must be a string of at most {MAX_RUN_NAME_LEN}")
-    explicit: dict[str, Any] = {
-        "kafka": kafka, "topic": topic, "encoding": encoding, "spool_dir": spool_dir,
-        "artifacts_dir": artifacts_dir, "heartbeat_s": heartbeat_s,
-        "system_metrics_s": system_metrics_s,
-    }
-    config = dataclasses.replace(ProducerConfig.from_env(env),
-                                 **{k: v for k, v in explicit.items() if v is not None})
+    config = names.with_explicit(
+        ProducerConfig.from_env(env), kafka=kafka, topic=topic, encoding=encoding,
+        spool_dir=spool_dir, artifacts_dir=artifacts_dir, heartbeat_s=heartbeat_s,
+        system_metrics_s=system_metrics_s,
+    )
     launcher = detect_launcher(env)
     resolved = resolve_run_id(run_id, config.run_id, launcher)
     typed = params_mod.typed_params(params) if params else {}

@@ -10,7 +10,6 @@ are lazy, so ``runstream sync`` never loads grpcio or ClickHouse.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import threading
@@ -43,29 +42,24 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _flags(args: argparse.Namespace, **fields: str) -> dict[str, Any]:
-    """``{config field: value}`` of the flags (``flag=field``) given on the command line."""
-    return {field: getattr(args, flag) for flag, field in fields.items()
-            if getattr(args, flag, None) is not None}
-
-
 def _consumer_config(args: argparse.Namespace) -> ConsumerConfig:
     """The consumer's configuration: its variables, with the command's flags on top."""
     from runstream.consumer.config import ConsumerConfig
 
-    explicit = _flags(args, clickhouse="clickhouse_dsn", database="database", topic="topic",
-                      spool_dir="spool_dir")
-    if getattr(args, "kafka", None) is not None:
-        explicit["kafka_bootstrap"] = tuple(names.parse_bootstrap("--kafka", args.kafka))
-    return dataclasses.replace(ConsumerConfig.from_env(), **explicit)
+    kafka = getattr(args, "kafka", None)
+    return names.with_explicit(
+        ConsumerConfig.from_env(), clickhouse_dsn=args.clickhouse, database=args.database,
+        topic=getattr(args, "topic", None), spool_dir=getattr(args, "spool_dir", None),
+        kafka_bootstrap=None if kafka is None else tuple(names.parse_bootstrap("--kafka", kafka)),
+    )
 
 
 def _query_config(args: argparse.Namespace) -> QueryConfig:
     """The query server's configuration: its variables, with the command's flags on top."""
     from runstream.query.config import QueryConfig
 
-    explicit = _flags(args, addr="addr", clickhouse="clickhouse_dsn", database="database")
-    return dataclasses.replace(QueryConfig.from_env(), **explicit)
+    return names.with_explicit(QueryConfig.from_env(), addr=getattr(args, "addr", None),
+                               clickhouse_dsn=args.clickhouse, database=args.database)
 
 
 def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any],
@@ -179,9 +173,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from runstream.sync import sync
 
     # What the producer would send to: its variables, with the command's flags on top.
-    config = dataclasses.replace(
-        ProducerConfig.from_env(), **_flags(args, kafka="kafka", topic="topic",
-                                            spool_dir="spool_dir"))
+    config = names.with_explicit(ProducerConfig.from_env(), kafka=args.kafka, topic=args.topic,
+                                 spool_dir=args.spool_dir)
     if not config.kafka:
         raise RunstreamError(f"runstream sync needs Kafka: set {names.KAFKA} or --kafka")
 

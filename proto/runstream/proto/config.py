@@ -11,13 +11,17 @@ warning and a fallback.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from runstream.proto.errors import ConfigError
+
+C = TypeVar("C")
 
 # Bootstrap servers, "host:port[,host:port...]". Unset or empty: write to the local spool.
 KAFKA = "RUNSTREAM_KAFKA"
@@ -198,3 +202,12 @@ def check_dsn(name: str, value: str) -> str:
 
 def environ_or_os(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
+
+
+def with_explicit(config: C, **values: object) -> C:
+    """``config`` with the values given explicitly (those that are not None) applied on
+    top, the way every component takes arguments and flags over its variables; the
+    config's ``__post_init__`` checks them."""
+    given = {name: value for name, value in values.items() if value is not None}
+    replaced: Any = dataclasses.replace(config, **given)  # type: ignore[type-var]
+    return replaced

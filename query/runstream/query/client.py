@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -93,9 +92,8 @@ class Client:
         tls_ca: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        explicit = {"target": target, "token": token, "tls_ca": tls_ca}
-        config = dataclasses.replace(ClientConfig.from_env(environ), timeout_s=timeout_s,
-                                     **{k: v for k, v in explicit.items() if v is not None})
+        config = names.with_explicit(ClientConfig.from_env(environ), target=target,
+                                     token=token, tls_ca=tls_ca, timeout_s=timeout_s)
         self.config = config
         self.target = config.target
         self.timeout_s = config.timeout_s
