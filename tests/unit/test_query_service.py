@@ -64,10 +64,10 @@ class _EmptyRepository:
     def run_exists(self, run_id: str) -> bool:
         return self.exists
 
-    def rank_rows(self, run_id: str) -> list[RankRow]:
+    def rank_rows(self, run_ids: object) -> list[RankRow]:
         return []
 
-    def statuses(self, run_ids: object, *, rank: int | None = None) -> list[StatusRow]:
+    def statuses(self, run_ids: object) -> list[StatusRow]:
         return []
 
     def metric_points(self, *args: object) -> PointRows:
