@@ -135,6 +135,9 @@ def every_event_type() -> list[pb.RunEvent]:
     finished = full_envelope(8)
     finished.run_finished.status = pb.FAILED
     finished.run_finished.error = "Traceback ...\nValueError: boom"
+    finished.run_finished.points_logged = 70_000
+    finished.run_finished.dropped.add(reason="spool write failed: ENOSPC", events=3,
+                                      points=3_000)
     events = [started, params, metrics, tags, artifact, inp, heartbeat, finished]
     bodies = {e.WhichOneof("body") for e in events}
     assert bodies == {f.name for f in pb.RunEvent.DESCRIPTOR.oneofs_by_name["body"].fields}

@@ -85,3 +85,31 @@ def test_unknown_encoding_is_invalid_argument() -> None:
 def test_event_without_body_cannot_be_avro_encoded() -> None:
     with pytest.raises(InvalidArgumentError, match="body"):
         codec.encode(full_envelope(), "avro")
+
+
+def test_avro_written_with_an_earlier_schema_still_decodes() -> None:
+    """A spool file written by an older SDK (before RunFinished counted drops) decodes
+    with the current codec: the writer's schema is found by fingerprint and resolved
+    against the current one, whose new fields take their defaults."""
+    import io
+    import json
+    from importlib import resources
+
+    import fastavro
+
+    name = "events-af599d6c4450d26c.avsc"
+    old = json.loads(resources.files("runstream.proto.v1").joinpath(name).read_text())
+    event = full_envelope()
+    event.run_finished.status = pb.FAILED
+    event.run_finished.error = "boom"
+    datum = codec._message_to_avro(event)
+    datum["body"].pop("points_logged")
+    datum["body"].pop("dropped")
+    buf = io.BytesIO()
+    buf.write(codec.AVRO_SOE_MAGIC + bytes.fromhex("af599d6c4450d26c"))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(old), datum)
+    back = codec.decode(buf.getvalue(), codec.AVRO_CONTENT_TYPE)
+    assert back.run_finished.status == pb.FAILED and back.run_finished.error == "boom"
+    assert back.run_finished.points_logged == 0 and not back.run_finished.dropped
+    assert set(codec.avro_writer_schemas()) == {codec.avro_fingerprint(),
+                                                bytes.fromhex("af599d6c4450d26c")}

@@ -77,3 +77,17 @@ def test_unknown_status_number_is_rejected() -> None:
     event.run_finished.status = 42  # type: ignore[assignment]
     with pytest.raises(ValidationError, match="status"):
         validate(event)
+
+
+@pytest.mark.parametrize("reasons, match", [
+    ([""], "drop reason"),
+    (["r" * 257], "drop reason"),
+    ([f"r{i}" for i in range(1001)], "drop reasons"),
+])
+def test_bad_drop_accounts_are_rejected(reasons: list[str], match: str) -> None:
+    event = full_envelope()
+    event.run_finished.status = pb.FINISHED
+    for reason in reasons:
+        event.run_finished.dropped.add(reason=reason, events=1, points=1)
+    with pytest.raises(ValidationError, match=match):
+        validate(event)

@@ -40,20 +40,52 @@ AVRO_SOE_MAGIC = b"\xc3\x01"
 _AVRO_NAMESPACE = "runstream.v1."
 
 
+#: Earlier versions of events.avsc, kept as ``events-<fingerprint hex>.avsc`` so that
+#: Avro events written by an older SDK (a spool file from months ago) still decode:
+#: fastavro resolves them against the current schema, whose new fields have defaults.
+_SCHEMA_FILE = "events.avsc"
+
+
+def _schema_text(name: str) -> str:
+    return resources.files("runstream.proto.v1").joinpath(name).read_text("utf-8")
+
+
+def _fingerprint(schema_json: Any) -> bytes:
+    canonical = fastavro.schema.to_parsing_canonical_form(schema_json)
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+
+
 @cache
 def avro_schema() -> dict[str, Any]:
     """The parsed Avro schema of RunEvent (events.avsc)."""
-    text = resources.files("runstream.proto.v1").joinpath("events.avsc").read_text("utf-8")
-    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(text))  # type: ignore[assignment]
+    parsed: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]
+        json.loads(_schema_text(_SCHEMA_FILE)))
     return parsed
 
 
 @cache
 def avro_fingerprint() -> bytes:
     """CRC-64-AVRO of the schema's Parsing Canonical Form, little-endian (as in Java)."""
-    text = resources.files("runstream.proto.v1").joinpath("events.avsc").read_text("utf-8")
-    canonical = fastavro.schema.to_parsing_canonical_form(json.loads(text))
-    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+    return _fingerprint(json.loads(_schema_text(_SCHEMA_FILE)))
+
+
+@cache
+def avro_writer_schemas() -> dict[bytes, dict[str, Any]]:
+    """Every schema an event may have been written with, by fingerprint: the current one
+    and the earlier ones shipped beside it. A historical file whose name does not match
+    its content's fingerprint is a packaging bug and raises at first use."""
+    out = {avro_fingerprint(): avro_schema()}
+    folder = resources.files("runstream.proto.v1")
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith("events-") and name.endswith(".avsc")):
+            continue
+        schema_json = json.loads(entry.read_text("utf-8"))
+        fingerprint = _fingerprint(schema_json)
+        if fingerprint.hex() != name[len("events-"):-len(".avsc")]:
+            raise RuntimeError(f"{name}: its fingerprint is {fingerprint.hex()}")
+        out[fingerprint] = fastavro.parse_schema(schema_json)  # type: ignore[assignment]
+    return out
 
 
 def encoding_of(content_type: str | None, data: bytes) -> str:
@@ -92,13 +124,14 @@ def decode(data: bytes, content_type: str | None = None) -> events_pb2.RunEvent:
         return event
     if data[:2] != AVRO_SOE_MAGIC:
         raise DecodeError("Avro message without the single-object marker C3 01")
-    if data[2:10] != avro_fingerprint():
+    writer = avro_writer_schemas().get(data[2:10])
+    if writer is None:
         raise DecodeError(f"unknown Avro schema fingerprint {data[2:10].hex()}")
     buf = io.BytesIO(data)
     buf.seek(10)
     try:
         record: Any = fastavro.schemaless_reader(
-            buf, avro_schema(), avro_schema(), return_record_name=True
+            buf, writer, avro_schema(), return_record_name=True
         )
     except Exception as e:  # fastavro raises many types on corrupt input
         raise DecodeError(f"not an Avro RunEvent: {type(e).__name__}: {e}") from e

@@ -27,6 +27,8 @@ MAX_COMMAND_LEN = 4096
 MAX_DIGEST_LEN = 256
 MAX_ROLE_LEN = 64
 MAX_TEXT_LEN = 65536
+MAX_DROP_REASONS = 1000
+MAX_REASON_LEN = 256
 MAX_WORLD_SIZE = 1 << 20
 MAX_POINTS_PER_BATCH = 1_000_000
 MAX_KEYS_PER_BATCH = 100_000
@@ -127,6 +129,12 @@ def validate(event: events_pb2.RunEvent) -> None:
                 " (CRASHED is set by the consumer side, never sent)"
             )
         _check_len("error", f.error, MAX_TEXT_LEN)
+        if len(f.dropped) > MAX_DROP_REASONS:
+            raise ValidationError(f"run_finished lists {len(f.dropped)} drop reasons, over "
+                                  f"the limit of {MAX_DROP_REASONS}")
+        for d in f.dropped:
+            if not 0 < len(d.reason) <= MAX_REASON_LEN:
+                raise ValidationError(f"drop reason must be 1..{MAX_REASON_LEN} characters")
 
 
 def _check_count(what: str, n: int) -> None:

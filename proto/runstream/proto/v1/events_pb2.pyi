@@ -210,12 +210,26 @@ class Input(_message.Message):
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., digest: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class RunFinished(_message.Message):
-    __slots__ = ("status", "error")
+    __slots__ = ("status", "error", "points_logged", "dropped")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     status: RunStatus
     error: str
-    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., error: _Optional[str] = ...) -> None: ...
+    points_logged: int
+    dropped: _containers.RepeatedCompositeFieldContainer[Drop]
+    def __init__(self, status: _Optional[_Union[RunStatus, str]] = ..., error: _Optional[str] = ..., points_logged: _Optional[int] = ..., dropped: _Optional[_Iterable[_Union[Drop, _Mapping]]] = ...) -> None: ...
+
+class Drop(_message.Message):
+    __slots__ = ("reason", "events", "points")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    events: int
+    points: int
+    def __init__(self, reason: _Optional[str] = ..., events: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ()
