@@ -141,3 +141,52 @@ def steps_of(events: list[pb.RunEvent], key: str) -> list[int]:
     return [s for e in events if e.HasField("metrics")
             for k, s in zip(e.metrics.key_index, e.metrics.steps, strict=True)
             if e.metrics.keys[k] == key]
+
+
+# --- a small real disk ----------------------------------------------------------------------
+
+
+def is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+class Tmpfs:
+    """A real tmpfs of ``size`` mounted on ``path`` (needs root), to fill up for disk-full
+    tests; :meth:`fill` takes every free byte, :meth:`free` gives them back."""
+
+    def __init__(self, path: Path, size: str = "2m") -> None:
+        import subprocess
+
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       check=True)
+        self.path = path
+        self._filler = path / "filler.bin"
+
+    def fill(self) -> None:
+        """Write until the disk refuses: ENOSPC for every later write."""
+        import errno
+
+        with open(self._filler, "ab", buffering=0) as fh:
+            while True:
+                try:
+                    fh.write(b"\0" * 4096)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+            while True:  # the last few bytes
+                try:
+                    fh.write(b"\0")
+                except OSError:
+                    break
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], check=False)

@@ -77,12 +77,18 @@ def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Embedded mode: ingestion (spool, and Kafka if configured) + query service, one process."""
+    """Embedded mode: ingestion (spool, and Kafka if configured) + query service, one process.
+
+    If the embedded store is removed under it, ingestion stops without committing another
+    offset, the query service stays up answering NOT_SERVING to health checks and
+    UNAVAILABLE (naming the path) to queries, and the process exits 1 at SIGTERM/SIGINT;
+    restarted, it reads Kafka again into the new store."""
     from runstream.consumer.factories import (
         build_kafka_pipeline,
         build_spool_pipeline,
         connect_clickhouse,
     )
+    from runstream.consumer.sink import StoreLostError
     from runstream.query.server import start_server
 
     consumer_config = _consumer_config(args)
@@ -104,9 +110,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"runstream serve: query service on {server.address}, "
           f"ClickHouse {consumer_config.clickhouse_dsn}, ingesting from {sources}", flush=True)
     _report_progress(stop, consumer_config, pipelines, client)
+    store_lost = False
     try:
         while not stop.wait(0.5):
-            if not all(t.is_alive() for t in threads):
+            ended = [p for p, t in zip(pipelines, threads, strict=True) if not t.is_alive()]
+            if ended and all(isinstance(p.error, StoreLostError) for p in ended):
+                if not store_lost:
+                    store_lost = True
+                    log.error("runstream serve: ingestion stopped, the store is gone (%s);"
+                              " queries answer UNAVAILABLE until this process is restarted",
+                              ended[0].error)
+                continue
+            if ended:
                 log.error("an ingestion thread stopped unexpectedly; shutting down")
                 stop.set()
                 return 1
@@ -116,7 +131,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             t.join()
         server.stop(grace_s=5.0)
         print("runstream serve: stopped", flush=True)
-    return 0
+    # Also when the loss was found only by the last flush, after the stop signal.
+    return 1 if any(isinstance(p.error, StoreLostError) for p in pipelines) else 0
 
 
 def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
@@ -182,8 +198,28 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"\rrunstream sync: {done}/{total} spool files sent", end="", flush=True)
 
     stats = sync(config.spool_dir, config.kafka, config.topic, progress=progress)
-    print(f"\nrunstream sync: {stats}", flush=True)
-    return 0
+    if stats.files or stats.recovered:
+        print(flush=True)  # end the progress line
+    line = (f"runstream sync: sent {stats.events:,} event(s), {stats.bytes:,} bytes, "
+            f"from {stats.files:,} spool file(s) in {config.spool_dir} to {config.kafka} "
+            f"topic {config.topic}")
+    if stats.recovered:
+        line += f"; {stats.recovered:,} orphaned file(s) recovered first"
+    if stats.undecodable:
+        line += (f"; {stats.undecodable:,} event(s) did not decode and were sent without "
+                 f"a key (the consumer dead-letters them)")
+    print(line, flush=True)
+    if not stats.kept_aside:
+        return 0
+    for entry in stats.unsendable:
+        print(f"runstream sync: NOT SENT: {entry}", flush=True)
+    for entry in stats.corrupt:
+        print(f"runstream sync: DAMAGED: {entry}", flush=True)
+    print(f"runstream sync: {stats.kept_aside} file(s) kept aside ({stats.refused:,} "
+          f"record(s) Kafka refused for good, {stats.damaged_bytes:,} damaged byte(s)); "
+          f"their other events were sent. Fix the cause, then rename a file back to "
+          f".spool to send it again.", flush=True)
+    return 1
 
 
 def cmd_status(client: Client, as_json: bool, *, err: TextIO | None = None) -> int:

@@ -9,7 +9,6 @@ a source also commits and closes it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -98,7 +97,21 @@ class KafkaSource:
     which the pipeline calls only after the rows are in ClickHouse. Before a rebalance
     has taken partitions away, the revoke callback runs (on the polling thread, at the next
     poll) so the pipeline writes and commits the batch in hand at once.
+
+    ``store_id`` (the ``store_identity`` of the ClickHouse store the rows go to) travels
+    as the metadata of every commit. A partition assigned with offsets committed for
+    another store (one that was removed and recreated empty, say) is read again from the
+    beginning: those offsets say nothing about what this store holds. Offsets committed
+    without a store id (older consumers) are trusted.
+
+    The lag report (end offsets, and committed offsets of partitions not committed here)
+    is read by a thread of its own, ``runstream-consumer-lag``, on a consumer of its own:
+    :meth:`offsets` only returns its latest snapshot, so the polling thread never waits on
+    the broker for it (it would, for request timeouts, while the broker is down).
     """
+
+    #: Prefix of the commit metadata that names the store the rows went to.
+    STORE_METADATA_PREFIX = "runstream-store:"
 
     def __init__(
         self,
@@ -109,15 +122,28 @@ class KafkaSource:
         max_poll_records: int = 5000,
         client_id: str = "runstream-consumer",
         metadata_wait_s: float = 10.0,
+        store_id: str = "",
+        lag_interval_s: float = 5.0,
         **overrides: Any,
     ) -> None:
+        import threading
+
         from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
         self.topic = topic
+        self.group_id = group_id
+        self.store_id = store_id
         self._revoke_callback: Callable[[], None] | None = None
         self._revoked = False  # set on kafka-python's IO thread, read on the polling thread
-        self._committed: dict[Position, int] = {}  # next offset, per partition we committed
+        # Newly assigned partitions whose committed offsets are not checked yet (added on
+        # kafka-python's IO thread, taken on the polling thread).
+        self._unchecked: set[Any] = set()
+        self._lock = threading.Lock()
+        # Next offset per partition we committed; read by the lag thread under the lock.
+        self._committed: dict[Position, int] = {}
+        self._assigned: frozenset[Any] = frozenset()  # under the lock
+        self._lag: dict[Position, tuple[int, int]] = {}  # the lag thread's latest snapshot
         settings: dict[str, Any] = {
             "bootstrap_servers": list(bootstrap),
             "group_id": group_id,
@@ -132,8 +158,10 @@ class KafkaSource:
             "max_poll_interval_ms": 600_000,
             # New topics and partitions are noticed within this, not kafka-python's 5 min.
             "metadata_max_age_ms": 30_000,
+            **self.CLIENT_SETTINGS,
             **overrides,
         }
+        self._settings = settings
         try:
             self._consumer = KafkaConsumer(**settings)
         except KafkaError as e:
@@ -141,6 +169,20 @@ class KafkaSource:
             raise UnavailableError(f"cannot reach Kafka at {servers}: {e}") from e
         self._await_topic_metadata(topic, metadata_wait_s)
         self._consumer.subscribe([topic], listener=_RebalanceListener(self))
+        self._lag_stop = threading.Event()
+        self._lag_interval_s = lag_interval_s
+        self._lag_thread = threading.Thread(target=self._lag_loop, name="runstream-consumer-lag",
+                                            daemon=True)
+        self._lag_thread.start()
+
+    #: Reconnect settings of every Kafka client of the consumer. kafka-python backs off
+    #: exponentially up to 30 s between reconnects by default: a broker back after 15 s
+    #: was found up to 30 s later. A broker restart is better caught within a second.
+    CLIENT_SETTINGS: dict[str, Any] = {
+        "reconnect_backoff_ms": 50,
+        "reconnect_backoff_max_ms": 1000,
+        "retry_backoff_ms": 100,
+    }
 
     def _await_topic_metadata(self, topic: str, timeout_s: float) -> None:
         """Load the topic's partitions before joining the group.
@@ -168,6 +210,10 @@ class KafkaSource:
             self._revoked = False
             if self._revoke_callback is not None:
                 self._revoke_callback()
+        if self._unchecked:
+            rewound = self._check_committed_store()
+            if rewound:
+                records = {tp: batch for tp, batch in records.items() if tp not in rewound}
         out: list[Message] = []
         for tp, batch in records.items():
             for r in batch:
@@ -188,20 +234,57 @@ class KafkaSource:
                 )
         return out
 
+    def _check_committed_store(self) -> set[Any]:
+        """Rewind newly assigned partitions whose offsets were committed for another store;
+        returns them. Blocks on one offset fetch (bounded) right after an assignment."""
+        from kafka.errors import KafkaError
+
+        with self._lock:
+            unchecked, self._unchecked = self._unchecked, set()
+        if not self.store_id:
+            return set()
+        rewound: set[Any] = set()
+        for tp in sorted(unchecked):
+            try:
+                committed = self._consumer.committed(tp, metadata=True, timeout_ms=10_000)
+            except KafkaError as e:
+                with self._lock:
+                    self._unchecked.add(tp)  # checked again at the next poll
+                log.warning("could not read the committed offset of %s:%d: %s",
+                            tp.topic, tp.partition, e)
+                continue
+            if committed is None or committed.offset < 0:
+                continue
+            metadata = committed.metadata or ""
+            if not metadata.startswith(self.STORE_METADATA_PREFIX):
+                continue  # committed by a consumer that did not record its store
+            other = metadata[len(self.STORE_METADATA_PREFIX):]
+            if other == self.store_id:
+                continue
+            log.warning(
+                "%s:%d: offsets up to %d were committed for store %s, but this consumer "
+                "writes to store %s (recreated?): reading the partition again from the "
+                "beginning", tp.topic, tp.partition, committed.offset, other, self.store_id)
+            self._consumer.seek_to_beginning(tp)
+            rewound.add(tp)
+        return rewound
+
     def commit(self, positions: Mapping[Position, int]) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
         from kafka.errors import CommitFailedError, KafkaError
 
         if not positions:
             return
+        metadata = self.STORE_METADATA_PREFIX + self.store_id if self.store_id else ""
         offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(last + 1, "", -1)
+            TopicPartition(topic, partition): OffsetAndMetadata(last + 1, metadata, -1)
             for (topic, partition), last in positions.items()
         }
         try:
             self._consumer.commit(offsets)
-            for position, last in positions.items():
-                self._committed[position] = last + 1
+            with self._lock:
+                for position, last in positions.items():
+                    self._committed[position] = last + 1
         except CommitFailedError as e:
             # The group rebalanced: whoever owns these partitions now re-reads from the
             # last commit; the rows are already stored, and replays collapse in ClickHouse.
@@ -217,37 +300,81 @@ class KafkaSource:
         return all(self._consumer.position(tp) >= ends[tp] for tp in assignment)
 
     def offsets(self) -> dict[Position, tuple[int, int]]:
-        """(committed offset, end offset) per assigned partition; asks the broker for end
-        offsets (and for committed offsets of partitions this process has not committed)."""
+        """(committed offset, end offset) per assigned partition, as the lag thread last
+        read them (every ``lag_interval_s``). Never blocks on the broker; thread-safe."""
+        with self._lock:
+            return dict(self._lag)
+
+    def _lag_loop(self) -> None:
+        from kafka import KafkaConsumer
         from kafka.errors import KafkaError
 
-        assignment = list(self._consumer.assignment())
+        consumer: Any = None
+        try:
+            while not self._lag_stop.wait(self._lag_interval_s):
+                try:
+                    if consumer is None:
+                        # Never subscribes: it only reads offsets, never joins the group.
+                        consumer = KafkaConsumer(
+                            bootstrap_servers=self._settings["bootstrap_servers"],
+                            group_id=self.group_id, enable_auto_commit=False,
+                            client_id=f"{self._settings['client_id']}-lag",
+                            request_timeout_ms=10_000, **self.CLIENT_SETTINGS)
+                    snapshot = self._read_lag(consumer)
+                except KafkaError as e:
+                    log.warning("could not read offsets for the lag report: %s", e)
+                    continue
+                with self._lock:
+                    self._lag = snapshot
+        finally:
+            if consumer is not None:
+                consumer.close(autocommit=False)
+
+    def _read_lag(self, consumer: Any) -> dict[Position, tuple[int, int]]:
+        """The lag report: (committed offset, end offset) per assigned partition. Blocks on
+        the broker (bounded by request timeouts); runs on the lag thread only."""
+        with self._lock:
+            assignment = sorted(self._assigned)
+            committed_here = dict(self._committed)
         if not assignment:
             return {}
-        try:
-            ends = self._consumer.end_offsets(assignment)
-            out: dict[Position, tuple[int, int]] = {}
-            for tp in assignment:
-                position = (tp.topic, tp.partition)
-                committed = self._committed.get(position)
-                if committed is None:
-                    committed = self._consumer.committed(tp) or 0
-                out[position] = (int(committed), int(ends.get(tp, 0)))
-        except KafkaError as e:
-            log.warning("could not read offsets for the lag report: %s", e)
-            return {}
+        ends = consumer.end_offsets(assignment, timeout_ms=10_000)
+        out: dict[Position, tuple[int, int]] = {}
+        for tp in assignment:
+            position = (tp.topic, tp.partition)
+            committed = committed_here.get(position)
+            if committed is None:
+                committed = consumer.committed(tp, timeout_ms=10_000) or 0
+            out[position] = (int(committed), int(ends.get(tp, 0)))
         return out
 
-    def close(self) -> None:
-        self._consumer.close(autocommit=False)
+    def _assigned_changed(self, assigned: Iterable[Any], *, added: bool) -> None:
+        with self._lock:
+            if added:
+                new = set(assigned)
+                self._assigned = self._assigned | new
+                self._unchecked |= new
+            else:
+                gone = set(assigned)
+                self._assigned = self._assigned - gone
+                self._unchecked -= gone
+                for tp in gone:
+                    self._lag.pop((tp.topic, tp.partition), None)
+                    # Its next owner commits; what we committed is stale once it is back.
+                    self._committed.pop((tp.topic, tp.partition), None)
 
+    def close(self) -> None:
+        self._lag_stop.set()
+        self._consumer.close(autocommit=False)
+        self._lag_thread.join(timeout=15)
 
 
 class _RebalanceListener(ConsumerRebalanceListener):
-    """Notes that partitions were taken away.
+    """Notes that partitions were taken away or given.
 
-    kafka-python 3 calls listeners on its IO thread, so this only sets a flag; the
-    polling thread runs the revoke callback at its next poll.
+    kafka-python 3 calls listeners on its IO thread, so this only records what changed;
+    the polling thread runs the revoke callback and checks new partitions' committed
+    offsets at its next poll.
     """
 
     def __init__(self, source: KafkaSource) -> None:
@@ -256,13 +383,16 @@ class _RebalanceListener(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             self._source._revoked = True
+            self._source._assigned_changed(revoked, added=False)
 
     def on_partitions_lost(self, lost: Any) -> None:
         if lost:
             self._source._revoked = True
+            self._source._assigned_changed(lost, added=False)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        self._source._assigned_changed(assigned, added=True)
 
 
 # --- spool ------------------------------------------------------------------------------
@@ -270,20 +400,24 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
 @dataclass(slots=True)
 class _ClaimedFile:
-    path: Path  # the .claimed-<pid> path
-    ready_name: str  # the .spool name it had (and gets back if released)
+    claim: spool.Claim  # holds the file (and its lock) until deleted or given back
     last_offset: int  # offset of its last message
 
 
 class SpoolSource:
     """Reads the local spool directory: complete ``.spool`` files, oldest name first.
 
-    Each file is claimed (renamed to ``.claimed-<pid>``) and read whole; its frames
-    become messages with topic ``"spool:<file name>"``, partition 0 and the frame's byte
-    offset. A torn or corrupt tail becomes one message carrying ``error`` (the pipeline
-    dead-letters it). A file is deleted once a commit covers its last message; files
-    still uncommitted at :meth:`close` go back to ``.spool``. Orphans of dead processes
-    are recovered at start and every ``recover_interval_s``.
+    Each file is claimed (renamed to ``.claimed-<pid>`` and locked, see
+    :mod:`runstream.proto.spool`) and read whole; its frames become messages with topic
+    ``"spool:<file name>"``, partition 0 and the frame's byte offset. Each damaged byte
+    range (a torn tail, flipped bits) becomes one message carrying ``error`` and exactly
+    those bytes (the pipeline dead-letters it); valid frames after it are read as usual.
+    A file is deleted once a commit covers its last message; files still uncommitted at
+    :meth:`close` go back to ``.spool``. Orphans (files whose writer or reader let go of
+    their lock) are recovered at start and every ``recover_interval_s``.
+
+    Entries with a spool file's name that are no regular file of ours (a directory, a
+    symlink, a FIFO) are never opened: each is logged once and kept in :attr:`skipped`.
     """
 
     def __init__(
@@ -301,6 +435,8 @@ class SpoolSource:
         self._claimed: dict[str, _ClaimedFile] = {}
         #: Files ingested and deleted so far.
         self.files_done = 0
+        #: Odd entries of the directory left alone: name -> why (a FIFO, a symlink, ...).
+        self.skipped: dict[str, str] = {}
         spool.recover(directory)
 
     def set_revoke_callback(self, callback: Callable[[], None]) -> None:
@@ -320,74 +456,78 @@ class SpoolSource:
         for (topic, _partition), last in positions.items():
             claimed = self._claimed.get(topic)
             if claimed is not None and last >= claimed.last_offset:
-                claimed.path.unlink(missing_ok=True)
+                claimed.claim.done()
                 del self._claimed[topic]
                 self.files_done += 1
 
     def caught_up(self) -> bool:
-        return not self._pending and not spool.ready_files(self.directory)
+        return not self._pending and not self._ready()
 
     def offsets(self) -> dict[Position, tuple[int, int]]:
         """One pseudo-position ``(SPOOL_TOPIC, 0)``: files ingested, and files ingested
         plus files waiting (claimed or ready), so lag counts spool files."""
-        waiting = len(self._claimed) + len(spool.ready_files(self.directory))
+        waiting = len(self._claimed) + len(self._ready())
         return {(SPOOL_TOPIC, 0): (self.files_done, self.files_done + waiting)}
 
     def close(self) -> None:
         """Hand uncommitted files back to the spool (``.spool``) for the next reader."""
         for claimed in self._claimed.values():
             try:
-                os.replace(claimed.path, claimed.path.with_name(claimed.ready_name))
-            except FileNotFoundError:
-                pass
+                claimed.claim.give_back()
+            except OSError as e:  # unlocked now: the next reader's recover() returns it
+                log.warning("cannot give back spool file %s: %s", claimed.claim.path, e)
         self._claimed.clear()
         self._pending.clear()
+
+    def _ready(self) -> list[Path]:
+        listing = spool.list_spool(self.directory)
+        for name, why in listing.odd:
+            if name not in self.skipped:
+                self.skipped[name] = why
+                log.warning("spool directory %s: skipping %s (%s); it is never opened",
+                            self.directory, name, why)
+        return listing.ready
 
     def _load_next_file(self) -> None:
         now = self._clock()
         if now - self._last_recover >= self._recover_interval_s:
             self._last_recover = now
             spool.recover(self.directory)
-        for ready in spool.ready_files(self.directory):
-            claimed = spool.claim(ready)
-            if claimed is None:
-                continue  # another reader took it
-            messages = self._read(claimed, ready.name)
+        for ready in self._ready():
+            claim = spool.claim(ready)
+            if claim is None:
+                continue  # another reader (or its writer, a moment longer) holds it
+            try:
+                messages = self._read(claim)
+            except BaseException:
+                claim.give_back()
+                raise
             if not messages:
-                claimed.unlink(missing_ok=True)  # an empty file: nothing to ingest
+                claim.done()  # an empty file: nothing to ingest
                 self.files_done += 1
                 continue
-            self._claimed[messages[0].topic] = _ClaimedFile(
-                claimed, ready.name, messages[-1].offset
-            )
+            self._claimed[messages[0].topic] = _ClaimedFile(claim, messages[-1].offset)
             self._pending.extend(messages)
             return
 
     @staticmethod
-    def _read(path: Path, ready_name: str) -> list[Message]:
-        topic = SPOOL_TOPIC_PREFIX + ready_name
+    def _read(claim: spool.Claim) -> list[Message]:
+        topic = SPOOL_TOPIC_PREFIX + claim.name
+        data = claim.read()
         messages: list[Message] = []
-        try:
-            for frame in spool.read_frames(path):
-                messages.append(
-                    Message(
-                        value=frame.payload,
-                        content_type=codec.CONTENT_TYPES[frame.encoding],
-                        topic=topic,
-                        partition=0,
-                        offset=frame.offset,
-                    )
-                )
-        except spool.SpoolCorruptError as e:
-            log.warning("spool file %s: %s", ready_name, e)
-            messages.append(
-                Message(
-                    value=path.read_bytes()[e.offset :],
-                    content_type=None,
-                    topic=topic,
-                    partition=0,
-                    offset=e.offset,
-                    error=f"corrupt spool file: {e}",
-                )
-            )
+        for item in spool.scan(data):
+            if isinstance(item, spool.Frame):
+                messages.append(Message(
+                    value=item.payload, content_type=codec.CONTENT_TYPES[item.encoding],
+                    topic=topic, partition=0, offset=item.offset,
+                ))
+                continue
+            log.warning("spool file %s: bytes %d..%d are damaged (%s); dead-lettering them",
+                        claim.name, item.offset, item.end, item.reason)
+            messages.append(Message(
+                value=data[item.offset : item.end], content_type=None, topic=topic,
+                partition=0, offset=item.offset,
+                error=(f"corrupt spool file: {claim.name}: bytes {item.offset}..{item.end}: "
+                       f"{item.reason}"),
+            ))
         return messages
