@@ -8,10 +8,12 @@ Importing this package is light: no grpcio, no clickhouse-connect.
 """
 
 from runstream.config import ProducerConfig
+from runstream.delivery import Delivery
 from runstream.launcher import LauncherInfo, detect_launcher
 from runstream.run import Run, active_run, finish, init
 
 __all__ = [
+    "Delivery",
     "LauncherInfo",
     "ProducerConfig",
     "Run",

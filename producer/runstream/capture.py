@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runstream import artifacts
 from runstream.proto.v1 import events_pb2
-from runstream.proto.validation import MAX_COMMAND_LEN, MAX_NAME_LEN
+from runstream.proto.validation import MAX_COMMAND_LEN, MAX_NAME_LEN, wire_text
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def _git(cwd: Path, *args: str) -> str | None:
             cwd=cwd,
             capture_output=True,
             text=True,
+            errors="replace",  # a branch or remote that is not UTF-8 must not cost the rest
             timeout=_SUBPROCESS_TIMEOUT_S,
             check=False,
         )
@@ -161,7 +162,7 @@ def environment() -> events_pb2.Environment:
     env = events_pb2.Environment(
         python_version=platform.python_version(),
         os=platform.platform(),
-        command=" ".join([sys.executable, *sys.argv])[:MAX_COMMAND_LEN],
+        command=wire_text(" ".join([sys.executable, *sys.argv]))[:MAX_COMMAND_LEN],
         cpu_count=os.cpu_count() or 0,
         cpu_model=_cpu_model(),
         memory_bytes=_memory_bytes(),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runstream.proto import config as names
 from runstream.proto.errors import ConfigError
-from runstream.proto.validation import check_run_id
+from runstream.proto.validation import MAX_KEYS_PER_BATCH, check_run_id
 
 DEFAULT_HEARTBEAT_S = 5.0
 DEFAULT_FLUSH_INTERVAL_S = 0.15
@@ -40,8 +40,10 @@ class ProducerConfig:
     (``RUNSTREAM_HEARTBEAT_S``), ``system_metrics_s`` between system metric samples, 0 =
     off (``RUNSTREAM_SYSTEM_METRICS_S``), ``exit_flush_s`` the flush budget at exit and on
     SIGTERM (``RUNSTREAM_EXIT_FLUSH_S``), ``kafka_stall_s`` how long an unacknowledged
-    record may wait before new events go to the spool. Immutable, so safe to share
-    between threads. ConfigError names the variable (or the field) of a bad value.
+    record may wait before new events go to the spool. ``points_per_batch`` (points in
+    one MetricsBatch) is at most MAX_KEYS_PER_BATCH, so a batch stays within both of the
+    consumer's batch limits. Immutable, so safe to share between threads. ConfigError
+    names the variable (or the field) of a bad value.
     """
 
     kafka: str | None = None
@@ -83,7 +85,10 @@ class ProducerConfig:
         if self.run_id is not None:
             check_run_id(self.run_id, name=names.RUN_ID, error=ConfigError)
         names.check_int_range("max_buffered_points", self.max_buffered_points, 1)
-        names.check_int_range("points_per_batch", self.points_per_batch, 1)
+        # A batch of n points has at most n keys: within both consumer limits
+        # (MAX_KEYS_PER_BATCH <= MAX_POINTS_PER_BATCH).
+        names.check_int_range("points_per_batch", self.points_per_batch, 1,
+                              MAX_KEYS_PER_BATCH)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ProducerConfig:

@@ -13,7 +13,8 @@ process also calls :func:`install_hooks`, which chains
   the process).
 
 At exit an unfinished run is finished with ``exit_flush_s`` as timeout; what Kafka has
-not taken by then is left in the spool for ``runstream sync``. After a fork the child
+not acknowledged by then is written to the spool within that time (see
+:meth:`Run.finish`), for ``runstream sync``. After a fork the child
 keeps the run, as a new producer of its own (see :meth:`Run._after_fork_in_child`).
 
 The hooks only call the run's methods meant for them (``_finish``, ``_finish_uncaught``,

@@ -56,16 +56,22 @@ def typed_value(key: str, value: Any) -> tuple[str, events_pb2.ParamType]:
             f"param {key!r} value is {len(text)} characters, over the limit of "
             f"{MAX_PARAM_VALUE_LEN}"
         )
+    if not validation.encodable(text):
+        raise InvalidArgumentError(f"param {key!r} value {text!r:.80} is not valid Unicode "
+                                   "(a lone surrogate, as from a file name that is not UTF-8)")
     return text, ptype
 
 
 def check_key(kind: str, key: object) -> str:
-    """The key if it is a 1..250-character string, else InvalidArgumentError."""
+    """The key if it is a 1..250-character string without lone surrogates, else
+    InvalidArgumentError."""
     return validation.check_key(kind, key, error=InvalidArgumentError)
 
 
 def typed_params(params: Mapping[str, Any]) -> dict[str, tuple[str, events_pb2.ParamType]]:
-    """Flatten and type a params dict: key -> (text, ParamType)."""
+    """Flatten and type a params dict: key -> (text, ParamType). Any number of params:
+    the sender cuts them into events within the consumer's MAX_ITEMS_PER_EVENT and the
+    broker's size limit."""
     return {check_key("param", k): typed_value(k, v) for k, v in flatten(params).items()}
 
 
@@ -80,5 +86,9 @@ def tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
                 f"tag {key!r} value is {len(text)} characters, over the limit of "
                 f"{MAX_TAG_VALUE_LEN}"
             )
+        if not validation.encodable(text):
+            raise InvalidArgumentError(f"tag {key!r} value {text!r:.80} is not valid Unicode "
+                                       "(a lone surrogate, as from a file name that is not "
+                                       "UTF-8)")
         out[key] = text
     return out

@@ -25,17 +25,24 @@ from runstream import artifacts, lifecycle
 from runstream import params as params_mod
 from runstream.batch import FLAT_WIDTH
 from runstream.config import ProducerConfig
+from runstream.delivery import Delivery, DeliveryAccount
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
 from runstream.proto.errors import InvalidArgumentError
 from runstream.proto.status import ENDED
 from runstream.proto.v1 import events_pb2
 from runstream.proto.validation import (
+    MAX_DIGEST_LEN,
     MAX_EXPERIMENT_LEN,
     MAX_NAME_LEN,
     MAX_NODE_LEN,
+    MAX_ROLE_LEN,
     MAX_RUN_NAME_LEN,
+    MAX_STEP,
     MAX_TEXT_LEN,
+    MAX_URI_LEN,
+    check_text,
+    wire_text,
 )
 from runstream.sender import EventQueue, Identity, Item, Request, Sender
 from runstream.system import SystemSampler
@@ -71,12 +78,13 @@ class Run:
         self.local_rank = launcher.local_rank
         self.config = config
         self._init_pid = os.getpid()
-        self._node = socket.gethostname()[:MAX_NODE_LEN]
+        self._node = wire_text(socket.gethostname())[:MAX_NODE_LEN]
         self._next_step = 0
         self._known_keys: set[str] = set()
         self._params: dict[str, tuple[str, events_pb2.ParamType]] = {}
         self._params_lock = threading.Lock()
         self._finished = False
+        self._finish_ok = True
         self._finish_lock = threading.Lock()
         # Buffered log() calls (records) that wake the sender early / block the caller.
         # Both counted in flat buffer items (FLAT_WIDTH per record).
@@ -94,9 +102,10 @@ class Run:
 
     # --- sender lifecycle -------------------------------------------------------------
 
-    def _transport(self, producer_id: str) -> Transport:
+    def _transport(self, producer_id: str, account: DeliveryAccount) -> Transport:
         cfg = self.config
-        spool = SpoolTransport(cfg.spool_dir, producer_id, cfg.encoding, cfg.spool_roll_s)
+        spool = SpoolTransport(cfg.spool_dir, producer_id, cfg.encoding, cfg.spool_roll_s,
+                               account)
         if cfg.kafka:
             return KafkaTransport(cfg.kafka, cfg.topic, cfg.encoding, spool,
                                   stall_s=cfg.kafka_stall_s)
@@ -119,7 +128,7 @@ class Run:
             ),
             config=self.config,
             queue=self._queue,
-            transport=self._transport(producer_id),
+            transport=self._transport(producer_id, DeliveryAccount()),
             started=started,
             heartbeats=self.started_here,
         )
@@ -155,9 +164,10 @@ class Run:
 
         Values: int and float (NaN and inf kept as they are), bool (cast to 1.0/0.0),
         and anything with ``__float__`` such as numpy scalars; str raises. Keys: strings
-        of 1..250 characters. InvalidArgumentError on bad input, and nothing from that
-        call is recorded; also after ``finish()``. Timestamps are taken here (epoch ms,
-        one per call).
+        of 1..250 characters, valid Unicode (no lone surrogate). Steps: 0..2**63-1.
+        InvalidArgumentError on bad input, and nothing from that call is recorded; also
+        after ``finish()``. Timestamps are taken here (epoch ms, one per call). Any
+        number of keys per call: the sender cuts batches within every consumer limit.
 
         Cost: well under a microsecond per point for float values and known keys (one
         dict copy - the caller may reuse its dict - and one lock-free append); no I/O. When
@@ -168,10 +178,8 @@ class Run:
         """
         if step is None:
             step = self._next_step
-        elif type(step) is not int:
+        elif type(step) is not int or not 0 <= step <= MAX_STEP:
             step = _check_step(step)
-        elif step < 0:
-            raise InvalidArgumentError(f"step {step} is negative")
         # Fast path: a plain dict of known keys and float values is copied as it is (the
         # copy is the buffer's; the caller may reuse its dict). Anything else is checked
         # and converted key by key.
@@ -280,8 +288,10 @@ class Run:
         ``name`` defaults to the path's base name. Blocks while copying."""
         source = Path(path)
         label = name if name is not None else source.resolve().name
-        if not label or len(label) > MAX_NAME_LEN:
-            raise InvalidArgumentError(f"artifact name must be 1..{MAX_NAME_LEN} characters")
+        check_text("artifact name", label, MAX_NAME_LEN, error=InvalidArgumentError,
+                   empty=False)
+        check_text("the artifacts directory", str(self.config.artifacts_dir),
+                   MAX_URI_LEN - 100, error=InvalidArgumentError)
         stored = artifacts.store(self.config.artifacts_dir, source)
         self._put_event(
             "artifact",
@@ -308,6 +318,11 @@ class Run:
         with ``digest`` or "". Anything else raises InvalidArgumentError.
         """
         ref = artifacts.input_ref(uri_or_path, name, digest, role, self._digest_cache)
+        for what, text, limit in (("input uri", ref.uri, MAX_URI_LEN),
+                                  ("input name", ref.name, MAX_NAME_LEN),
+                                  ("input digest", ref.digest, MAX_DIGEST_LEN),
+                                  ("input role", ref.role, MAX_ROLE_LEN)):
+            check_text(what, text, limit, error=InvalidArgumentError)
         self._put_event(
             "input", events_pb2.Input(name=ref.name, uri=ref.uri, digest=ref.digest,
                                       role=ref.role)
@@ -323,12 +338,28 @@ class Run:
 
     # --- flush and finish -------------------------------------------------------------
 
+    def delivery(self) -> Delivery:
+        """Where this process' data for the run is now: points logged, sent (acknowledged
+        by Kafka, or taken out of the spool by ``runstream sync``/``serve``), spooled (in
+        spool files on disk), pending, and dropped by reason (see
+        :class:`runstream.Delivery`). Cheap (a few counters; no I/O), thread-safe, never
+        blocks on I/O; also after ``finish()``. Spool files taken by another reader are
+        noticed within a few seconds."""
+        sender = self._sender
+        queue = self._queue
+        with queue.lock:
+            logged = queue.logged_points()
+            if sender is None:
+                return Delivery(points_logged=logged, points_pending=logged)
+            return sender.account.snapshot(logged)
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until everything logged before this call is durable - acknowledged by
         Kafka, or written to a published spool file - or ``timeout_s`` passes. Returns
-        True when it is. Thread-safe; idempotent; True at once after finish()."""
+        True when it is and nothing was ever dropped (see :meth:`delivery`).
+        Thread-safe; idempotent; after finish() it returns what finish() returned."""
         if self._finished:
-            return True
+            return self._finish_ok
         if self._sender is None and not self._queue.points and not self._queue.segments:
             return True
         sender = self._ensure_sender()
@@ -337,7 +368,7 @@ class Run:
             return self.finish(timeout_s=timeout_s)  # finished meanwhile: wait for that
         if not sender.is_alive():
             sender.run_inline()
-        return request.done.wait(timeout_s) and request.ok
+        return request.done.wait(timeout_s) and request.ok and not sender.account.drops()
 
     @property
     def finished(self) -> bool:
@@ -352,9 +383,17 @@ class Run:
     def finish(self, status: str = "FINISHED", error: str = "", timeout_s: float = 10.0) -> bool:
         """End this rank's part of the run: send RunFinished (``status`` FINISHED, FAILED
         or KILLED, ``error`` the reason), flush within ``timeout_s``, stop the sender.
-        Idempotent (later calls return True at once). In a forked child it only flushes
-        and stops: the rank's status belongs to the process that called init. Returns
-        True when everything was delivered or spooled in time. Blocks."""
+        Idempotent (later calls return the first call's result at once). In a forked
+        child it only flushes and stops: the rank's status belongs to the process that
+        called init. Blocks up to ``timeout_s``.
+
+        Returns True iff nothing was lost: every point and event this process logged is
+        acknowledged by Kafka or safely in a published spool file (``runstream sync`` or
+        ``serve`` takes it from there), and none was dropped. What Kafka has not
+        acknowledged by the deadline is written to the spool before it returns (a
+        fifth of ``timeout_s`` is kept for that, at least 1 s). :meth:`delivery` says
+        how much went where, and what was dropped and why; RunFinished carries the same
+        counts (``points_logged``, ``dropped``) to the consumer."""
         return self._finish(status, error, timeout_s, None)
 
     def _finish(self, status: str, error: str, timeout_s: float,
@@ -372,12 +411,13 @@ class Run:
             if self._finished:
                 if queued is not None:
                     queued.set()
-                return True
+                return self._finish_ok
             final = None
             if self.started_here:
                 final = (
                     "run_finished",
-                    events_pb2.RunFinished(status=status, error=error[-MAX_TEXT_LEN:]),
+                    events_pb2.RunFinished(status=status,
+                                           error=wire_text(error[-MAX_TEXT_LEN:])),
                     _time_ns() // 1_000_000,
                 )
             self._finished = True
@@ -394,12 +434,14 @@ class Run:
                     sender.join(request.remaining_s())
                 else:
                     sender.run_inline()
-                ok = request.done.is_set() and request.ok
+                ok = (request.done.is_set() and request.ok
+                      and self.delivery().lossless)
             else:
                 with queue.lock:
                     queue.closed = True
                 if queued is not None:
                     queued.set()
+            self._finish_ok = ok
         lifecycle.deactivate(self)
         return ok
 
@@ -435,9 +477,12 @@ class Run:
             log.exception("runstream: finishing the run at exit failed")
             return
         if not ok:
+            d = self.delivery()
             log.error(
-                "runstream: run %s not fully flushed within %.0f s at exit; unsent events "
-                "were written to the spool where possible", self.id, self.config.exit_flush_s,
+                "runstream: run %s at exit (within %.0f s): %d points logged, %d sent, %d "
+                "spooled, %d pending, %d dropped %s", self.id, self.config.exit_flush_s,
+                d.points_logged, d.points_sent, d.points_spooled, d.points_pending,
+                d.points_dropped, dict(d.dropped) or "",
             )
 
     def __enter__(self) -> Run:
@@ -472,6 +517,8 @@ def _check_step(step: object) -> int:
     value = int(step.__index__())
     if value < 0:
         raise InvalidArgumentError(f"step {value} is negative")
+    if value > MAX_STEP:
+        raise InvalidArgumentError(f"step {value} is over the limit of {MAX_STEP} (int64)")
     return value
 
 
@@ -518,10 +565,10 @@ def init(
     0 turns it off).
     """
     env = names.environ_or_os(environ)
-    if not isinstance(experiment, str) or not 0 < len(experiment) <= MAX_EXPERIMENT_LEN:
-        raise InvalidArgumentError(f"experiment must be 1..{MAX_EXPERIMENT_LEN} characters")
-    if name is not None and (not isinstance(name, str) or len(name) > MAX_RUN_NAME_LEN):
-        raise InvalidArgumentError(f"run name must be a string of at most {MAX_RUN_NAME_LEN}")
+    check_text("experiment", experiment, MAX_EXPERIMENT_LEN, error=InvalidArgumentError,
+               empty=False)
+    if name is not None:
+        check_text("run name", name, MAX_RUN_NAME_LEN, error=InvalidArgumentError)
     config = names.with_explicit(
         ProducerConfig.from_env(env), kafka=kafka, topic=topic, encoding=encoding,
         spool_dir=spool_dir, artifacts_dir=artifacts_dir, heartbeat_s=heartbeat_s,

@@ -7,6 +7,12 @@ across I/O. The sender thread (``runstream-producer-sender``)
 wakes every ``flush_interval_s`` or when the buffer passes one batch, takes everything
 at once, builds columnar MetricsBatch events of at most ``points_per_batch`` points,
 assigns ``seq`` 1, 2, 3 ... in send order, encodes with the run's encoding and sends.
+
+Every event it sends fits the consumer's limits and the broker's: list bodies (params,
+tags) are cut into events of at most MAX_ITEMS_PER_EVENT items, and any event whose
+encoding is over EVENT_BYTES is split in halves until each part fits. A chunk that fails
+to encode is split the same way, so one bad point (or item) is dropped - counted by
+reason in the run's DeliveryAccount - and the rest of its cycle is sent.
 """
 
 from __future__ import annotations
@@ -23,15 +29,27 @@ from typing import Any
 from google.protobuf.message import Message
 
 from runstream import capture
-from runstream.batch import FLAT_WIDTH, column_chunks, fill_batch, flat_columns
+from runstream.batch import FLAT_WIDTH, Columns, column_chunks, fill_batch, flat_columns
 from runstream.config import ProducerConfig
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2
+from runstream.proto.validation import MAX_ITEMS_PER_EVENT
 from runstream.transport import Transport
 
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "runstream-producer-sender"
+#: The most bytes one encoded event may have: a quarter of the producer's
+#: max_request_size and the broker's message.max.bytes (16 MiB), so headers, batching
+#: and a broker configured a little lower never refuse one.
+EVENT_BYTES = 4 << 20
+#: Event bodies that are lists of items the sender may cut into several events.
+_LIST_BODIES = {"params": "params", "tags": "tags"}
+
+
+def count_points(flat: list[Any]) -> int:
+    """Metric points in a flat buffer (``runstream.batch.FLAT_WIDTH`` items a record)."""
+    return sum(map(len, flat[FLAT_WIDTH - 1::FLAT_WIDTH]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +98,7 @@ class EventQueue:
     blocks except :meth:`wait_for_room`. ``Run.log`` appends to ``points`` without the
     lock (see :meth:`_take_points`); everything else holds ``lock``."""
 
-    __slots__ = ("closed", "lock", "points", "room", "segments", "wake")
+    __slots__ = ("closed", "lock", "points", "room", "segments", "taken_points", "wake")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -93,6 +111,8 @@ class EventQueue:
         self.closed = False
         self.segments: collections.deque[tuple[Item, Any]] = collections.deque()
         self.wake = threading.Event()
+        #: Metric points the sender has taken, in all (under ``lock``).
+        self.taken_points = 0
 
     def put(self, kind: Item, item: Any) -> bool:
         """Queue an event body or request after every point logged so far; False (and
@@ -131,8 +151,19 @@ class EventQueue:
             segments = self.segments
             self.segments = collections.deque()
             points = [] if self.closed else self._take_points()
+            self.taken_points += count_points(points) + sum(
+                count_points(item) for kind, item in segments if kind == Item.POINTS)
             self.room.notify_all()
         return segments, points
+
+    def logged_points(self) -> int:
+        """Metric points accepted so far: taken by the sender or still queued. Call with
+        ``lock`` held (one consistent count with the sender's take)."""
+        queued = sum(count_points(item) for kind, item in self.segments
+                     if kind == Item.POINTS)
+        if not self.closed:
+            queued += count_points(self.points[:])
+        return self.taken_points + queued
 
     def _take_points(self) -> list[Any]:
         """Move the buffered points out; under ``lock``. ``Run.log`` appends without the
@@ -187,6 +218,7 @@ class Sender:
         self.config = config
         self.queue = queue
         self.transport = transport
+        self.account = transport.account
         self._started = started
         self._heartbeats = heartbeats
         self._key = f"{identity.run_id}/{identity.rank}".encode()
@@ -292,19 +324,87 @@ class Sender:
         its envelope (no copy) from C-level column slices."""
         ts_ms = _now_ms()
         for chunk in column_chunks(flat_columns(flat), self.config.points_per_batch):
-            event = self._envelope(ts_ms)
-            fill_batch(event.metrics, *chunk)
-            self._emit(event)
+            self._emit_points(chunk, ts_ms)
+
+    def _emit_points(self, cols: Columns, ts_ms: int) -> None:
+        """One MetricsBatch of these columns; halves of them while it does not encode or
+        is over EVENT_BYTES, down to single points (a bad one is dropped)."""
+        n = len(cols[0])
+        event = self._envelope(ts_ms)
+        try:
+            fill_batch(event.metrics, *cols)
+            payload = codec.encode(event, self.config.encoding)
+        except Exception as e:  # a value the encoder refuses: isolate it
+            if n == 1:
+                self.account.drop(f"metric point could not be encoded ({type(e).__name__})", 1)
+                log.error("runstream: dropped metric point %r at step %r: %s",
+                          cols[0][0], cols[1][0], e)
+                return
+        else:
+            if n == 1 or len(payload) <= EVENT_BYTES:
+                self._emit(payload, n)
+                return
+        half = n // 2
+        for part in (slice(0, half), slice(half, n)):
+            keys, steps, values, ts = cols
+            self._emit_points((keys[part], steps[part], values[part], ts[part]), ts_ms)
 
     def _send(self, field: str, body: Message, ts_ms: int) -> None:
+        if field == "run_finished":
+            self._count_into(body)  # type: ignore[arg-type]
+        items_field = _LIST_BODIES.get(field)
+        if items_field is None:
+            self._emit_items(field, body, None, [], ts_ms)
+            return
+        items = list(getattr(body, items_field))
+        start, size = 0, 0
+        for i, item in enumerate(items):
+            item_bytes = item.ByteSize() + 8
+            if i > start and (i - start >= MAX_ITEMS_PER_EVENT
+                              or size + item_bytes > EVENT_BYTES):
+                self._emit_items(field, body, items_field, items[start:i], ts_ms)
+                start, size = i, 0
+            size += item_bytes
+        if items:
+            self._emit_items(field, body, items_field, items[start:], ts_ms)
+
+    def _emit_items(self, field: str, body: Message, items_field: str | None,
+                    items: list[Any], ts_ms: int) -> None:
+        """One event of ``field``: ``body`` itself, or (``items_field`` set) a body of
+        these items; halves of them while it does not encode or is too big."""
         event = self._envelope(ts_ms)
-        getattr(event, field).CopyFrom(body)
-        self._emit(event)
+        target = getattr(event, field)
+        try:
+            if items_field is None:
+                target.CopyFrom(body)
+            else:
+                getattr(target, items_field).extend(items)
+            payload = codec.encode(event, self.config.encoding)
+        except Exception as e:
+            if len(items) <= 1:
+                self.account.drop(f"{field} event could not be encoded ({type(e).__name__})", 0)
+                log.error("runstream: dropped a %s event: %s", field, e)
+                return
+        else:
+            if len(items) <= 1 or len(payload) <= EVENT_BYTES:
+                self._emit(payload, 0)
+                return
+        half = len(items) // 2
+        self._emit_items(field, body, items_field, items[:half], ts_ms)
+        self._emit_items(field, body, items_field, items[half:], ts_ms)
+
+    def _count_into(self, finished: events_pb2.RunFinished) -> None:
+        """What RunFinished reports: points accepted in all, and drops so far by reason."""
+        with self.queue.lock:
+            finished.points_logged = self.queue.taken_points
+        del finished.dropped[:]
+        for reason, events, points in self.account.drops():
+            finished.dropped.add(reason=reason, events=events, points=points)
 
     def _envelope(self, ts_ms: int) -> events_pb2.RunEvent:
-        """A RunEvent with this producer's identity and the next ``seq``."""
+        """A RunEvent with this producer's identity and the next ``seq`` (taken by
+        :meth:`_emit`, so an event that is split or dropped leaves no gap)."""
         ident = self.identity
-        self._seq += 1
         return events_pb2.RunEvent(
             run_id=ident.run_id,
             experiment=ident.experiment,
@@ -313,12 +413,13 @@ class Sender:
             local_rank=ident.local_rank,
             node=ident.node,
             producer_id=ident.producer_id,
-            seq=self._seq,
+            seq=self._seq + 1,
             ts_ms=ts_ms,
         )
 
-    def _emit(self, event: events_pb2.RunEvent) -> None:
-        self.transport.send(self._key, codec.encode(event, self.config.encoding))
+    def _emit(self, payload: bytes, points: int) -> None:
+        self._seq += 1
+        self.transport.send(self._key, payload, points)
         self.events_sent += 1
 
 

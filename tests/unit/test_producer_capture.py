@@ -39,3 +39,17 @@ def test_code_version_dirty_clean_and_no_repo(tmp_path: Path):
     diff = Path(dirty.diff_uri.removeprefix("file://")).read_bytes()
     assert b"-lr = 0.1" in diff and b"+lr = 0.2" in diff
     assert __import__("hashlib").sha256(diff).hexdigest() == dirty.diff_sha256
+
+
+def test_a_command_line_that_is_not_utf8_is_captured_not_lost(monkeypatch) -> None:
+    """A non-UTF-8 file name in argv (os.fsdecode gives lone surrogates) must not make
+    RunStarted lose the environment: the bytes are shown as \\xNN."""
+    import sys
+
+    from runstream import capture
+    from runstream.proto.v1 import events_pb2
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "data/caf\udce9.csv"])
+    env = capture.environment()
+    assert env.command.endswith("train.py data/caf\\xe9.csv")
+    events_pb2.RunStarted(env=env).SerializeToString()

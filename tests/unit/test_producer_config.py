@@ -52,3 +52,14 @@ def test_explicit_values_are_checked_like_variables(field, value, name, tmp_path
     with pytest.raises(ConfigError, match=name):
         dataclasses.replace(cfg, **{field: value})
     assert dataclasses.replace(cfg, kafka="a:1, b:2").kafka == "a:1,b:2"
+
+
+def test_points_per_batch_within_the_consumers_key_and_point_limits(tmp_path: Path):
+    from runstream.proto.validation import MAX_KEYS_PER_BATCH, MAX_POINTS_PER_BATCH
+
+    assert MAX_KEYS_PER_BATCH <= MAX_POINTS_PER_BATCH
+    ProducerConfig(spool_dir=tmp_path, artifacts_dir=tmp_path,
+                   points_per_batch=MAX_KEYS_PER_BATCH)
+    with pytest.raises(ConfigError, match="points_per_batch"):
+        ProducerConfig(spool_dir=tmp_path, artifacts_dir=tmp_path,
+                       points_per_batch=MAX_KEYS_PER_BATCH + 1)

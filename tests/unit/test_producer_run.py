@@ -202,3 +202,123 @@ def test_log_racing_finish_loses_no_point(tmp_path: Path, env):
     for i in range(4):
         assert steps_of(events, f"t{i}") == accepted[i]
     assert events[-1].HasField("run_finished")
+
+
+# --- values the encoder cannot carry, refused at the call ----------------------------
+
+BAD_TEXT = "loss\udcff"  # what os.fsdecode makes of a file name that is not UTF-8
+
+
+def test_unencodable_values_are_refused_at_the_call(tmp_path: Path, env):
+    with pytest.raises(InvalidArgumentError, match="experiment"):
+        runstream.init("exp\udcff", spool_dir=tmp_path, environ=env)
+    with pytest.raises(InvalidArgumentError, match="run name"):
+        runstream.init("exp", name=BAD_TEXT, spool_dir=tmp_path, environ=env)
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env)
+    with pytest.raises(InvalidArgumentError, match="Unicode"):
+        run.log({"ok": 1.0, BAD_TEXT: 2.0})
+    with pytest.raises(InvalidArgumentError, match="int64"):
+        run.log({"ok": 1.0}, step=2**63)
+    run.log({"ok": 1.0}, step=2**63 - 1)
+    for bad in ({BAD_TEXT: 1}, {"p": BAD_TEXT}, {"p": Path(BAD_TEXT)}):
+        with pytest.raises(InvalidArgumentError, match="Unicode"):
+            run.log_params(bad)
+    for bad in ({BAD_TEXT: "v"}, {"t": BAD_TEXT}):
+        with pytest.raises(InvalidArgumentError, match="Unicode"):
+            run.set_tags(bad)
+    source = tmp_path / "model.bin"
+    source.write_bytes(b"x")
+    with pytest.raises(InvalidArgumentError, match="artifact name"):
+        run.log_artifact(source, name=BAD_TEXT)
+    with pytest.raises(InvalidArgumentError, match="input uri"):
+        run.log_input("s3://bucket/" + BAD_TEXT)
+    with pytest.raises(InvalidArgumentError, match="input name"):
+        run.log_input("s3://bucket/x", name=BAD_TEXT)
+    assert run.finish() is True
+    events = read_spool(tmp_path)
+    assert points_of(events) == [("ok", 2**63 - 1, 1.0)]
+    assert not any(e.HasField("params") or e.HasField("tags") or e.HasField("artifact")
+                   or e.HasField("input") for e in events)
+    assert run.delivery().lossless
+
+
+def test_a_bad_point_the_encoder_refuses_costs_only_itself(tmp_path: Path, env):
+    """A record that slipped past the call's checks (here put in the buffer directly)
+    is isolated: the other points of the cycle are sent, the drop counted by reason."""
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env)
+    queue = run._queue
+    good = [(i, 1_700_000_000_000, {"loss": float(i)}) for i in range(10_000)]
+    records = [*good[:4321], (4321, 1_700_000_000_000, {BAD_TEXT: 1.0}), *good[4321:]]
+    records.append((2**63, 1_700_000_000_000, {"loss": 2.0}))
+    flat: list[object] = []
+    for record in records:
+        flat += record
+    with queue.lock:
+        queue.points += flat
+    assert run.finish() is False  # two points dropped
+    delivery = run.delivery()
+    assert delivery.points_logged == 10_002
+    assert delivery.points_spooled == 10_000 and delivery.points_pending == 0
+    assert delivery.dropped == {
+        "metric point could not be encoded (UnicodeEncodeError)": 1,
+        "metric point could not be encoded (ValueError)": 1}
+    events = read_spool(tmp_path)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert steps_of(events, "loss") == list(range(10_000))
+    finished = events[-1].run_finished
+    assert finished.points_logged == 10_002
+    assert sorted((d.reason, d.events, d.points) for d in finished.dropped) == [
+        ("metric point could not be encoded (UnicodeEncodeError)", 1, 1),
+        ("metric point could not be encoded (ValueError)", 1, 1)]
+
+
+# --- limits: what the SDK accepts, the consumer stores -------------------------------
+
+
+def test_large_bodies_are_cut_into_events_within_every_consumer_limit(tmp_path: Path, env):
+    from runstream.proto.validation import MAX_ITEMS_PER_EVENT, MAX_KEYS_PER_BATCH
+    from runstream.sender import EVENT_BYTES
+
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env)
+    run.log_params({f"k{i}": i for i in range(MAX_ITEMS_PER_EVENT + 1)})
+    run.log_params({f"big{i}": "v" * 6000 for i in range(3000)})
+    run.set_tags({f"t{i}": "x" * 5000 for i in range(1000)})
+    run.log({f"m{i}": 1.0 for i in range(MAX_KEYS_PER_BATCH + 5)})
+    assert run.finish() is True
+    frames = [f for p in spool.ready_files(tmp_path) for f in spool.read_frames(p)]
+    assert max(len(f.payload) for f in frames) <= EVENT_BYTES
+    events = read_spool(tmp_path)
+    for e in events:
+        validate(e)  # what the consumer checks: nothing would be dead-lettered
+    params = [p.key for e in events if e.HasField("params") for p in e.params.params]
+    assert len(params) == len(set(params)) == MAX_ITEMS_PER_EVENT + 1 + 3000
+    assert sum(len(e.tags.tags) for e in events if e.HasField("tags")) == 1000
+    assert len(points_of(events)) == MAX_KEYS_PER_BATCH + 5
+    delivery = run.delivery()
+    assert delivery.points_logged == delivery.points_spooled == MAX_KEYS_PER_BATCH + 5
+    assert events[-1].run_finished.points_logged == MAX_KEYS_PER_BATCH + 5
+
+
+def test_delivery_counts_points_through_the_spool_and_its_readers(tmp_path: Path, env):
+    run = runstream.init("exp", spool_dir=tmp_path, environ=env)
+    assert run.delivery() == runstream.Delivery()
+    for i in range(25_000):
+        run.log({"loss": 1.0, "acc": 2.0}, step=i)
+    before = run.delivery()
+    assert before.points_logged == 50_000
+    assert before.points_logged == (before.points_sent + before.points_spooled
+                                    + before.points_pending + before.points_dropped)
+    assert run.flush() is True
+    flushed = run.delivery()
+    assert (flushed.points_spooled, flushed.points_pending) == (50_000, 0)
+    # A reader (runstream serve / sync) takes the files: the points count as sent.
+    for path in spool.ready_files(tmp_path):
+        claimed = spool.claim(path)
+        assert claimed is not None
+        claimed.done()
+    taken = wait_for(run.delivery, lambda d: d.points_spooled == 0, timeout_s=30,
+                     what="the sender noticing the files were taken")
+    assert (taken.points_sent, taken.points_spooled) == (50_000, 0)
+    assert run.finish() is True and run.finish() is True
+    finished = read_spool(tmp_path)[-1].run_finished
+    assert finished.points_logged == 50_000 and not finished.dropped

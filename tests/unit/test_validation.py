@@ -91,3 +91,42 @@ def test_bad_drop_accounts_are_rejected(reasons: list[str], match: str) -> None:
         event.run_finished.dropped.add(reason=reason, events=1, points=1)
     with pytest.raises(ValidationError, match=match):
         validate(event)
+
+
+def test_keys_and_texts_with_lone_surrogates_are_refused() -> None:
+    from runstream.proto.validation import check_key, check_text, encodable
+
+    assert encodable("ünïcode ☃") and encodable("ascii")
+    assert not encodable("loss\udcff")
+    with pytest.raises(ValidationError, match="Unicode"):
+        check_key("metric", "loss\udcff")
+    with pytest.raises(ValidationError, match="Unicode"):
+        check_text("experiment", "e\ud800", 256)
+    with pytest.raises(ValidationError, match=r"1\.\.256"):
+        check_text("experiment", "", 256, empty=False)
+    assert check_text("run name", "", 256) == ""
+
+
+def test_the_sdk_drop_account_fits_the_run_finished_limits() -> None:
+    from runstream.delivery import DeliveryAccount
+
+    account = DeliveryAccount()
+    for i in range(1500):
+        account.drop(f"reason {i} " + "x" * 300, points=2)
+    event = full_envelope()
+    event.run_finished.status = pb.FINISHED
+    for reason, events, points in account.drops():
+        event.run_finished.dropped.add(reason=reason, events=events, points=points)
+    validate(event)
+    assert sum(d.points for d in event.run_finished.dropped) == 3000
+
+
+def test_wire_text_keeps_undecodable_bytes_visible_and_always_encodes() -> None:
+    from runstream.proto.validation import encodable, wire_text
+
+    assert wire_text("train.py --lr 0.1") == "train.py --lr 0.1"
+    assert wire_text("données") == "données"
+    argv = "train.py data/caf\udce9.csv"  # os.fsdecode of a latin-1 file name
+    assert wire_text(argv) == "train.py data/caf\\xe9.csv"
+    assert wire_text("a\ud800b") == "a?b"
+    assert all(encodable(wire_text(t)) for t in (argv, "a\ud800b", "\udcff" * 3))

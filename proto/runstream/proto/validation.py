@@ -33,6 +33,8 @@ MAX_WORLD_SIZE = 1 << 20
 MAX_POINTS_PER_BATCH = 1_000_000
 MAX_KEYS_PER_BATCH = 100_000
 MAX_ITEMS_PER_EVENT = 100_000
+#: Steps are int64 on the wire (protobuf and Avro): 0..2**63 - 1.
+MAX_STEP = (1 << 63) - 1
 # Years 1970..2400 in epoch milliseconds: anything outside is a corrupt clock or field.
 MAX_TS_MS = 13_569_465_600_000
 _PARAM_TYPES = frozenset(
@@ -52,12 +54,60 @@ def check_run_id(
     return run_id
 
 
+def wire_text(text: str) -> str:
+    """``text`` made encodable, for texts the SDK reports rather than takes from the user
+    (command line, host name, tracebacks): bytes ``os.fsdecode`` could not decode (lone
+    surrogates U+DC80..U+DCFF) become ``\\xNN``, any other lone surrogate "?"."""
+    if encodable(text):
+        return text
+    out = []
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("?")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def encodable(text: str) -> bool:
+    """True when ``text`` is valid Unicode for the wire: no lone surrogate (what
+    ``os.fsdecode`` makes of a file name that is not UTF-8, e.g. "loss\udcff"), which
+    neither protobuf nor Avro can encode."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_key(kind: str, key: object, *, error: type[Exception] = ValidationError) -> str:
-    """``key`` if it is a string of 1..250 characters; else ``error`` naming the ``kind``
-    of key ("metric", "param", "tag")."""
+    """``key`` if it is a string of 1..250 characters without lone surrogates; else
+    ``error`` naming the ``kind`` of key ("metric", "param", "tag")."""
     if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LEN:
         raise error(f"{kind} key {key!r:.80} must be a string of 1..{MAX_KEY_LEN} characters")
+    if not encodable(key):
+        raise error(f"{kind} key {key!r:.80} is not valid Unicode (a lone surrogate, as "
+                    "from a file name that is not UTF-8)")
     return key
+
+
+def check_text(what: str, text: object, limit: int, *, error: type[Exception] = ValidationError,
+               empty: bool = True) -> str:
+    """``text`` if it is a string of at most ``limit`` characters (and not empty unless
+    ``empty``) without lone surrogates; else ``error`` naming ``what``."""
+    if not isinstance(text, str):
+        raise error(f"{what} must be a string, not {type(text).__name__}")
+    if len(text) > limit or (not empty and not text):
+        low = 0 if empty else 1
+        raise error(f"{what} is {len(text)} characters; expected {low}..{limit}")
+    if not encodable(text):
+        raise error(f"{what} {text!r:.80} is not valid Unicode (a lone surrogate, as from a "
+                    "file name that is not UTF-8)")
+    return text
 
 
 def _check_len(what: str, value: str, limit: int) -> None:
