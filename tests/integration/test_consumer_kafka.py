@@ -86,7 +86,7 @@ def test_valid_events_stored_once_malformed_dead_lettered(
     assert count(client, "metrics") == 4 * 100
     assert count(client, "runs") == 4
     assert count(client, "run_status") == 8
-    assert count(client, "params") == 8
+    assert count(client, "param_values") == 8
     assert count(client, "tags") == 2  # keyed by (run, key)
     assert count(client, "artifacts") == 4
     assert count(client, "inputs") == 4

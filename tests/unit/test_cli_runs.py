@@ -96,3 +96,29 @@ def test_reproduce_text_lists_commit_diff_packages_and_command() -> None:
                    "pip install torch==2.4.0", "digest sha256:ab", "lr=0.1",
                    "torchrun train.py --lr 0.1", "1x H100 (80.0 GiB)"):
         assert needle in text, needle
+
+
+def test_show_prints_drops_the_account_and_param_conflicts() -> None:
+    from runstream.query.models import Drop, Param, ParamConflict, RankInfo, Run
+
+    def rank(n: int, **kw: Any) -> RankInfo:
+        return RankInfo(rank=n, local_rank=n, node="n", status="FINISHED", start_ms=T0,
+                        end_ms=T0 + 1, error="", **kw)
+
+    run = Run(
+        info=run_info(world_size=2),
+        params=(Param(key="lr", value="0.1", type="FLOAT"),),
+        param_conflicts=(ParamConflict(key="lr", rank=0, value="0.2", type="FLOAT",
+                                       producer_id="p2", ts_ms=T0),),
+        ranks=(rank(0, points_logged=70_300, points_stored=200, producers_finished=1,
+                    dropped=(Drop(reason="spool write failed: ENOSPC", events=70,
+                                  points=70_000),)),
+               rank(1, points_stored=50)),
+    )
+    text = runs.run_text(run, T0)
+    assert "70,000 points dropped (spool write failed: ENOSPC)" in text
+    assert "100 points logged but neither stored nor counted as dropped" in text
+    assert "250 points stored, 70,300 logged" in text
+    assert "param lr: 0.1 (also logged: 0.2 by producer p2 at 2023-11-14 22:13:20 UTC)" in text
+    quiet = runs.run_text(Run(info=run_info(), ranks=(rank(0),)), T0)
+    assert "Points\n  (none)" in quiet and "dropped" not in quiet

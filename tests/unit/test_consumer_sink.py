@@ -23,3 +23,26 @@ def test_is_transient_classification():
 def test_server_errors_are_classified_by_name(name: str | None, transient: bool) -> None:
     error = DatabaseError(f"Code: 1. DB::Exception: x. ({name})", code=1, name=name)
     assert is_transient(error) is transient
+
+
+def test_check_store_notices_a_removed_or_replaced_store(tmp_path, caplog) -> None:
+    import shutil
+
+    from runstream.consumer.sink import ClickHouseSink, StoreLostError
+    from runstream.proto import tables
+
+    store = tmp_path / "chdb"
+    store.mkdir()
+    sink = ClickHouseSink(object(), "db")
+    sink.check_store()  # before the schema is ensured: nothing to check
+    sink.store_id = "abc"
+    sink._mark_store(store)
+    assert (store / tables.STORE_MARKER).read_text().strip() == "abc"
+    sink.check_store()
+    shutil.rmtree(store)
+    store.mkdir()  # recreated at once, as chdb does on its next insert
+    with pytest.raises(StoreLostError, match=str(store)):
+        sink.check_store()
+    with pytest.raises(StoreLostError):  # and stays lost
+        sink.check_store()
+    assert sum(r.levelname == "ERROR" for r in caplog.records) == 1

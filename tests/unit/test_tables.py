@@ -57,3 +57,25 @@ def test_insert_types_drop_codecs_and_low_cardinality():
     runs = dict(zip(tables.RUNS.column_names, tables.RUNS.insert_types, strict=True))
     assert runs["packages"] == "Map(String, String)"
     assert runs["gpu_memory_bytes"] == "Array(UInt64)"
+
+
+def test_add_columns_ddl_adds_only_what_an_existing_table_lacks():
+    have = {t.name: set(t.column_names) | {c for c, _ in t.computed}
+            for t in (*tables.TABLES, *tables.AUX_TABLES, *tables.AGGREGATE_TABLES)}
+    assert tables.add_columns_ddl("rs", have) == []
+    have["run_status"] -= {"points_logged", "drop_points"}
+    del have["tags"]  # missing tables are CREATE's business
+    assert tables.add_columns_ddl("rs", have) == [
+        "ALTER TABLE `rs`.`run_status` ADD COLUMN IF NOT EXISTS `points_logged` UInt64,"
+        " ADD COLUMN IF NOT EXISTS `drop_points` Array(UInt64)"]
+    with pytest.raises(InvalidArgumentError):
+        tables.add_columns_ddl("r-s", have)
+
+
+def test_param_values_keep_every_value_and_the_earliest_of_equal_ones():
+    assert tables.PARAMS.name == "param_values"
+    assert tables.PARAMS.order_by == "run_id, key, rank, value"
+    assert tables.PARAMS.engine == "ReplacingMergeTree(ver)"
+    copy, rename = tables.migration_ddl("rs")
+    assert copy.startswith("INSERT INTO `rs`.`param_values` (") and "FROM `rs`.`params`" in copy
+    assert rename == "RENAME TABLE `rs`.`params` TO `rs`.`params_migrated`"

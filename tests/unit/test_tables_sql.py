@@ -34,7 +34,7 @@ KNOWN = {
     # functions
     "if", "ifNull", "isNull", "isNaN", "argMax", "argMin", "argMaxIf", "argMaxMerge",
     "argMaxMergeIf", "minIf", "maxIf", "countIf", "count", "min", "max", "avg", "tuple",
-    "toUInt32", "toUInt128", "toFloat64", "toFloat64OrNull", "toString", "bitOr", "bitXor",
+    "toUInt32", "toUInt128", "toFloat64", "toFloat64OrNull", "toString", "bitOr", "bitXor", "sum",
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
 }
 
@@ -71,6 +71,9 @@ def repository_sql() -> list[str]:
     repo.rank_rows(runs)
     repo.statuses(runs)
     repo.params(runs)
+    repo.param_conflicts(runs)
+    repo.accounts(runs)
+    repo.points_stored(runs)
     repo.tags(runs)
     repo.artifacts("r1")
     repo.inputs(runs)
@@ -128,8 +131,8 @@ def test_sql_names_only_tables_and_columns_of_the_contract(sql: str) -> None:
 def test_every_repository_query_was_captured() -> None:
     # The table reads are what the service needs; a new method must be added above.
     read = set().union(*(_identifiers(sql)[0] for sql in repository_sql()))
-    assert read == {"runs", "run_status", "params", "tags", "artifacts", "inputs", "metrics",
-                    "metric_summaries", "ingest_progress"}
+    assert read == {"runs", "run_status", "param_values", "tags", "artifacts", "inputs",
+                    "metrics", "metric_counts", "metric_summaries", "ingest_progress"}
 
 
 def test_a_misspelled_column_is_caught() -> None:

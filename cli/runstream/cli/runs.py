@@ -61,9 +61,8 @@ def run_text(run: Run, now_ms: int) -> str:
     def section(title: str, body: str | None) -> None:
         sections.append(f"{title}\n" + (body if body else "  (none)"))
 
-    section("Params", format_table(["KEY", "VALUE", "TYPE"],
-                                   [(p.key, p.value, p.type) for p in run.params])
-            if run.params else None)
+    params = format_table(["KEY", "VALUE", "TYPE"], [(p.key, p.value, p.type) for p in run.params])
+    section("Params", "\n".join([params, *conflict_lines(run)]) if run.params else None)
     section("Tags", format_table(["KEY", "VALUE"], [(t.key, t.value) for t in run.tags])
             if run.tags else None)
     section("Metrics", format_table(
@@ -72,6 +71,7 @@ def run_text(run: Run, now_ms: int) -> str:
          for m in run.metrics],
         right=(1, 2, 3, 4),
     ) if run.metrics else None)
+    section("Points", points_text(run))
     section("Ranks", format_table(
         ["RANK", "NODE", "LOCAL", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
         [(r.rank, r.node or "-", r.local_rank, r.status, format_time_ms(r.start_ms),
@@ -100,6 +100,57 @@ def run_text(run: Run, now_ms: int) -> str:
         ("command", env.command or "-"),
     ]))
     return "\n\n".join(sections)
+
+
+def conflict_lines(run: Run) -> list[str]:
+    """One line per param that was logged again with another value (params are
+    immutable: the first value stays), e.g.
+    ``param lr: 0.1 (also logged: 0.2 by producer 4f1c at 2025-01-02 03:04:05 UTC)``."""
+    values = {p.key: p.value for p in run.params}
+    by_key: dict[tuple[str, int], list[str]] = {}
+    for c in run.param_conflicts:
+        by_key.setdefault((c.key, c.rank), []).append(
+            f"{c.value} by producer {c.producer_id} at {format_time_ms(c.ts_ms)} UTC")
+    # The value shown is the lowest rank's (rank 0's); another rank's conflict names it.
+    return [f"param {key}: {values.get(key, '?')} (also logged: {'; '.join(others)})"
+            if rank == 0 else f"param {key}, rank {rank}: also logged {'; '.join(others)}"
+            for (key, rank), others in sorted(by_key.items())]
+
+
+def points_text(run: Run) -> str | None:
+    """The account of the run's metric points: one line per drop reason (e.g.
+    ``70,000 points dropped (spool write failed: ENOSPC)``), points logged but neither
+    stored nor dropped, then per rank: logged, stored, dropped. None when no rank
+    logged or stored a point."""
+    ranks = [r for r in run.ranks if r.points_logged or r.points_stored or r.dropped]
+    if not ranks:
+        return None
+    lines = []
+    drops: dict[str, tuple[int, int]] = {}
+    for r in ranks:
+        for d in r.dropped:
+            events, points = drops.get(d.reason, (0, 0))
+            drops[d.reason] = (events + d.events, points + d.points)
+    for reason, (events, points) in sorted(drops.items()):
+        what = f"{points:,} points" if points else f"{events:,} events"
+        lines.append(f"{what} dropped ({reason})")
+    finished = [r for r in ranks if r.producers_finished]
+    missing = sum(max(0, r.points_logged - r.points_stored - sum(d.points for d in r.dropped))
+                  for r in finished)
+    if missing:
+        lines.append(f"{missing:,} points logged but neither stored nor counted as dropped"
+                     " (still on the way, or lost)")
+    logged = sum(r.points_logged for r in ranks)
+    stored = sum(r.points_stored for r in ranks)
+    lines.append(f"{stored:,} points stored" + (f", {logged:,} logged" if finished else
+                                                 " (logged: known once a rank finishes)"))
+    lines.append(format_table(
+        ["RANK", "LOGGED", "STORED", "DROPPED"],
+        [(r.rank, f"{r.points_logged:,}" if r.producers_finished else "-", f"{r.points_stored:,}",
+          f"{sum(d.points for d in r.dropped):,}") for r in ranks],
+        right=(0, 1, 2, 3),
+    ))
+    return "\n".join(lines)
 
 
 DIFF_MARK = "≠"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -20,6 +21,8 @@ from typing import IO, Any, Protocol
 from runstream.consumer.sources import Message
 from runstream.proto import codec
 from runstream.proto.errors import UnavailableError
+
+log = logging.getLogger(__name__)
 
 REASON_HEADER = "runstream-dlq-reason"
 TOPIC_HEADER = "runstream-dlq-topic"
@@ -49,7 +52,13 @@ def _reason_bytes(reason: str) -> bytes:
 class KafkaDeadLetterSink:
     """Produces dead letters to ``<topic>.dlq``: the original value and key, with headers
     ``runstream-dlq-reason``/``-topic``/``-partition``/``-offset`` and the original
-    ``content-type``."""
+    ``content-type``.
+
+    The topic is created at start if missing (with the broker's default partitions and
+    replication; one INFO line says so). Left to the broker's auto-creation, the first
+    dead letter met a topic without a leader and kafka-python logged that as an ERROR.
+    Without the right to create topics it falls back to auto-creation, with a WARNING.
+    """
 
     def __init__(
         self, bootstrap: Iterable[str], dlq_topic: str, *, client_id: str = "runstream-dlq",
@@ -66,6 +75,8 @@ class KafkaDeadLetterSink:
             "acks": "all",
             "linger_ms": 20,
             "max_request_size": 64 << 20,
+            # Find a restarted broker within a second, not kafka-python's 30 s backoff.
+            "reconnect_backoff_max_ms": 1000,
             **overrides,
         }
         try:
@@ -73,6 +84,31 @@ class KafkaDeadLetterSink:
         except KafkaError as e:
             servers = settings["bootstrap_servers"]
             raise UnavailableError(f"cannot reach Kafka at {servers}: {e}") from e
+        self._ensure_topic(settings["bootstrap_servers"], client_id)
+
+    def _ensure_topic(self, bootstrap: list[str], client_id: str) -> None:
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-admin")
+        except KafkaError as e:
+            log.warning("cannot check dead-letter topic %s (%s); the broker creates it with"
+                        " the first dead letter if it allows auto-creation", self.dlq_topic, e)
+            return
+        try:
+            if self.dlq_topic in admin.list_topics():
+                return
+            admin.create_topics([NewTopic(self.dlq_topic)])
+            log.info("created dead-letter topic %s", self.dlq_topic)
+        except TopicAlreadyExistsError:
+            pass  # another consumer created it just now
+        except KafkaError as e:
+            log.warning("could not create dead-letter topic %s (%s); the broker creates it"
+                        " with the first dead letter if it allows auto-creation",
+                        self.dlq_topic, e)
+        finally:
+            admin.close()
 
     def add(self, message: Message, reason: str) -> None:
         self._futures.append((message, reason, self._send(message, reason)))

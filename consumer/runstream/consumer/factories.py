@@ -61,7 +61,7 @@ def _sink(config: ConsumerConfig, client: Any | None) -> ClickHouseSink:
             for _ in range(config.writers - 1)]
     sink = ClickHouseSink(client, config.database, more_clients=more)
     try:
-        sink.ensure_schema()
+        sink.ensure_schema(config.clickhouse_dsn)
     except BaseException:
         sink.close()
         raise
@@ -85,7 +85,7 @@ def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -
         source = KafkaSource(
             config.kafka_bootstrap, config.topic, config.group_id,
             max_poll_records=config.max_poll_records, client_id=config.client_id,
-            **membership,
+            store_id=sink.store_id, lag_interval_s=config.progress_interval_s, **membership,
         )
         try:
             dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic,

@@ -156,7 +156,8 @@ class LivenessChecker:
         rows = [
             {"run_id": c.run_id, "rank": c.rank, "experiment": c.experiment,
              "status": c.status, "error": c.error, "producer_id": tables.CONSUMER_PRODUCER_ID,
-             "seq": seq, "ts_ms": now_ms}
+             "seq": seq, "ts_ms": now_ms, "points_logged": 0, "drop_reasons": [],
+             "drop_events": [], "drop_points": []}
             for c in changes
         ]
         self.client.insert(table.name, [[r[c] for c in table.column_names] for r in rows],

@@ -14,6 +14,12 @@ touches the source (polls, commits) and the dead-letter sink's flush. The ClickH
 engine releases the GIL while it inserts, so the overlap is real parallelism.
 
 Every message ends in exactly one place: rows in ClickHouse, or the dead-letter sink.
+Before every commit (and about once a second while idle) the pipeline asks the sink
+whether the store is still the one it opened (:meth:`ClickHouseSink.check_store`); if it
+was removed, nothing more is committed and ``run`` ends with StoreLostError.
+
+The pipeline thread never waits on the broker for the lag report: ``source.offsets()``
+returns a snapshot that the source keeps up to date on a thread of its own.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from typing import cast
 from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import DeadLetterSink
 from runstream.consumer.rows import RowBatch
-from runstream.consumer.sink import ClickHouseSink
+from runstream.consumer.sink import ClickHouseSink, StoreLostError
 from runstream.consumer.sources import Message, Position, Source
 from runstream.proto import codec
 from runstream.proto.errors import DecodeError, RunstreamError, UnavailableError, ValidationError
@@ -118,6 +124,7 @@ class Pipeline:
         self._latencies_ms: deque[float] = deque(maxlen=64)
         self._offsets: dict[Position, tuple[int, int]] = {}
         self._offsets_at: float | None = None
+        self._store_checked_at: float | None = None
         #: Monotonic time of the last poll that returned less than a full poll (None: none
         #: yet): ingestion is not backlogged while this is recent.
         self.last_unsaturated_poll: float | None = None
@@ -173,9 +180,12 @@ class Pipeline:
             self._seal()
         self._complete_writes(in_flight=self.sink.concurrency)
         now = self._clock()
+        if self._store_checked_at is None or now - self._store_checked_at >= 1.0:
+            self._store_checked_at = now
+            self.sink.check_store()  # an idle pipeline notices a removed store too
         if self._offsets_at is None or now - self._offsets_at >= self.config.progress_interval_s:
             self._offsets_at = now
-            offsets = self.source.offsets()
+            offsets = self.source.offsets()  # a snapshot: never blocks on the broker
             with self._progress_lock:
                 self._offsets = offsets
         return len(messages)
@@ -324,6 +334,9 @@ class Pipeline:
     def _commit(self) -> None:
         if not self._uncommitted:
             return
+        # Rows written into a store that was removed are not stored: committing their
+        # offsets would lose them. StoreLostError ends the pipeline, uncommitted.
+        self.sink.check_store()
         try:
             self.source.commit(self._uncommitted)
         except UnavailableError as e:
@@ -347,6 +360,8 @@ class Pipeline:
         # it. If that fails, drop it; the new owner reads it again from the last commit.
         try:
             self.flush()
+        except StoreLostError:
+            raise
         except RunstreamError as e:
             log.warning("%s: could not flush before a rebalance, dropping the batch: %s",
                         self.name, e)

@@ -11,7 +11,8 @@ their own: they go to numpy arrays and leave as one Arrow table
 Mapping (one event -> rows):
 
 * ``run_started``  -> one ``runs`` row and a ``RUNNING`` row in ``run_status``;
-* ``run_finished`` -> one ``run_status`` row (the RunStatus name, e.g. ``"FINISHED"``);
+* ``run_finished`` -> one ``run_status`` row (the RunStatus name, e.g. ``"FINISHED"``),
+  carrying the producer's account: ``points_logged`` and the drops by reason;
 * ``heartbeat``    -> one ``heartbeats`` row;
 * ``params`` / ``tags`` -> one row per param / tag; ``artifact`` / ``input`` -> one row;
 * ``metrics``      -> one ``metrics`` row per point, identified by
@@ -91,7 +92,7 @@ class RowBatch:
             added = self._add_run_started(event)
         elif body == "run_finished":
             f = event.run_finished
-            self._status(event, _STATUS_NAMES[f.status], f.error)
+            self._status(event, _STATUS_NAMES[f.status], f.error, f)
             added = 1
         elif body == "heartbeat":
             self._tables[tables.HEARTBEATS.name].append(
@@ -148,10 +149,16 @@ class RowBatch:
         return {"run_id": event.run_id, "rank": event.rank, "producer_id": event.producer_id,
                 "seq": event.seq, "ts_ms": event.ts_ms}
 
-    def _status(self, event: events_pb2.RunEvent, status: str, error: str) -> None:
+    def _status(self, event: events_pb2.RunEvent, status: str, error: str,
+                finished: events_pb2.RunFinished | None = None) -> None:
+        drops = list(finished.dropped) if finished is not None else []
         self._tables[tables.RUN_STATUS.name].append(
             {**self._envelope(event), "experiment": event.experiment, "status": status,
-             "error": error}
+             "error": error,
+             "points_logged": finished.points_logged if finished is not None else 0,
+             "drop_reasons": [d.reason for d in drops],
+             "drop_events": [d.events for d in drops],
+             "drop_points": [d.points for d in drops]}
         )
 
     def _add_run_started(self, event: events_pb2.RunEvent) -> int:

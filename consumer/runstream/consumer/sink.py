@@ -6,14 +6,25 @@ column lists), each with its own ``insert_deduplication_token``
 tables already written. Transient failures (connection lost, server busy or restarting)
 are retried with exponential backoff until the caller's stop event is set; they are
 never a reason to dead-letter. Anything else is raised at once.
+
+The sink also owns the store's schema and identity: :meth:`ClickHouseSink.ensure_schema`
+creates missing tables, adds columns that an older store lacks, migrates renamed tables
+and reads the store id; :meth:`ClickHouseSink.check_store` tells the pipeline, before it
+commits, whether the embedded store it writes to is still the one it opened (a chdb
+directory removed under a running process takes inserts without an error, and rows
+written there are gone).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import time
+import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -32,6 +43,11 @@ TRANSIENT_ERRORS = frozenset({
     "TABLE_IS_READ_ONLY", "TOO_MANY_PARTS", "UNKNOWN_STATUS_OF_INSERT", "QUERY_WAS_CANCELLED",
     "SYSTEM_ERROR", "KEEPER_EXCEPTION", "POCO_EXCEPTION",
 })
+
+
+class StoreLostError(UnavailableError):
+    """The store the sink writes to was removed or replaced under it: rows written since
+    are not stored anywhere, so nothing may be committed any more."""
 
 
 def is_transient(error: BaseException) -> bool:
@@ -75,6 +91,12 @@ class ClickHouseSink:
         self._lock = threading.Lock()
         #: Failed insert attempts that were retried.
         self.retries = 0
+        #: The store's id (``store_identity``), read by :meth:`ensure_schema`; "" before.
+        self.store_id = ""
+        # A chdb store's directory and its (st_dev, st_ino) when the schema was ensured.
+        self._store_dir: Path | None = None
+        self._store_inode: tuple[int, int] | None = None
+        self._lost: str = ""
 
     @property
     def concurrency(self) -> int:
@@ -87,19 +109,102 @@ class ClickHouseSink:
             c.close()
         self._more_clients = []
 
-    def ensure_schema(self) -> None:
-        """Create the database, tables and views if missing (idempotent; blocks).
+    def ensure_schema(self, dsn: str = "") -> None:
+        """Bring the store to the schema of :mod:`runstream.proto.tables` and read its id
+        (idempotent; blocks): create the database, tables and views if missing, add the
+        columns an older store's tables lack (ALTER TABLE ... ADD COLUMN IF NOT EXISTS),
+        copy a legacy ``params`` table into ``param_values``, and read (or create) the
+        store id. With ``dsn`` ``chdb:///path``, also write the store id into
+        ``<path>/runstream-store-id`` and note the directory, for :meth:`check_store`.
 
         On a cluster (``metrics`` is a Distributed table, created from
-        ``deploy/clickhouse/print_ddl.py --cluster``) the schema is left as it is."""
+        ``deploy/clickhouse/print_ddl.py --cluster``) tables and columns are left as they
+        are (upgrade them with that script's DDL); only the store id is read."""
         engine = self.client.query(
             "SELECT engine FROM system.tables WHERE database = {db:String} AND name = 'metrics'",
             parameters={"db": self.database},
         ).result_rows
-        if engine and engine[0][0] == "Distributed":
-            return
-        for statement in tables.all_ddl(self.database):
+        if not engine or engine[0][0] != "Distributed":
+            for statement in tables.all_ddl(self.database):
+                self.client.command(statement)
+            self._upgrade()
+        self.store_id = self._read_store_id()
+        if dsn.startswith("chdb://"):
+            self._mark_store(Path(dsn[len("chdb://"):]))
+
+    def _upgrade(self) -> None:
+        existing: dict[str, set[str]] = {}
+        for table, column in self.client.query(
+            "SELECT table, name FROM system.columns WHERE database = {db:String}",
+            parameters={"db": self.database},
+        ).result_rows:
+            existing.setdefault(table, set()).add(column)
+        for statement in tables.add_columns_ddl(self.database, existing):
+            log.info("upgrading the store: %s", statement)
             self.client.command(statement)
+        if tables.LEGACY_PARAMS in existing:
+            log.info("copying %s.%s into %s.%s (params are immutable now; the old table is"
+                     " kept as %s)", self.database, tables.LEGACY_PARAMS, self.database,
+                     tables.PARAMS.name, tables.LEGACY_PARAMS_MIGRATED)
+            for statement in tables.migration_ddl(self.database):
+                self.client.command(statement)
+
+    def _read_store_id(self) -> str:
+        table = tables.STORE_IDENTITY
+        sql = (f"SELECT store_id FROM `{self.database}`.`{table.name}`"  # noqa: S608
+               " ORDER BY created_ms, store_id LIMIT 1")
+        rows = self.client.query(sql).result_rows
+        if rows:
+            return str(rows[0][0])
+        # A command, like the rest of the schema work (inserts are the rows' path).
+        self.client.command(
+            f"INSERT INTO `{self.database}`.`{table.name}` (store_id, created_ms)"  # noqa: S608
+            " VALUES ({store_id:String}, {created_ms:Int64})",
+            parameters={"store_id": uuid.uuid4().hex, "created_ms": time.time_ns() // 1_000_000})
+        return str(self.client.query(sql).result_rows[0][0])
+
+    def _mark_store(self, directory: Path) -> None:
+        marker = directory / tables.STORE_MARKER
+        marker.write_text(self.store_id + "\n", encoding="utf-8")
+        st = os.stat(directory)
+        self._store_dir = directory
+        self._store_inode = (st.st_dev, st.st_ino)
+
+    def check_store(self) -> None:
+        """Raise StoreLostError if the embedded store is no longer the one
+        :meth:`ensure_schema` opened: its directory was removed, or replaced (another
+        inode), or its ``runstream-store-id`` file is gone or names another store. Logs
+        an ERROR naming the path the first time. A no-op for a ClickHouse server (a
+        dropped database fails the inserts themselves). Cheap (one stat, one small read);
+        thread-safe."""
+        if self._store_dir is None:
+            return
+        if not self._lost:
+            marker = self._store_dir / tables.STORE_MARKER
+            try:
+                st = os.stat(self._store_dir)
+                found = marker.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                problem = f"{e.strerror or e}"
+            else:
+                if (st.st_dev, st.st_ino) != self._store_inode:
+                    problem = "the directory was replaced by another one"
+                elif found != self.store_id:
+                    problem = f"{marker} names store {found!r}, not {self.store_id!r}"
+                else:
+                    return
+            with self._lock:
+                if not self._lost:
+                    self._lost = (
+                        f"the ClickHouse store {self._store_dir} was removed or replaced while"
+                        f" this process was writing to it ({problem}): rows written since are"
+                        " not stored, so no more offsets are committed and ingestion stops;"
+                        " what was not committed stays in Kafka, and a store recreated empty"
+                        " reads every partition again from the beginning. Restart the"
+                        " process to ingest into a new store."
+                    )
+                    log.error("%s", self._lost)
+        raise StoreLostError(self._lost)
 
     def write(
         self, batch: RowBatch, dedup_token: str, stop: threading.Event | None = None

@@ -15,6 +15,17 @@ Metric points are identified by (producer_id, seq, idx): the producer incarnatio
 the event's sequence number and the point's index in the event. A replayed point
 has the same identity and is deduplicated; a second value logged at the same step is
 a different point and is kept.
+
+Params are immutable, across processes too: ``param_values`` keeps every distinct value
+of a (run, key, rank), and of equal values the earliest row (``ver`` orders by ts_ms,
+descending). Readers take the earliest value as the param and report the others as
+conflicts. It replaced ``params`` (keyed by (run, key, rank), where the latest value
+won); :func:`migration_ddl` copies an old ``params`` table's rows over at start.
+
+Upgrades: tables are created with CREATE TABLE IF NOT EXISTS, so an existing store
+keeps its old columns; :func:`add_columns_ddl` lists the ALTER TABLE ... ADD COLUMN
+statements that bring it to these definitions (the consumer runs them at start). A
+table whose ORDER BY changes gets a new name instead (ORDER BY cannot be altered).
 """
 
 from __future__ import annotations
@@ -85,11 +96,17 @@ RUNS = Table(
 )
 
 # One row per status change per rank: RUNNING at start, then FINISHED/FAILED/KILLED.
+# A RunFinished row also carries its producer's account (0 and empty on other rows):
+# metric points accepted from log() in all, and what was dropped, by reason (parallel
+# arrays: reason, events, points). One producer sends one RunFinished, so per (run, rank,
+# producer_id) the row with the highest seq holds that producer's final account.
 RUN_STATUS = Table(
     "run_status",
     (
         ("run_id", "String"), ("rank", "UInt32"), ("experiment", "String"),
         ("status", "LowCardinality(String)"), ("error", "String"), *_ENVELOPE,
+        ("points_logged", "UInt64"), ("drop_reasons", "Array(String)"),
+        ("drop_events", "Array(UInt64)"), ("drop_points", "Array(UInt64)"),
     ),
     "ReplacingMergeTree",
     "run_id, rank, producer_id, seq",
@@ -102,15 +119,24 @@ HEARTBEATS = Table(
     "run_id, rank",
 )
 
+# Every distinct value of a (run, key, rank), so a second process logging lr=0.2 under
+# the run id and rank where lr=0.1 was logged first never replaces it. Of equal values
+# the earliest row stays (ver: ts_ms descending, so replays and re-logs of the same value
+# collapse onto the first). Readers: the param is the value with the lowest ts_ms
+# (then producer_id, seq); the other values are conflicts shown beside it.
 PARAMS = Table(
-    "params",
+    "param_values",
     (
         ("run_id", "String"), ("key", "String"), ("value", "String"),
         ("type", "LowCardinality(String)"), ("rank", "UInt32"), *_ENVELOPE,
     ),
-    "ReplacingMergeTree(ts_ms)",
-    "run_id, key, rank",
+    "ReplacingMergeTree(ver)",
+    "run_id, key, rank, value",
+    (("ver", "UInt64 MATERIALIZED bitNot(toUInt64(greatest(ts_ms, 0)))"),),
 )
+#: The params table of stores created before param_values (ORDER BY run_id, key, rank:
+#: the latest value won). Its rows are copied into param_values at start.
+LEGACY_PARAMS = "params"
 
 # One row per (run, key): every rank may set the same tag, so the latest wins, and among
 # equal timestamps the highest rank; `ver` makes that choice independent of insert order.
@@ -226,8 +252,26 @@ INGEST_PROGRESS = Table(
     "consumer_id, source, topic, partition",
 )
 
+# The identity of this store: one random id, written by the first consumer that finds
+# none (concurrent first consumers may each write one; the row with the lowest
+# (created_ms, store_id) is the id). Consumers commit Kafka offsets with it, and
+# re-read a partition from the beginning when its offsets were committed for another
+# store (a store recreated empty must not keep the offsets of the one it replaced).
+STORE_IDENTITY = Table(
+    "store_identity",
+    (("store_id", "String"), ("created_ms", "Int64")),
+    "ReplacingMergeTree",
+    "store_id",
+)
+
+#: The file in an embedded (chdb) store's directory that holds its store id, written by
+#: the consumer at start. Gone (or naming another store) = the directory was removed or
+#: replaced under the running process; the consumer stops committing and the query
+#: service stops answering.
+STORE_MARKER = "runstream-store-id"
+
 AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, RANK_ACTIVITY)
-AUX_TABLES: tuple[Table, ...] = (INGEST_PROGRESS,)
+AUX_TABLES: tuple[Table, ...] = (INGEST_PROGRESS, STORE_IDENTITY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +344,52 @@ def all_ddl(database: str) -> list[str]:
     ]
 
 
+# --- upgrades of existing stores ----------------------------------------------------------
+
+
+def add_columns_ddl(
+    database: str, existing: dict[str, set[str]]
+) -> list[str]:
+    """ALTER TABLE statements adding every column (computed ones included) that a table
+    of these definitions has and ``existing`` (table name -> column names, as read from
+    ``system.columns``) lacks. Tables missing from ``existing`` are skipped (CREATE makes
+    them whole). Idempotent (ADD COLUMN IF NOT EXISTS). Pure.
+
+    Raises InvalidArgumentError unless ``database`` is a plain identifier.
+    """
+    _check_identifier("database name", database)
+    out = []
+    for t in (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES):
+        have = existing.get(t.name)
+        if have is None:
+            continue
+        missing = [(c, ty) for c, ty in (*t.columns, *t.computed) if c not in have]
+        if missing:
+            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS `{c}` {ty}" for c, ty in missing)
+            out.append(f"ALTER TABLE `{database}`.`{t.name}` {adds}")
+    return out
+
+
+#: What the legacy ``params`` table is renamed to once its rows are copied (kept, unread).
+LEGACY_PARAMS_MIGRATED = "params_migrated"
+
+
+def migration_ddl(database: str) -> list[str]:
+    """Statements that copy the rows of the legacy ``params`` table into ``param_values``
+    and then rename it ``params_migrated`` (run after :func:`all_ddl`, only while
+    ``params`` exists). A crash between the two is harmless: the next start copies again,
+    and a row copied twice collapses in the ReplacingMergeTree (the earliest of equal
+    values stays). Raises InvalidArgumentError unless ``database`` is an identifier."""
+    _check_identifier("database name", database)
+    cols = ", ".join(f"`{c}`" for c in PARAMS.column_names)
+    return [
+        f"INSERT INTO `{database}`.`{PARAMS.name}` ({cols})"  # noqa: S608 (constants only)
+        f" SELECT {cols} FROM `{database}`.`{LEGACY_PARAMS}`",
+        f"RENAME TABLE `{database}`.`{LEGACY_PARAMS}`"
+        f" TO `{database}`.`{LEGACY_PARAMS_MIGRATED}`",
+    ]
+
+
 # --- cluster ---------------------------------------------------------------------------
 
 LOCAL_SUFFIX = "_local"
@@ -320,6 +410,8 @@ def replicated_engine(engine: str, database: str, table: str) -> str:
 def _shard_by(table: Table) -> str:
     if "run_id" in table.column_names:
         return SHARDING_KEY
+    if "store_id" in table.column_names:
+        return "cityHash64(store_id)"
     return "cityHash64(consumer_id)"  # ingest_progress: one consumer's rows together
 
 

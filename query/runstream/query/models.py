@@ -28,8 +28,20 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Drop:
+    """What producers dropped for one reason: events, and metric points among them."""
+
+    reason: str
+    events: int
+    points: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RankInfo:
-    """One rank (process) of a run: where it ran, and its own latest status."""
+    """One rank (process) of a run: where it ran, its own latest status, and the account
+    of its metric points: ``points_logged`` (accepted by log(), summed over the
+    ``producers_finished`` producers whose RunFinished arrived; 0 before), ``points_stored``
+    (in the store now) and ``dropped`` (by reason, summed over those producers)."""
 
     rank: int
     local_rank: int
@@ -38,6 +50,10 @@ class RankInfo:
     start_ms: int
     end_ms: int
     error: str
+    points_logged: int = 0
+    points_stored: int = 0
+    dropped: tuple[Drop, ...] = ()
+    producers_finished: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,6 +74,19 @@ class Param:
     key: str
     value: str
     type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParamConflict:
+    """A value logged for a param of ``rank`` after its first value, which stays the
+    param: who logged it (``producer_id``) and when (``ts_ms``, epoch ms)."""
+
+    key: str
+    rank: int
+    value: str
+    type: str
+    producer_id: str
+    ts_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +171,9 @@ class Run:
     ranks: tuple[RankInfo, ...] = ()
     code: CodeVersion = field(default_factory=CodeVersion)
     env: Environment = field(default_factory=Environment)
+    #: Values logged for a param after its first one (by key, rank, time): params are
+    #: immutable, so these were refused, and are shown beside the param.
+    param_conflicts: tuple[ParamConflict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

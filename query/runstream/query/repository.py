@@ -17,6 +17,10 @@ Rules this module keeps:
 * One query per read, for one run or many (``run_id IN {run_ids:Array(String)}``).
 * Table names are unqualified: each connection is opened on the configured database.
 
+An embedded store (``chdb:///path``) is checked before every query: if its directory was
+removed or replaced since it was opened (``rm -rf`` under a running ``runstream serve``),
+the query fails with UNAVAILABLE naming the path, instead of reading an empty engine.
+
 Thread-safety: :class:`ClickHouseRepository` is safe to share between threads. Each
 thread gets its own clickhouse-connect client (a client serializes its calls, and an
 HTTP session rejects concurrent queries), created on first use and closed by
@@ -28,6 +32,7 @@ from __future__ import annotations
 import array
 import itertools
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, overload
@@ -45,6 +50,7 @@ from runstream.query.filters import Clause, OrderBy
 from runstream.query.models import (
     Artifact,
     CodeVersion,
+    Drop,
     Environment,
     ExperimentInfo,
     Gpu,
@@ -53,11 +59,19 @@ from runstream.query.models import (
     MetricSummary,
     Package,
     Param,
+    ParamConflict,
     Tag,
 )
 from runstream.query.search_sql import compile_search, keyset_value
-from runstream.query.sql import MAX_VALUE_KEY, MIN_VALUE_KEY, RANK_NEWEST_KEY, TS_SEQ_KEY, fill
-from runstream.query.storage import PointRows, RankRow, SearchRow, StatusRow
+from runstream.query.sql import (
+    MAX_VALUE_KEY,
+    MIN_VALUE_KEY,
+    PARAM_FIRST_KEY,
+    RANK_NEWEST_KEY,
+    TS_SEQ_KEY,
+    fill,
+)
+from runstream.query.storage import AccountRow, PointRows, RankRow, SearchRow, StatusRow
 from runstream.query.tokens import PointCursor
 
 T = TypeVar("T")
@@ -107,13 +121,46 @@ GROUP BY run_id, rank
 ORDER BY run_id, rank
 """, ts_seq=TS_SEQ_KEY)
 
-# One value per key: the lowest rank's (rank 0 when it logged the key).
-PARAMS_SQL = """
-SELECT run_id, key, argMin(value, rank), argMin(type, rank)
-FROM params FINAL
+# One value per key: the lowest rank's (rank 0 when it logged the key), and of its values
+# the first logged (params are immutable: later values are conflicts, below).
+PARAMS_SQL = fill("""
+SELECT run_id, key, argMin(value, $first), argMin(type, $first)
+FROM param_values FINAL
 WHERE run_id IN {run_ids:Array(String)}
 GROUP BY run_id, key
 ORDER BY run_id, key
+""", first=PARAM_FIRST_KEY)
+
+# Every value of the (run, key, rank)s that have more than one, first value first.
+PARAM_CONFLICTS_SQL = """
+SELECT run_id, key, rank, value, type, producer_id, ts_ms
+FROM param_values FINAL
+WHERE run_id IN {run_ids:Array(String)} AND (run_id, key, rank) IN (
+    SELECT run_id, key, rank FROM param_values FINAL
+    WHERE run_id IN {run_ids:Array(String)}
+    GROUP BY run_id, key, rank HAVING count() > 1)
+ORDER BY run_id, key, rank, ts_ms, producer_id, seq
+"""
+
+# Each producer's account, from its RunFinished (the run's own status rows that are not
+# RUNNING; the consumer's own rows carry none): the row with its highest seq.
+ACCOUNTS_SQL = f"""
+SELECT run_id, rank, producer_id, argMax(points_logged, seq), argMax(drop_reasons, seq),
+    argMax(drop_events, seq), argMax(drop_points, seq)
+FROM run_status FINAL
+WHERE run_id IN {{run_ids:Array(String)}} AND status != 'RUNNING'
+    AND producer_id != '{tables.CONSUMER_PRODUCER_ID}'
+GROUP BY run_id, rank, producer_id
+ORDER BY run_id, rank, producer_id
+"""  # noqa: S608 (a constant producer id)
+
+# Points stored per rank: metric_counts holds one row per (event, key), replays collapsed.
+POINTS_STORED_SQL = """
+SELECT run_id, rank, sum(points)
+FROM metric_counts FINAL
+WHERE run_id IN {run_ids:Array(String)}
+GROUP BY run_id, rank
+ORDER BY run_id, rank
 """
 
 TAGS_SQL = """
@@ -296,8 +343,50 @@ class ClickHouseRepository:
         self._lock = threading.Lock()
         self._clients: list[ChClient] = []
         self._closed = False
+        # An embedded store's directory, its (st_dev, st_ino) once seen, and whether its
+        # store-id file (tables.STORE_MARKER, written by the consumer) was there then.
+        self._store_dir = dsn[len("chdb://"):].split("?")[0] if dsn.startswith("chdb:") else ""
+        self._store_inode: tuple[int, int] | None = None
+        self._store_marked = False
+        self._note_store()
 
     # --- connections and errors ---
+
+    def _note_store(self) -> None:
+        if not self._store_dir or self._store_inode is not None:
+            return
+        try:
+            st = os.stat(self._store_dir)
+        except OSError:
+            return  # not created yet: noted at the first connection
+        marked = os.path.exists(os.path.join(self._store_dir, tables.STORE_MARKER))
+        with self._lock:
+            if self._store_inode is None:
+                self._store_inode = (st.st_dev, st.st_ino)
+                self._store_marked = marked
+
+    def check_store(self) -> None:
+        """Raise UnavailableError if the embedded store's directory was removed or replaced
+        since this repository first saw it, or lost the consumer's store-id file (never for
+        a ClickHouse server). A stat or two; thread-safe; the query server's store watch
+        calls it too."""
+        if self._store_inode is None:
+            return
+        try:
+            st = os.stat(self._store_dir)
+            # A directory recreated at once may reuse the inode; the marker is not recreated.
+            same = (st.st_dev, st.st_ino) == self._store_inode and (
+                not self._store_marked
+                or os.path.exists(os.path.join(self._store_dir, tables.STORE_MARKER)))
+        except OSError:
+            same = False
+        if not same:
+            raise UnavailableError(
+                f"the embedded ClickHouse store {self._store_dir} was removed or replaced while"
+                " this process had it open; nothing can be read from it or stored in it any"
+                " more. Restart the process (runstream serve): what is still in Kafka is"
+                " ingested again"
+            )
 
     def _connect(self) -> ChClient:
         kwargs: dict[str, Any] = {
@@ -307,9 +396,11 @@ class ClickHouseRepository:
             # One HTTP session rejects concurrent queries; sessions buy us nothing here.
             kwargs["autogenerate_session_id"] = False
         try:
-            return clickhouse_connect.get_client(**kwargs)
+            client = clickhouse_connect.get_client(**kwargs)
         except ClickHouseError as e:
             raise self._error(e, f"cannot open ClickHouse {self.dsn}") from e
+        self._note_store()
+        return client
 
     def _error(self, e: ClickHouseError, what: str) -> RunstreamError:
         name = getattr(e, "name", None)
@@ -337,7 +428,9 @@ class ClickHouseRepository:
         return client
 
     def _execute(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult:
-        """Run a read with the deadline of the RPC being served; raises ClickHouseError."""
+        """Run a read with the deadline of the RPC being served; raises ClickHouseError
+        (UnavailableError if the embedded store was removed: :meth:`check_store`)."""
+        self.check_store()
         left = deadline.remaining_s()
         limit_s = DEFAULT_MAX_EXECUTION_S if left is None else min(left, DEFAULT_MAX_EXECUTION_S)
         settings = {**_READ_SETTINGS, "max_execution_time": max(1, math.ceil(limit_s))}
@@ -456,6 +549,36 @@ class ClickHouseRepository:
         for run_id, k, v, t in self._rows(PARAMS_SQL, {"run_ids": list(run_ids)}):
             out.setdefault(run_id, []).append(Param(key=k, value=v, type=t))
         return out
+
+    def param_conflicts(self, run_ids: Sequence[str]) -> dict[str, list[ParamConflict]]:
+        """Per run, every value logged for a (key, rank) after its first, by key, rank, time."""
+        out: dict[str, list[ParamConflict]] = {r: [] for r in run_ids}
+        first: tuple[str, str, int] | None = None
+        for run_id, k, rank, v, t, producer, ts in self._rows(PARAM_CONFLICTS_SQL,
+                                                              {"run_ids": list(run_ids)}):
+            group = (run_id, k, int(rank))
+            if group != first:
+                first = group  # the param's own value
+                continue
+            out.setdefault(run_id, []).append(ParamConflict(
+                key=k, rank=int(rank), value=v, type=t, producer_id=producer, ts_ms=int(ts)))
+        return out
+
+    def accounts(self, run_ids: Sequence[str]) -> list[AccountRow]:
+        """Each finished producer's account, by (run_id, rank, producer_id)."""
+        return [
+            AccountRow(run_id=run_id, rank=int(rank), producer_id=producer,
+                       points_logged=int(logged),
+                       dropped=tuple(Drop(reason=r, events=int(e), points=int(n))
+                                     for r, e, n in zip(reasons, events, points, strict=True)))
+            for run_id, rank, producer, logged, reasons, events, points
+            in self._rows(ACCOUNTS_SQL, {"run_ids": list(run_ids)})
+        ]
+
+    def points_stored(self, run_ids: Sequence[str]) -> dict[tuple[str, int], int]:
+        """(run_id, rank) -> metric points in the store."""
+        return {(run_id, int(rank)): int(n) for run_id, rank, n
+                in self._rows(POINTS_STORED_SQL, {"run_ids": list(run_ids)})}
 
     def tags(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]:
         out: dict[str, list[Tag]] = {r: [] for r in run_ids}

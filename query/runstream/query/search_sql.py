@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from runstream.proto import status
+from runstream.proto import status, tables
 from runstream.proto.errors import InvalidArgumentError
 from runstream.query.filters import LIST_OPS, Agg, Clause, Kind, Op, OrderBy
-from runstream.query.sql import RANK_NEWEST_KEY, TS_SEQ_KEY, fill
+from runstream.query.sql import PARAM_FIRST_KEY, RANK_NEWEST_KEY, TS_SEQ_KEY, fill
 
 _OPS_SQL: Mapping[Op, str] = {
     Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=",
@@ -154,8 +154,11 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
     params[k] = field.name
     if field.kind is Kind.PARAM:
         placeholder, params[v] = _value_param(clause, v, clause.numeric)
-        value = "toFloat64OrNull(argMin(value, rank))" if clause.numeric else "argMin(value, rank)"
-        return (f"r.run_id IN (SELECT run_id FROM params FINAL WHERE key = {{{k}:String}}"  # noqa: S608
+        # The param's value: the first logged by the lowest rank (params are immutable).
+        first = f"argMin(value, {PARAM_FIRST_KEY})"
+        value = f"toFloat64OrNull({first})" if clause.numeric else first
+        return (f"r.run_id IN (SELECT run_id FROM {tables.PARAMS.name} FINAL"  # noqa: S608
+                f" WHERE key = {{{k}:String}}"
                 f" GROUP BY run_id HAVING {value} {op} {placeholder})")
     # tags
     placeholder, params[v] = _value_param(clause, v, False)
@@ -178,8 +181,9 @@ def _order_sql(
     k = f"o{j}_k"
     params[k] = field.name
     if field.kind is Kind.PARAM:
-        join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, rank) AS v FROM params FINAL"  # noqa: S608
-                f" WHERE key = {{{k}:String}} GROUP BY run_id) AS o{j} ON o{j}.run_id = r.run_id")
+        join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, {PARAM_FIRST_KEY}) AS v"  # noqa: S608
+                f" FROM {tables.PARAMS.name} FINAL WHERE key = {{{k}:String}} GROUP BY run_id)"
+                f" AS o{j} ON o{j}.run_id = r.run_id")
         # Numbers first, in numeric order; then text in text order.
         return join, [(f"toFloat64OrNull(o{j}.v)", "Float64"), (f"o{j}.v", "String")]
     join = (f"\nLEFT JOIN (SELECT run_id, value AS v FROM tags FINAL"  # noqa: S608

@@ -6,7 +6,9 @@ times, but no second path).
 
 Health (``grpc.health.v1.Health``) answers SERVING for ``""`` and
 ``runstream.v1.QueryService`` while the server runs and NOT_SERVING once it starts to
-stop; server reflection lists the query service, health and reflection.
+stop, or once its embedded store (``chdb:///path``) was removed under it (checked every
+second by the thread ``runstream-query-store``; queries then answer UNAVAILABLE naming
+the path); server reflection lists the query service, health and reflection.
 
 Security: with a token ($RUNSTREAM_TOKEN) every RPC but health needs the metadata
 ``authorization: Bearer <token>`` (else UNAUTHENTICATED; compared in constant time).
@@ -168,6 +170,34 @@ class QueryServer:
         self._grace_s = grace_s
         self._stopped = threading.Event()
         self._lock = threading.Lock()
+        #: Why the server stopped serving while still running ("" while healthy).
+        self.unhealthy = ""
+
+    def watch_store(self, interval_s: float = 1.0) -> threading.Thread | None:
+        """Check the repository's embedded store every ``interval_s`` on a daemon thread
+        ``runstream-query-store``: once it is gone, health answers NOT_SERVING (and
+        queries fail on their own, see ClickHouseRepository.check_store). Returns the
+        thread, or None without a repository."""
+        repository = self._repository
+        if repository is None:
+            return None
+
+        def watch() -> None:
+            while not self._stopped.wait(interval_s):
+                try:
+                    repository.check_store()
+                except UnavailableError as e:
+                    self.unhealthy = str(e)
+                    log.error("query server: %s; health answers NOT_SERVING", e)
+                    health_servicer = _HEALTH.get(self.server)
+                    if health_servicer is not None:
+                        for name in ("", SERVICE_NAME):
+                            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+                    return
+
+        thread = threading.Thread(target=watch, name="runstream-query-store", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def address(self) -> str:
@@ -220,4 +250,6 @@ def start_server(config: QueryConfig) -> QueryServer:
     log.info("query server listening on %s (port %d), ClickHouse %s database %s",
              config.addr, port, config.clickhouse_dsn, config.database)
     host, _ = names.parse_host_port(names.QUERY_ADDR, config.addr)
-    return QueryServer(server, host, port, service, repository, config.grace_s)
+    running = QueryServer(server, host, port, service, repository, config.grace_s)
+    running.watch_store()
+    return running

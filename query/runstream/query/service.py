@@ -48,6 +48,7 @@ from runstream.query.models import (
     MINIMIZE,
     CodeVersion,
     Comparison,
+    Drop,
     Environment,
     ExperimentInfo,
     FollowUpdate,
@@ -61,7 +62,7 @@ from runstream.query.models import (
     RunPage,
     StatusUpdate,
 )
-from runstream.query.storage import RankRow, RunRepository, StatusRow
+from runstream.query.storage import AccountRow, RankRow, RunRepository, StatusRow
 from runstream.query.tokens import PointCursor
 
 DEFAULT_MAX_FOLLOWERS = 8
@@ -144,13 +145,34 @@ def assemble_run_info(
     )
 
 
-def assemble_ranks(ranks: Sequence[RankRow], statuses: Sequence[StatusRow]) -> tuple[RankInfo, ...]:
-    """One RankInfo per rank seen in either ``runs`` or ``run_status``, by rank."""
+def sum_drops(accounts: Iterable[AccountRow]) -> tuple[Drop, ...]:
+    """The drops of several producers summed per reason, by reason. Pure."""
+    by_reason: dict[str, tuple[int, int]] = {}
+    for account in accounts:
+        for d in account.dropped:
+            events, points = by_reason.get(d.reason, (0, 0))
+            by_reason[d.reason] = (events + d.events, points + d.points)
+    return tuple(Drop(reason=r, events=e, points=p) for r, (e, p) in sorted(by_reason.items()))
+
+
+def assemble_ranks(
+    ranks: Sequence[RankRow],
+    statuses: Sequence[StatusRow],
+    accounts: Sequence[AccountRow] = (),
+    stored: Mapping[int, int] | None = None,
+) -> tuple[RankInfo, ...]:
+    """One RankInfo per rank seen in ``runs``, ``run_status`` or ``stored`` (points per
+    rank), by rank, with each rank's account summed over its finished producers."""
     rows = {r.rank: r for r in ranks}
     status = {s.rank: s for s in statuses}
+    stored = stored or {}
+    by_rank: dict[int, list[AccountRow]] = {}
+    for account in accounts:
+        by_rank.setdefault(account.rank, []).append(account)
     out = []
-    for rank in sorted(rows.keys() | status.keys()):
+    for rank in sorted(rows.keys() | status.keys() | stored.keys()):
         row, st = rows.get(rank), status.get(rank)
+        mine = by_rank.get(rank, [])
         out.append(
             RankInfo(
                 rank=rank,
@@ -160,6 +182,10 @@ def assemble_ranks(ranks: Sequence[RankRow], statuses: Sequence[StatusRow]) -> t
                 start_ms=row.start_ms if row else (st.first_ms if st else 0),
                 end_ms=run_end_ms(st),
                 error=st.error if st else "",
+                points_logged=sum(a.points_logged for a in mine),
+                points_stored=stored.get(rank, 0),
+                dropped=sum_drops(mine),
+                producers_finished=len(mine),
             )
         )
     return tuple(out)
@@ -192,6 +218,7 @@ class QueryService:
         if not ranks and not statuses and not self._repo.run_exists(run_id):
             raise NotFoundError(f"run {run_id!r} not found")
         head = min(ranks, key=lambda r: r.rank) if ranks else None
+        stored = {rank: n for (_, rank), n in self._repo.points_stored(one).items()}
         return Run(
             info=assemble_run_info(run_id, ranks, statuses),
             params=tuple(self._repo.params(one)[run_id]),
@@ -199,9 +226,10 @@ class QueryService:
             artifacts=tuple(self._repo.artifacts(run_id)),
             inputs=tuple(self._repo.inputs(one)[run_id]),
             metrics=tuple(self._repo.metric_summaries(one)[run_id]),
-            ranks=assemble_ranks(ranks, statuses),
+            ranks=assemble_ranks(ranks, statuses, self._repo.accounts(one), stored),
             code=head.code if head else CodeVersion(),
             env=head.env if head else Environment(),
+            param_conflicts=tuple(self._repo.param_conflicts(one)[run_id]),
         )
 
     def search_runs(

@@ -39,3 +39,7 @@ TS_SEQ_KEY = f"bitOr(bitShiftLeft(toUInt128({ORDERED_TS}), 64), toUInt128(seq))"
 MIN_VALUE_KEY = f"bitOr(bitShiftLeft(toUInt128({ORDERED_VALUE}), 64), toUInt128({ORDERED_STEP}))"
 MAX_VALUE_KEY = (f"bitOr(bitShiftLeft(toUInt128({ORDERED_VALUE}), 64),"
                  f" toUInt128(bitNot({ORDERED_STEP})))")
+#: (rank, ts_ms, producer_id, seq): argMin over it picks a param's value, the lowest rank's
+#: first logged (params are immutable; ties on ts_ms broken the same way everywhere).
+#: A tuple: params are few, and producer_id is a string.
+PARAM_FIRST_KEY = "tuple(rank, ts_ms, producer_id, seq)"

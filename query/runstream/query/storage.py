@@ -21,12 +21,14 @@ from runstream.query.downsample import Bucket
 from runstream.query.models import (
     Artifact,
     CodeVersion,
+    Drop,
     Environment,
     ExperimentInfo,
     IngestPartition,
     Input,
     MetricSummary,
     Param,
+    ParamConflict,
     Tag,
 )
 from runstream.query.tokens import PointCursor
@@ -60,6 +62,18 @@ class StatusRow:
     error: str
     first_ms: int
     last_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRow:
+    """One producer's account of a rank's metric points, from its RunFinished: points it
+    accepted from log(), and what it dropped, by reason."""
+
+    run_id: str
+    rank: int
+    producer_id: str
+    points_logged: int
+    dropped: tuple[Drop, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +117,9 @@ class RunRepository(Protocol):
     def rank_rows(self, run_ids: Sequence[str]) -> list[RankRow]: ...
     def statuses(self, run_ids: Sequence[str]) -> list[StatusRow]: ...
     def params(self, run_ids: Sequence[str]) -> dict[str, list[Param]]: ...
+    def param_conflicts(self, run_ids: Sequence[str]) -> dict[str, list[ParamConflict]]: ...
+    def accounts(self, run_ids: Sequence[str]) -> list[AccountRow]: ...
+    def points_stored(self, run_ids: Sequence[str]) -> dict[tuple[str, int], int]: ...
     def tags(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]: ...
     def artifacts(self, run_id: str) -> list[Artifact]: ...
     def inputs(self, run_ids: Sequence[str]) -> dict[str, list[Input]]: ...

@@ -29,7 +29,7 @@ METRIC_GOAL_MINIMIZE: MetricGoal
 METRIC_GOAL_MAXIMIZE: MetricGoal
 
 class RankInfo(_message.Message):
-    __slots__ = ("rank", "local_rank", "node", "status", "start_ms", "end_ms", "error")
+    __slots__ = ("rank", "local_rank", "node", "status", "start_ms", "end_ms", "error", "points_logged", "points_stored", "dropped", "producers_finished")
     RANK_FIELD_NUMBER: _ClassVar[int]
     LOCAL_RANK_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,10 @@ class RankInfo(_message.Message):
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    POINTS_LOGGED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_STORED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PRODUCERS_FINISHED_FIELD_NUMBER: _ClassVar[int]
     rank: int
     local_rank: int
     node: str
@@ -44,7 +48,27 @@ class RankInfo(_message.Message):
     start_ms: int
     end_ms: int
     error: str
-    def __init__(self, rank: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    points_logged: int
+    points_stored: int
+    dropped: _containers.RepeatedCompositeFieldContainer[_events_pb2.Drop]
+    producers_finished: int
+    def __init__(self, rank: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., error: _Optional[str] = ..., points_logged: _Optional[int] = ..., points_stored: _Optional[int] = ..., dropped: _Optional[_Iterable[_Union[_events_pb2.Drop, _Mapping]]] = ..., producers_finished: _Optional[int] = ...) -> None: ...
+
+class ParamConflict(_message.Message):
+    __slots__ = ("key", "rank", "value", "type", "producer_id", "ts_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    rank: int
+    value: str
+    type: _events_pb2.ParamType
+    producer_id: str
+    ts_ms: int
+    def __init__(self, key: _Optional[str] = ..., rank: _Optional[int] = ..., value: _Optional[str] = ..., type: _Optional[_Union[_events_pb2.ParamType, str]] = ..., producer_id: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
 
 class MetricSummary(_message.Message):
     __slots__ = ("key", "last", "last_step", "min", "max")
@@ -79,7 +103,7 @@ class RunInfo(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("info", "params", "tags", "artifacts", "inputs", "metrics", "ranks", "code", "env")
+    __slots__ = ("info", "params", "tags", "artifacts", "inputs", "metrics", "ranks", "code", "env", "param_conflicts")
     INFO_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +113,7 @@ class Run(_message.Message):
     RANKS_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    PARAM_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     info: RunInfo
     params: _containers.RepeatedCompositeFieldContainer[_events_pb2.Param]
     tags: _containers.RepeatedCompositeFieldContainer[_events_pb2.Tag]
@@ -98,7 +123,8 @@ class Run(_message.Message):
     ranks: _containers.RepeatedCompositeFieldContainer[RankInfo]
     code: _events_pb2.CodeVersion
     env: _events_pb2.Environment
-    def __init__(self, info: _Optional[_Union[RunInfo, _Mapping]] = ..., params: _Optional[_Iterable[_Union[_events_pb2.Param, _Mapping]]] = ..., tags: _Optional[_Iterable[_Union[_events_pb2.Tag, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_events_pb2.Artifact, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[_events_pb2.Input, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ..., ranks: _Optional[_Iterable[_Union[RankInfo, _Mapping]]] = ..., code: _Optional[_Union[_events_pb2.CodeVersion, _Mapping]] = ..., env: _Optional[_Union[_events_pb2.Environment, _Mapping]] = ...) -> None: ...
+    param_conflicts: _containers.RepeatedCompositeFieldContainer[ParamConflict]
+    def __init__(self, info: _Optional[_Union[RunInfo, _Mapping]] = ..., params: _Optional[_Iterable[_Union[_events_pb2.Param, _Mapping]]] = ..., tags: _Optional[_Iterable[_Union[_events_pb2.Tag, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_events_pb2.Artifact, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[_events_pb2.Input, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ..., ranks: _Optional[_Iterable[_Union[RankInfo, _Mapping]]] = ..., code: _Optional[_Union[_events_pb2.CodeVersion, _Mapping]] = ..., env: _Optional[_Union[_events_pb2.Environment, _Mapping]] = ..., param_conflicts: _Optional[_Iterable[_Union[ParamConflict, _Mapping]]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
     __slots__ = ("run_id",)
