@@ -88,6 +88,9 @@ def kafka_producer_options(bootstrap: str, *, max_block_ms: int = 5_000) -> dict
         # sender spools new events after kafka_stall_s meanwhile.
         "delivery_timeout_ms": 120_000,
         "request_timeout_ms": 10_000,
+        # kafka-python's reconnect backoff doubles up to 30 s: a broker back after an
+        # outage would be noticed up to that late. Retry every second at most.
+        "reconnect_backoff_max_ms": 1000,
     }
 
 
