@@ -38,7 +38,8 @@ def test_search_runs_pages_without_gaps_or_duplicates(ch: Any, client: Client) -
             break
     assert pages == math.ceil(250 / 37)
     assert len(seen) == len(set(seen)) == 250
-    expected = sorted(runs, key=lambda r: (r["ts_ms"], r["run_id"]), reverse=True)
+    # MLflow's natural order: newest start first, then run id ascending.
+    expected = sorted(runs, key=lambda r: (-r["ts_ms"], r["run_id"]))
     assert seen == [r["run_id"] for r in expected]
 
     big = [r.run_id for r in client.iter_runs("big", page_size=40)]

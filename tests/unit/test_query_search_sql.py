@@ -33,3 +33,32 @@ def test_every_metric_field_is_read_in_one_pass() -> None:
     assert compiled.parameters["metric_keys"] == ["a", "b", "c"]
     assert "metric_summaries" not in compile_search([], parse_filter("params.x = 1"), [], None,
                                                     10).sql
+
+
+def test_is_null_tests_the_key_and_negated_artifact_ops_mean_none() -> None:
+    compiled = compile_search([], parse_filter(
+        "tags.v IS NULL AND params.lr IS NOT NULL AND attributes.artifact_uri != 's3://x'"
+        " AND attributes.artifact_uri LIKE 's3://%'"), [], None, 10)
+    assert "r.run_id NOT IN (SELECT run_id FROM tags FINAL WHERE key = {c0_k:String})" \
+        in compiled.sql
+    assert "r.run_id IN (SELECT run_id FROM param_values FINAL WHERE key = {c1_k:String})" \
+        in compiled.sql
+    assert "r.run_id NOT IN (SELECT run_id FROM artifacts FINAL WHERE uri = {c2_v:String})" \
+        in compiled.sql
+    assert "r.run_id IN (SELECT run_id FROM artifacts FINAL WHERE uri LIKE {c3_v:String})" \
+        in compiled.sql
+    assert (compiled.parameters["c0_k"], compiled.parameters["c2_v"]) == ("v", "s3://x")
+
+
+def test_user_id_reads_the_mlflow_user_tag_only_when_named() -> None:
+    compiled = compile_search([], parse_filter("attributes.user_id = 'ann'"), [], None, 10)
+    assert compiled.parameters["user_tag"] == "mlflow.user" and "AS u" in compiled.sql
+    assert "AS u" not in compile_search([], parse_filter("status = 'x'"), [], None, 10).sql
+
+
+def test_ties_break_as_mlflow_start_time_desc_then_run_id_asc() -> None:
+    compiled = compile_search([], (), parse_order_by(["metrics.a"]), None, 10)
+    assert compiled.sql.split("ORDER BY ")[-1].startswith(
+        "s0_0_n ASC, s0_0_v ASC, start_ms DESC, run_id ASC")
+    assert [(c.alias, c.descending) for c in compiled.keyset][-2:] == [
+        ("start_ms", True), ("run_id", False)]

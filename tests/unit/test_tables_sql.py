@@ -36,6 +36,7 @@ KNOWN = {
     "argMaxMergeIf", "minIf", "maxIf", "countIf", "count", "min", "max", "avg", "tuple",
     "toUInt32", "toUInt128", "toFloat64", "toFloat64OrNull", "toString", "bitOr", "bitXor", "sum",
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
+    "isFinite", "materialize", "exp2", "assumeNotNull", "nullIf", "toUInt8",
 }
 
 

@@ -1,23 +1,27 @@
 """The SearchRuns filter and order-by grammar: text in, a typed AST out (pure, thread-safe).
 
-The grammar is MLflow's search syntax, with ``min(...)``/``max(...)`` of metrics as an
-extension::
+The grammar is MLflow's search syntax (``mlflow/utils/search_utils.py``, including
+``IS NULL``), with ``min(...)``/``max(...)`` of metrics, ``IN`` everywhere and typed
+params as extensions::
 
     filter     := clause ("AND" clause)*            (empty text = no filter)
     clause     := field op value | field ["NOT"] "IN" "(" value ("," value)* ")"
-    field      := [("min"|"max") "("] kind "." name [")"]
-    kind       := "metrics" | "params" | "tags" | "attributes" | "datasets"
-                  (aliases: metric, param, tag, attribute, attr, run, dataset)
+                  | field "IS" ["NOT"] "NULL"       (tags and params only, as in MLflow)
+    field      := [("min"|"max") "("] kind "." name [")"] | attribute_name
+    kind       := "metrics" | "params" | "tags" | "attributes" | "datasets", or `backquoted`
+                  (aliases: metric, param, parameter, parameters, tag, attribute, attr,
+                  run, dataset)
     name       := identifier ("." identifier)* | `backquoted` | "double quoted"
     op         := "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "LIKE" | "ILIKE"
                   | "NOT LIKE" | "NOT ILIKE"
     value      := 'single quoted' | "double quoted" | number    (quotes doubled or \\-escaped)
     order_by   := field ["ASC" | "DESC"]
 
-Keywords are case-insensitive. There is no ``OR`` (MLflow has none either). Every error
-raises :class:`FilterError` (an ``InvalidArgumentError``) whose message names the
-offending token and its 0-based character position, so the gRPC answer is
-``INVALID_ARGUMENT: ... at position 17``.
+A bare name (``status = 'FAILED'``, ``start_time DESC``) is an attribute, as in MLflow.
+Keywords, kinds and attribute names are case-insensitive. There is no ``OR`` (MLflow has
+none either). Every error raises :class:`FilterError` (an ``InvalidArgumentError``) whose
+message names the offending token and its 0-based character position, so the gRPC answer
+is ``INVALID_ARGUMENT: ... at position 17``.
 
 Semantics (compiled to SQL by :mod:`runstream.query.search_sql`; names and values are bound
 parameters):
@@ -27,9 +31,14 @@ parameters):
 * ``params.k``: the lowest rank's value. A number literal, or any ``<``/``<=``/``>``/``>=``
   whose value reads as a number, compares numerically (params that do not parse as
   numbers never match); a quoted value with ``=``/``!=``/``LIKE``/``IN`` compares text.
-* ``tags.k``: text. A clause on a param or tag matches only runs that have that key.
-* ``attributes.*``: ``run_id``, ``experiment``, ``name`` (``run_name``), ``status`` (text)
-  and ``start_ms``/``end_ms`` (``start_time``/``end_time``), ``world_size`` (numbers).
+* ``tags.k``: text. A clause on a param or tag matches only runs that have that key;
+  ``IS NULL`` matches the runs without it, ``IS NOT NULL`` those with it.
+* ``attributes.*``: ``run_id``, ``experiment`` (``experiment_id``), ``run_name`` (``name``,
+  ``run name``), ``status`` (rank 0's latest), ``user_id`` (the ``mlflow.user`` tag, ''
+  without one), ``artifact_uri`` (any of the run's artifact URIs; negated operators:
+  none of them) as text; ``start_time`` (``start_ms``, ``created``), ``end_time``
+  (``end_ms``; no value until the run ends, so it never matches before) and
+  ``world_size`` as numbers.
 * ``datasets.name``/``digest``/``uri``/``role`` (``context``): the run has at least one
   input that matches.
 """
@@ -92,28 +101,41 @@ class Op(enum.Enum):
     NOT_ILIKE = "NOT ILIKE"
     IN = "IN"
     NOT_IN = "NOT IN"
+    IS_NULL = "IS NULL"
+    IS_NOT_NULL = "IS NOT NULL"
 
 
 ORDERING_OPS = frozenset({Op.LT, Op.LE, Op.GT, Op.GE})
 PATTERN_OPS = frozenset({Op.LIKE, Op.ILIKE, Op.NOT_LIKE, Op.NOT_ILIKE})
 LIST_OPS = frozenset({Op.IN, Op.NOT_IN})
+#: Take no value; MLflow allows them on tags and params only (a run has the key or not).
+NULL_OPS = frozenset({Op.IS_NULL, Op.IS_NOT_NULL})
 NUMERIC_OPS = frozenset({Op.EQ, Op.NE, *ORDERING_OPS, *LIST_OPS})
 TEXT_OPS = frozenset({Op.EQ, Op.NE, *PATTERN_OPS, *LIST_OPS})
 
-#: attributes.<name> -> (canonical name, numeric?)
+#: attributes.<name> (matched case-insensitively) -> (canonical name, numeric?). MLflow's
+#: searchable RunInfo attributes and its aliases ("created", "run name") are all here.
 ATTRIBUTES: dict[str, tuple[str, bool]] = {
     "run_id": ("run_id", False),
     "id": ("run_id", False),
     "experiment": ("experiment", False),
+    "experiment_id": ("experiment", False),
     "name": ("name", False),
     "run_name": ("name", False),
+    "run name": ("name", False),
     "status": ("status", False),
     "start_ms": ("start_ms", True),
     "start_time": ("start_ms", True),
+    "created": ("start_ms", True),
     "end_ms": ("end_ms", True),
     "end_time": ("end_ms", True),
     "world_size": ("world_size", True),
+    "user_id": ("user_id", False),
+    "artifact_uri": ("artifact_uri", False),
 }
+#: The tag that holds attributes.user_id (MLflow's clients set it; Runstream records no
+#: user of its own).
+USER_TAG = "mlflow.user"
 #: datasets.<name> -> column of the inputs table
 DATASET_FIELDS: dict[str, str] = {
     "name": "name", "digest": "digest", "uri": "uri", "role": "role", "context": "role",
@@ -121,6 +143,7 @@ DATASET_FIELDS: dict[str, str] = {
 _KINDS = {
     "metrics": Kind.METRIC, "metric": Kind.METRIC,
     "params": Kind.PARAM, "param": Kind.PARAM, "parameters": Kind.PARAM,
+    "parameter": Kind.PARAM,
     "tags": Kind.TAG, "tag": Kind.TAG,
     "attributes": Kind.ATTRIBUTE, "attribute": Kind.ATTRIBUTE, "attr": Kind.ATTRIBUTE,
     "run": Kind.ATTRIBUTE,
@@ -193,6 +216,7 @@ class Token:
     text: str  # for STRING: the unescaped value; for IDENT: as written (unquoted)
     position: int
     quoted: bool = False  # IDENT written in backquotes or double quotes
+    quote: str = ""  # the quote character of a quoted IDENT
 
 
 _WS = re.compile(r"\s+")
@@ -241,7 +265,7 @@ def tokenize(text: str) -> list[Token]:
             body, end = _quoted(text, i, ch)
             # After a dot, a quoted name is an identifier (metrics."val loss"); else a value.
             if ch == "`" or (prev is not None and prev.type is T.DOT):
-                tok = Token(T.IDENT, body, i, quoted=True)
+                tok = Token(T.IDENT, body, i, quoted=True, quote=ch)
             else:
                 tok = Token(T.STRING, body, i)
         elif ch in "()":
@@ -308,7 +332,12 @@ class _Parser:
             agg = Agg(self.next().text.lower())
             self.next()
         head = self.expect(T.IDENT, "a field such as metrics.loss or params.lr")
-        kind = _KINDS.get(head.text.lower()) if not head.quoted else None
+        # As in MLflow: the kind may be backquoted (`metric`.a), and a bare name is an
+        # attribute (start_time DESC, status = 'FAILED').
+        if (self.tok.type is not T.DOT and agg is Agg.LATEST and not head.quoted
+                and head.text.lower() in ATTRIBUTES):
+            return self.check_field(Kind.ATTRIBUTE, head.text, agg, head)
+        kind = _KINDS.get(head.text.lower()) if head.quote in ("", "`") else None
         if kind is None:
             raise self.error(
                 "unknown field kind; use metrics., params., tags., attributes. or datasets.",
@@ -361,6 +390,15 @@ class _Parser:
             return {"==": Op.EQ, "<>": Op.NE}.get(tok.text) or Op(tok.text)
         if self.keyword("LIKE", "ILIKE", "IN"):
             return Op(self.next().text.upper())
+        if self.keyword("IS"):
+            self.next()
+            negated = self.keyword("NOT")
+            if negated:
+                self.next()
+            if not self.keyword("NULL"):
+                raise self.error("expected NULL or NOT NULL after IS")
+            self.next()
+            return Op.IS_NOT_NULL if negated else Op.IS_NULL
         if self.keyword("NOT"):
             self.next()
             if self.keyword("LIKE", "ILIKE", "IN"):
@@ -390,7 +428,9 @@ class _Parser:
         op_tok = self.tok
         op = self.op()
         raw: list[tuple[Value, bool, Token]] = []
-        if op in LIST_OPS:
+        if op in NULL_OPS:
+            pass
+        elif op in LIST_OPS:
             self.expect(T.LPAREN, f"'(' after {op.value}")
             raw.append(self.value())
             while self.tok.type is T.COMMA:
@@ -448,6 +488,11 @@ def typed_clause(
     field: Field, op: Op, raw: list[tuple[Value, bool, Token]], position: int, op_tok: Token
 ) -> Clause:
     """Check that ``op`` and the values suit ``field`` and decide text or numeric comparison."""
+    if op in NULL_OPS:
+        if field.kind not in (Kind.PARAM, Kind.TAG):
+            raise FilterError(f"{op.value} applies to tags and params only (as in MLflow)",
+                              op_tok.position, op_tok.text)
+        return Clause(field, op, (), False, position)
     allowed = NUMERIC_OPS if field.numeric else TEXT_OPS
     if field.kind is Kind.PARAM:
         allowed = NUMERIC_OPS | TEXT_OPS

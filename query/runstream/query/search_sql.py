@@ -8,8 +8,9 @@ newest), rank 0's latest status from ``run_status``, and one pass over
 ``metric_summaries`` for every metric the filter and the order-by name.
 
 Pages are keyset pages: :attr:`CompiledSearch.keyset` lists the sort columns (the
-order-by items, then start_ms and run_id, newest first), and a next page starts strictly
-after the keyset values of the last row served.
+order-by items, then MLflow's natural order: start_ms descending, run_id ascending, so
+runs with equal order-by keys keep that order, as MLflow's stable sort keeps them), and
+a next page starts strictly after the keyset values of the last row served.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from typing import Any
 
 from runstream.proto import status, tables
 from runstream.proto.errors import InvalidArgumentError
-from runstream.query.filters import LIST_OPS, Agg, Clause, Kind, Op, OrderBy
+from runstream.query.filters import LIST_OPS, USER_TAG, Agg, Clause, Kind, Op, OrderBy
 from runstream.query.sql import PARAM_FIRST_KEY, RANK_NEWEST_KEY, TS_SEQ_KEY, fill
 
 _OPS_SQL: Mapping[Op, str] = {
     Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=",
     Op.LIKE: "LIKE", Op.ILIKE: "ILIKE", Op.NOT_LIKE: "NOT LIKE", Op.NOT_ILIKE: "NOT ILIKE",
-    Op.IN: "IN", Op.NOT_IN: "NOT IN",
+    Op.IN: "IN", Op.NOT_IN: "NOT IN", Op.IS_NULL: "IS NULL", Op.IS_NOT_NULL: "IS NOT NULL",
 }
 # Over the rows of one key among several: `$k` is that key's placeholder.
 _METRIC_AGG_IF_SQL: Mapping[Agg, str] = {
@@ -35,13 +36,27 @@ _METRIC_AGG_IF_SQL: Mapping[Agg, str] = {
 }
 _ATTRIBUTE_SQL: Mapping[str, str] = {
     "run_id": "r.run_id", "experiment": "r.run_experiment", "name": "r.run_name",
-    "status": "run_status", "start_ms": "r.start_ms", "end_ms": "run_end_ms",
-    "world_size": "r.run_world_size",
+    # A run that has not ended has no end time (MLflow: None), so no comparison matches.
+    "status": "run_status", "start_ms": "r.start_ms", "end_ms": "nullIf(run_end_ms, 0)",
+    "world_size": "r.run_world_size", "user_id": "ifNull(u.v, '')",
+    # Only for order_by: a filter on artifact_uri tests each artifact (_artifact_sql).
+    "artifact_uri": "a.v",
 }
 _ATTRIBUTE_TYPE: Mapping[str, str] = {
     "run_id": "String", "experiment": "String", "name": "String", "status": "String",
-    "start_ms": "Int64", "end_ms": "Int64", "world_size": "UInt32",
+    "start_ms": "Int64", "end_ms": "Int64", "world_size": "UInt32", "user_id": "String",
+    "artifact_uri": "String",
 }
+# A negated operator on a many-valued field (the run's artifact URIs) means "none matches".
+_POSITIVE: Mapping[Op, Op] = {
+    Op.NE: Op.EQ, Op.NOT_LIKE: Op.LIKE, Op.NOT_ILIKE: Op.ILIKE, Op.NOT_IN: Op.IN,
+}
+_USER_JOIN = """
+LEFT JOIN (SELECT run_id, value AS v FROM tags FINAL WHERE key = {user_tag:String}) AS u
+    ON u.run_id = r.run_id"""
+_ARTIFACT_JOIN = """
+LEFT JOIN (SELECT run_id, min(uri) AS v FROM artifacts FINAL GROUP BY run_id) AS a
+    ON a.run_id = r.run_id"""
 _DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
 
 _SEARCH_BASE = """
@@ -99,7 +114,7 @@ class SortColumn:
 class CompiledSearch:
     sql: str
     parameters: dict[str, Any]
-    #: The keyset, in ORDER BY order (ends with start_ms DESC, run_id DESC).
+    #: The keyset, in ORDER BY order (ends with start_ms DESC, run_id ASC).
     keyset: tuple[SortColumn, ...]
 
 
@@ -135,6 +150,12 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
     op = _OPS_SQL[clause.op]
     field = clause.field
     k, v = f"c{i}_k", f"c{i}_v"
+    if field.kind is Kind.ATTRIBUTE and field.name == "artifact_uri":
+        placeholder, params[v] = _value_param(clause, v, False)
+        positive = _POSITIVE.get(clause.op, clause.op)
+        match = "NOT IN" if positive is not clause.op else "IN"
+        return (f"r.run_id {match} (SELECT run_id FROM artifacts FINAL"  # noqa: S608
+                f" WHERE uri {_OPS_SQL[positive]} {placeholder})")
     if field.kind is Kind.ATTRIBUTE:
         numeric = _ATTRIBUTE_TYPE[field.name] != "String"
         placeholder, params[v] = _value_param(clause, v, numeric)
@@ -152,6 +173,12 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
         has, value = metrics.add(f"c{i}", field.name, field.agg)
         return f"({has} AND {value} {op} {placeholder})"
     params[k] = field.name
+    table = tables.PARAMS.name if field.kind is Kind.PARAM else tables.TAGS.name
+    if clause.op in (Op.IS_NULL, Op.IS_NOT_NULL):
+        # MLflow: IS NULL = the run has no such key, IS NOT NULL = it has one.
+        match = "NOT IN" if clause.op is Op.IS_NULL else "IN"
+        return (f"r.run_id {match} (SELECT run_id FROM {table} FINAL"  # noqa: S608
+                f" WHERE key = {{{k}:String}})")
     if field.kind is Kind.PARAM:
         placeholder, params[v] = _value_param(clause, v, clause.numeric)
         # The param's value: the first logged by the lowest rank (params are immutable).
@@ -177,7 +204,8 @@ def _order_sql(
         raise InvalidArgumentError("order_by on datasets.* is not supported")
     if field.kind is Kind.METRIC:
         has, value = metrics.add(f"o{j}", field.name, field.agg)
-        return "", [(f"if({has} AND NOT isNaN({value}), {value}, NULL)", "Float64")]
+        # NaN sorts after every number and before runs without the metric (MLflow).
+        return "", [(f"if({has}, {value}, NULL)", "Float64")]
     k = f"o{j}_k"
     params[k] = field.name
     if field.kind is Kind.PARAM:
@@ -214,13 +242,17 @@ def compile_search(
         join, exprs = _order_sql(j, item, params, metrics)
         joins.append(join)
         for m, (expr, ch_type) in enumerate(exprs):
-            # Nulls (runs without the field) sort last in either direction.
-            sort_cols.append(f"isNull({expr}) AS s{j}_{m}_n")
-            sort_cols.append(f"ifNull({expr}, {_ZERO[ch_type]}) AS s{j}_{m}_v")
+            # Nulls (runs without the field) sort last in either direction, NaN just before.
+            rank = f"isNull({expr})" if ch_type != "Float64" else \
+                f"if(isNull({expr}), 2, toUInt8(isNaN(assumeNotNull({expr}))))"
+            sort_cols.append(f"{rank} AS s{j}_{m}_n")
+            # NaN never equals itself, so the keyset holds 0 for it (its rank tells).
+            value = f"if(isNaN({expr}), NULL, {expr})" if ch_type == "Float64" else expr
+            sort_cols.append(f"ifNull({value}, {_ZERO[ch_type]}) AS s{j}_{m}_v")
             keyset.append(SortColumn(f"s{j}_{m}_n", "UInt8", False))
             keyset.append(SortColumn(f"s{j}_{m}_v", ch_type, item.descending))
     keyset.append(SortColumn("start_ms", "Int64", True))
-    keyset.append(SortColumn("run_id", "String", True))
+    keyset.append(SortColumn("run_id", "String", False))
     if after is not None:
         if len(after) != len(keyset):
             raise InvalidArgumentError("page_token does not match this request's order_by")
@@ -240,6 +272,13 @@ def compile_search(
         where.append("(" + " OR ".join(ors) + ")")
     if experiments:
         params["experiments"] = list(experiments)
+    attributes = {c.field.name for c in clauses if c.field.kind is Kind.ATTRIBUTE}
+    attributes |= {o.field.name for o in order_by if o.field.kind is Kind.ATTRIBUTE}
+    if "user_id" in attributes:
+        params["user_tag"] = USER_TAG
+        joins.insert(0, _USER_JOIN)
+    if any(o.field.kind is Kind.ATTRIBUTE and o.field.name == "artifact_uri" for o in order_by):
+        joins.insert(0, _ARTIFACT_JOIN)
     if metrics.columns:
         params["metric_keys"] = sorted(set(metrics.keys))
         joins.insert(0, fill(_METRICS_JOIN,
