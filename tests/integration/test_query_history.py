@@ -124,3 +124,40 @@ def test_bucket_extremes_take_the_lowest_step_among_ties(
     assert [(b.first[0], b.last[0]) for b in got] == [(-5, -1), (0, 4), (5, 9)]
     assert [(b.min_value, b.max_value) for b in got] == [(-1.0, 5.0), (float("-inf"), 3.0),
                                                          (0.0, 7.0)]
+
+
+BIG = 1.797e308
+
+
+def test_mean_across_ranks_does_not_overflow(ch: Any, client: Client, chdb_dsn: str,
+                                             ch_database: str) -> None:
+    """Step 0: both ranks at 1.797e308 (a plain avg summed them to inf); step 1: ordinary
+    values; steps 2 and 3: a genuine inf, and inf with -inf (NaN); step 4: three ranks,
+    huge values of both signs, which a running sum may overflow and a mean must not."""
+    start_rank(ch, "huge", 0, 2, T0)
+    by_rank = {0: [BIG, 0.1, math.inf, math.inf, BIG], 1: [BIG, 0.2, 1.0, -math.inf, -BIG]}
+    insert(ch, tables.METRICS, [
+        {"run_id": "huge", "key": "x", "rank": rank, "step": s, "value": v, "ts_ms": T0 + s,
+         "producer_id": f"p{rank}", "seq": 3, "idx": s}
+        for rank, values in by_rank.items() for s, v in enumerate(values)])
+    insert(ch, tables.METRICS, [
+        {"run_id": "huge", "key": "x", "rank": 2, "step": 4, "value": BIG, "ts_ms": T0,
+         "producer_id": "p2", "seq": 3, "idx": 0}])
+    mean = client.metric_history("huge", "x", aggregate="mean")
+    assert mean.steps == [0, 1, 2, 3, 4]
+    assert mean.values[:3] == [BIG, (0.1 + 0.2) / 2, math.inf] and mean.values[4] == BIG / 3
+    assert math.isnan(mean.values[3])
+    down = client.metric_history("huge", "x", aggregate="mean", max_points=10)
+    assert down.steps == [0, 1, 2, 4]  # downsampling leaves NaN out
+    assert down.values == [BIG, (0.1 + 0.2) / 2, math.inf, BIG / 3]
+    # A bucket's centroid (LTTB's third corner) is a mean too.
+    insert(ch, tables.METRICS, [
+        {"run_id": "huge", "key": "y", "rank": 0, "step": s, "value": v, "ts_ms": T0 + s,
+         "producer_id": "p0", "seq": 4, "idx": s}
+        for s, v in enumerate([BIG, BIG, 1.0, 2.0])])
+    repository = ClickHouseRepository(chdb_dsn, ch_database)
+    try:
+        buckets = repository.buckets("huge", "y", [], "", 0, 2)
+    finally:
+        repository.close()
+    assert [(b.avg_step, b.avg_value) for b in buckets] == [(0.5, BIG), (2.5, 1.5)]

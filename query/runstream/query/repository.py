@@ -235,7 +235,7 @@ POINTS_SQL: Mapping[tuple[bool, bool], str] = {
 # across ranks, as rank 0.
 _SERIES_WHERE = "run_id = {run_id:String} AND key = {key:String}$ranks"
 _AGGREGATED = """(
-    SELECT toUInt32(0) AS rank, step, $agg(v) AS value, max(t) AS ts_ms FROM (
+    SELECT toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
         SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
         FROM metrics
         WHERE $where
@@ -243,7 +243,21 @@ _AGGREGATED = """(
     )
     GROUP BY step
 )"""
-_AGG_FUNCS = {"mean": "avg", "min": "min", "max": "max"}
+
+# A mean that does not overflow: avg sums in Float64, so two values of 1.797e308 gave inf.
+# When the plain avg is not finite, the values are averaged scaled down by 2^-600 (exact)
+# and scaled back up; genuine inf/NaN inputs stay inf/NaN that way too, and values that
+# do not overflow keep their plain avg bit for bit. materialize() stops ClickHouse from
+# taking the constant factor out of avg (optimize_arithmetic_operations_in_aggregate_
+# functions), which would bring the overflow back.
+def stable_avg(x: str) -> str:
+    """SQL of the mean of the Float64 expression ``x`` over a group, without overflow."""
+    return (f"if(isFinite(avg({x})), avg({x}),"
+            f" avg({x} * materialize(exp2(-600))) * exp2(600))")
+
+
+_AGG_FUNCS = {"mean": stable_avg("v"), "min": "min(v)", "max": "max(v)"}
+_AVG_VALUE = stable_avg("value")
 
 RANGE_SQL = """
 SELECT min(step), max(step), count()
@@ -261,7 +275,7 @@ SELECT rank, intDiv(step - {lo:Int64}, {width:Int64}) AS bucket, count() AS n,
     min(value) AS lo_v, max(value) AS hi_v,
     argMin(step, min_key), argMin(value, min_key), argMin(ts_ms, min_key),
     argMax(step, max_key), argMax(value, max_key), argMax(ts_ms, max_key),
-    avg(step) AS avg_step, avg(value) AS avg_v,
+    avg(toFloat64(step)) AS avg_step, $avg_value AS avg_v,
     min(step), argMin(value, step), argMin(ts_ms, step),
     max(step), argMax(value, step), argMax(ts_ms, step)
 FROM $source
@@ -297,6 +311,14 @@ _AFTER_FROM_STEP = "step > {from_step:Int64}"
 # Per (key, rank) cursors: a series not seen yet starts after from_step.
 _AFTER_CURSORS = """step > transform(concat(toString(key), '\\n', toString(rank)),
         {cursor_series:Array(String)}, {cursor_steps:Array(Int64)}, {from_step:Int64})"""
+# FollowRun: points stored per (rank, producer), to match against each producer's account
+# (metric_counts rows are inserted after the batch's metrics rows: counted = readable).
+PRODUCER_POINTS_SQL = """
+SELECT rank, producer_id, sum(points)
+FROM metric_counts FINAL
+WHERE run_id = {run_id:String}
+GROUP BY rank, producer_id
+"""
 
 EXPERIMENTS_SQL = fill("""
 SELECT experiment, count() AS runs, max(start_ms) FROM (
@@ -702,7 +724,7 @@ class ClickHouseRepository:
         for (rank, bucket, n, lo_v, hi_v, min_s, min_v, min_t, max_s, max_v, max_t, avg_step,
              avg_v, first_s, first_v, first_t, last_s, last_v, last_t) in self._rows(
                 fill(BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY, source=source,
-                     where=where), params):
+                     where=where, avg_value=_AVG_VALUE), params):
             out.append(Bucket(
                 int(rank), int(bucket), int(n), float(lo_v), float(hi_v),
                 (int(min_s), float(min_v), int(min_t)), (int(max_s), float(max_v), int(max_t)),
@@ -726,6 +748,11 @@ class ClickHouseRepository:
     def series_tips(self, run_id: str) -> dict[tuple[str, int], int]:
         """The highest step stored so far of every (key, rank) of a run."""
         return {(k, int(r)): int(s) for k, r, s in self._rows(SERIES_TIPS_SQL, {"run_id": run_id})}
+
+    def producer_points(self, run_id: str) -> dict[tuple[int, str], int]:
+        """(rank, producer_id) -> metric points of a run in the store."""
+        return {(int(r), p): int(n) for r, p, n
+                in self._rows(PRODUCER_POINTS_SQL, {"run_id": run_id})}
 
     def new_points(
         self,

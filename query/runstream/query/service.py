@@ -67,6 +67,9 @@ from runstream.query.tokens import PointCursor
 
 DEFAULT_MAX_FOLLOWERS = 8
 DEFAULT_FOLLOW_POLL_S = 0.5
+#: How long FollowRun holds back a rank's terminal status while none of the points its
+#: producers reported logging arrive (dead-lettered ones never will), in seconds.
+DEFAULT_FOLLOW_TAIL_WAIT_S = 30.0
 
 
 # --- request validation (pure) -------------------------------------------------------
@@ -143,6 +146,20 @@ def assemble_run_info(
         end_ms=run_end_ms(status0),
         world_size=head.world_size if head else 0,
     )
+
+
+def points_missing(accounts: Iterable[AccountRow], stored: Mapping[tuple[int, str], int]
+                   ) -> dict[int, int]:
+    """Per rank, the points its finished producers reported logging (less those they
+    reported dropped) that are not in the store yet (``stored``: (rank, producer_id) ->
+    points). Counted per producer, so one producer's extra points never hide another's
+    missing ones. Pure."""
+    out: dict[int, int] = {}
+    for a in accounts:
+        expected = a.points_logged - sum(d.points for d in a.dropped)
+        missing = max(expected - stored.get((a.rank, a.producer_id), 0), 0)
+        out[a.rank] = out.get(a.rank, 0) + missing
+    return out
 
 
 def sum_drops(accounts: Iterable[AccountRow]) -> tuple[Drop, ...]:
@@ -245,7 +262,8 @@ class QueryService:
         """Runs matching ``filter_text`` (MLflow grammar, see :mod:`filters`), keyset-paged.
 
         ``experiment`` and ``experiments`` together restrict the experiments (none = all).
-        ``order_by``: up to 3 fields, then newest start first. ``page_size`` 0 = 100, else
+        ``order_by``: up to 3 fields, then newest start first, then run id ascending (MLflow's
+        order; equal keys keep it). ``page_size`` 0 = 100, else
         1..1000. A bad filter, order_by or token raises InvalidArgumentError (a filter
         error names the token position).
         """
@@ -475,16 +493,22 @@ class QueryService:
         *,
         cancelled: threading.Event,
         poll_s: float = DEFAULT_FOLLOW_POLL_S,
+        tail_wait_s: float = DEFAULT_FOLLOW_TAIL_WAIT_S,
     ) -> Iterator[FollowUpdate]:
         """Points (steps above each series' last one) and status changes of a run.
 
         Backfills points with step >= ``from_step`` (-1: none), then polls ClickHouse
         every ``poll_s`` seconds. After the backfill one empty PointsUpdate with
-        ``live`` True marks the switch. Ends when every rank reached FINISHED, FAILED or
-        KILLED (after a last poll), when ``cancelled`` is set, or when :meth:`close` is
-        called. Each update holds at most 10,000 points; nothing else is buffered, so a
-        slow reader only slows its own polling. At most ``max_followers`` streams run at
-        once (UnavailableError beyond). Blocks between polls; runs on the caller's thread.
+        ``live`` True marks the switch. A rank's FINISHED, FAILED or KILLED comes after
+        every point its producers reported logging (their RunFinished accounts, less
+        what they reported dropped): the consumer may store the status before the last
+        points, so it is held back until they are stored and sent, or until none of
+        them arrived for ``tail_wait_s`` seconds (lost, e.g. dead-lettered). Ends right
+        after every rank's terminal status, when ``cancelled`` is set, or when
+        :meth:`close` is called. Each update holds at most 10,000 points; nothing else
+        is buffered, so a slow reader only slows its own polling. At most
+        ``max_followers`` streams run at once (UnavailableError beyond). Blocks between
+        polls; runs on the caller's thread.
         """
         validate_run_id(run_id)
         if len(keys) > MAX_FOLLOW_KEYS:
@@ -498,12 +522,13 @@ class QueryService:
             raise UnavailableError("too many FollowRun streams; try again later")
         try:
             self._check_exists(run_id)
-            yield from self._follow(run_id, tuple(keys), rank_filter, from_step, cancelled, poll_s)
+            yield from self._follow(run_id, tuple(keys), rank_filter, from_step, cancelled,
+                                    poll_s, tail_wait_s)
         finally:
             self._followers.release()
 
     def _follow(self, run_id: str, keys: tuple[str, ...], ranks: tuple[int, ...],
-                from_step: int, cancelled: threading.Event, poll_s: float
+                from_step: int, cancelled: threading.Event, poll_s: float, tail_wait_s: float
                 ) -> Iterator[FollowUpdate]:
         if from_step >= 0:
             cursors: dict[tuple[str, int], int] = {}
@@ -512,17 +537,35 @@ class QueryService:
             cursors = self._repo.series_tips(run_id)
             floor = -(1 << 63)
         seen: dict[int, tuple[str, str]] = {}
+        # Per rank whose terminal status is held back: (points missing, since when).
+        waiting: dict[int, tuple[int, float]] = {}
         live = False
-        last_pass = False
         while True:
             statuses = [s for s in self._repo.statuses([run_id]) if not ranks or s.rank in ranks]
-            for st in statuses:
-                if seen.get(st.rank) != (st.status, st.error):
+            changed = [s for s in statuses if seen.get(s.rank) != (s.status, s.error)]
+            for st in changed:
+                if st.status not in ENDED:
+                    waiting.pop(st.rank, None)
                     seen[st.rank] = (st.status, st.error)
                     yield StatusUpdate(rank=st.rank, status=st.status, error=st.error,
                                        ts_ms=st.last_ms, live=live)
-            # CRASHED does not end the stream: heartbeats may resume.
-            ended = bool(statuses) and all(s.status in ENDED for s in statuses)
+            # Terminal statuses whose points are all counted now, before the points query
+            # below: a point counted in metric_counts is already readable in metrics.
+            ready = [s for s in changed if s.status in ENDED]
+            if ready:
+                missing = points_missing(
+                    [a for a in self._repo.accounts([run_id]) if not ranks or a.rank in ranks],
+                    self._repo.producer_points(run_id))
+                now = time.monotonic()
+                held = []
+                for st in ready:
+                    n = missing.get(st.rank, 0)
+                    before = waiting.get(st.rank)
+                    if before is None or before[0] != n:  # progress restarts the wait
+                        waiting[st.rank] = before = (n, now)
+                    if n and now - before[1] < tail_wait_s:
+                        held.append(st)
+                ready = [s for s in ready if s not in held]
             while True:
                 k, r, s, v, t = self._repo.new_points(
                     run_id, keys, ranks, cursors, floor, MAX_FOLLOW_BATCH
@@ -538,14 +581,22 @@ class QueryService:
                                    steps=s, values=v, ts_ms=t, live=live)
                 if len(s) < MAX_FOLLOW_BATCH or self._stopping(cancelled):
                     break
+            if self._stopping(cancelled):
+                return
+            for st in ready:
+                waiting.pop(st.rank, None)
+                seen[st.rank] = (st.status, st.error)
+                yield StatusUpdate(rank=st.rank, status=st.status, error=st.error,
+                                   ts_ms=st.last_ms, live=live)
             if not live:
                 live = True
                 yield PointsUpdate(keys=(), key_index=[], ranks=[], steps=[], values=[],
                                    ts_ms=[], live=True)
-            # One more poll after the end: points and status land in separate inserts.
-            if last_pass or self._stopping(cancelled) or cancelled.wait(poll_s):
+            # CRASHED does not end the stream: heartbeats may resume.
+            ended = bool(statuses) and all(
+                s.status in ENDED and seen.get(s.rank) == (s.status, s.error) for s in statuses)
+            if ended or self._stopping(cancelled) or cancelled.wait(poll_s):
                 return
-            last_pass = ended
 
     def _stopping(self, cancelled: threading.Event) -> bool:
         return cancelled.is_set() or self._closing.is_set()
