@@ -41,6 +41,48 @@ def test_token_auth_guards_every_rpc_but_health(ch: Any, chdb_dsn: str, ch_datab
         repository.close()
 
 
+@pytest.fixture
+def guarded(ch: Any, chdb_dsn: str, ch_database: str) -> Any:
+    """A real query server with token "s3cret"; yields its port."""
+    repository = ClickHouseRepository(chdb_dsn, ch_database)
+    grpc_server, port = build_server(QueryService(repository), "127.0.0.1:0", max_workers=4,
+                                     token="s3cret")
+    grpc_server.start()
+    yield port
+    stop(grpc_server, 1.0)
+    repository.close()
+
+
+def _list_services(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> set[str]:
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    replies = list(reflect.ServerReflectionInfo(iter([request]), timeout=10, metadata=metadata))
+    return {s.name for s in replies[0].list_services_response.service}
+
+
+def test_bearer_scheme_is_case_insensitive_and_reflection_needs_the_token(guarded: int) -> None:
+    from runstream.proto.v1 import query_pb2, query_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{guarded}") as channel:
+        stub = query_pb2_grpc.QueryServiceStub(channel)
+        for header in ("Bearer s3cret", "bearer s3cret", "BEARER s3cret", "bEaReR  s3cret"):
+            stub.ListExperiments(query_pb2.ListExperimentsRequest(), timeout=10,
+                                 metadata=(("authorization", header),))
+            assert SERVICE_NAME in _list_services(channel, (("authorization", header),))
+        for header in ("Bearer S3CRET", "Basic s3cret", "Bearers3cret", "s3cret", "Bearer"):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ListExperiments(query_pb2.ListExperimentsRequest(), timeout=10,
+                                     metadata=(("authorization", header),))
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, header
+        # Reflection is behind the token (grpcurl -H 'authorization: Bearer ...'); health is not.
+        with pytest.raises(grpc.RpcError) as refused:
+            _list_services(channel, ())
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_deadlines_are_honoured(ch: Any, server: tuple[grpc.Server, int]) -> None:
     seed_runs(ch, 3)
     from runstream.proto.errors import DeadlineExceededError

@@ -3,8 +3,9 @@ client."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -79,23 +80,100 @@ def test_commands_print_and_return_status(capsys: pytest.CaptureFixture[str]) ->
     assert lines[0].split() == ["RANK", "STEP", "VALUE", "TIME", "(UTC)"] and len(lines) == 3
 
 
-def test_reproduce_text_lists_commit_diff_packages_and_command() -> None:
-    run = Run(
-        info=RunInfo(run_id="r1", experiment="e", name="n", status="FINISHED", start_ms=1,
-                     end_ms=2, world_size=8),
+def _ranks(n: int, per_node: int) -> tuple[RankInfo, ...]:
+    return tuple(RankInfo(rank=r, local_rank=r % per_node, node=f"gpu-{r // per_node:02d}",
+                          status="FINISHED", start_ms=1, end_ms=2, error="") for r in range(n))
+
+
+def _run(run_id: str = "r1", world_size: int = 4, per_node: int = 4, **env: Any) -> Run:
+    recorded = {
+        "python_version": "3.11.9", "os": "Linux-6.5",
+        "command": "/home/alice/vision/.venv/bin/python3 /home/alice/vision/train.py"
+                   " --config /home/alice/vision/configs/a.yaml --data=/datasets/imagenet"
+                   " --lr 0.1",
+        "packages": (Package(name="numpy", version="1.26.4"), Package(name="pip", version="24"),
+                     Package(name="runstream", version="0.1.0"),
+                     Package(name="torch", version="2.4.0+cu121"),
+                     Package(name="mylib", version="0.3.dev2+g1a2b")),
+        "cuda_version": "12.4", "gpus": (Gpu(name="H100", memory_bytes=80 << 30),),
+    }
+    recorded.update(env)
+    return Run(
+        info=RunInfo(run_id=run_id, experiment="e", name="n", status="FINISHED", start_ms=1,
+                     end_ms=2, world_size=world_size),
         params=(Param(key="lr", value="0.1", type="FLOAT"),),
         inputs=(Input(name="train", uri="s3://b/train", digest="sha256:ab", role="train"),),
-        code=CodeVersion(git_commit="abc123", git_remote="git@h:r.git", git_dirty=True,
-                         in_git_repo=True, diff_sha256="ff", diff_uri="file:///a/diff.patch"),
-        env=Environment(python_version="3.11.9", command="torchrun train.py --lr 0.1",
-                        packages=(Package(name="torch", version="2.4.0"),), cuda_version="12.4",
-                        gpus=(Gpu(name="H100", memory_bytes=80 << 30),)),
+        ranks=_ranks(world_size, per_node),
+        code=CodeVersion(git_commit="abc123", git_remote="git@github.com:acme/vision.git",
+                         git_dirty=True, in_git_repo=True, diff_sha256="ff",
+                         diff_uri="file:///home/alice/.runstream/artifacts/ff"),
+        env=Environment(**recorded),
     )
-    text = reproduce_text(run)
-    for needle in ("git clone git@h:r.git", "git checkout abc123", "git apply /a/diff.patch",
-                   "pip install torch==2.4.0", "digest sha256:ab", "lr=0.1",
-                   "torchrun train.py --lr 0.1", "1x H100 (80.0 GiB)"):
+
+
+def test_reproduce_text_is_runnable_elsewhere() -> None:
+    text = reproduce_text(_run())
+    lines = text.splitlines()
+    for needle in ("git clone git@github.com:acme/vision.git repo && cd repo",
+                   "git checkout abc123", "git apply run.diff",
+                   "python3.11 -m venv .venv && . .venv/bin/activate",
+                   "  numpy==1.26.4 \\", "  torch==2.4.0", "digest sha256:ab", "lr=0.1",
+                   "1x H100 (80.0 GiB)", "# launcher not recorded: assumed torchrun"):
         assert needle in text, needle
+    # The launch line: torchrun with the world size, paths relative to the clone's root.
+    assert lines[-1] == ("torchrun --nnodes 1 --nproc-per-node 4 train.py --config"
+                         " configs/a.yaml --data=/datasets/imagenet --lr 0.1")
+    commands = [line for line in lines if not line.startswith("#")]
+    assert not any("/home/alice" in line for line in commands)
+    assert "outside the repository: make them exist here or change them: /datasets/imagenet" \
+        in text
+    # runstream is never pinned from the record (a local editable build reports 0.1.0 too),
+    # nor a development build, nor pip.
+    assert "runstream==" not in text and "pip install runstream" in text
+    assert "# not pinned: mylib 0.3.dev2+g1a2b" in text and "mylib==" not in text
+    assert "pip==" not in text
+
+
+def test_reproduce_launch_line_from_the_ranks_recorded() -> None:
+    two_nodes = reproduce_text(_run(world_size=8, per_node=4)).splitlines()
+    assert two_nodes[-1].startswith(
+        'torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint'
+        ' "$MASTER_ADDR:29500" train.py')
+    assert "# on each of the 2 nodes" in "\n".join(two_nodes)
+    mpi = runs.launch_of(_run(run_id="mpi-job7", world_size=8, per_node=4))
+    assert (mpi.kind, mpi.nnodes, mpi.nproc_per_node) == ("mpirun", 2, 4)
+    assert "mpirun inferred from the run id" in mpi.note
+    slurm = runs.launch_of(_run(run_id="slurm-42.0", world_size=8, per_node=8))
+    assert slurm.kind == "torchrun" and "srun --nodes 1 --ntasks-per-node 8" in slurm.note
+    single = reproduce_text(_run(world_size=1, per_node=1)).splitlines()
+    assert single[-1].startswith("python train.py --config configs/a.yaml")
+    # Ranks that never reported still count: of 8 ranks only 0 and 3 (local rank 3) did.
+    partial = dataclasses.replace(_run(world_size=8, per_node=4),
+                                  ranks=tuple(_ranks(4, 4)[i] for i in (0, 3)))
+    launch = runs.launch_of(partial)
+    assert (launch.world_size, launch.nnodes, launch.nproc_per_node) == (8, 2, 4)
+
+
+def test_reproduce_without_a_known_root_says_so() -> None:
+    text = reproduce_text(_run(command="/usr/bin/python3 train.py --lr 0.1", packages=()))
+    assert "# run from the repository root (the original working directory was not recorded)" \
+        in text
+    assert text.splitlines()[-1] == "torchrun --nnodes 1 --nproc-per-node 4 train.py --lr 0.1"
+    assert "pip install" not in text
+
+
+def test_reproduce_json_has_the_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    class Client:
+        def get_run(self, run_id: str) -> Run:
+            return _run(run_id=run_id)
+
+    assert runs.cmd_reproduce(cast(Any, Client()), "r9", True) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["run_id"] == "r9" and plan["launch"]["world_size"] == 4
+    assert plan["launch"]["kind"] == "torchrun" and plan["requirements"] == [
+        "numpy==1.26.4", "torch==2.4.0"]
+    assert plan["command"].startswith("torchrun --nnodes 1 --nproc-per-node 4 train.py")
+    assert plan["foreign_paths"] == ["/datasets/imagenet"] and "git clone" in plan["script"]
 
 
 def test_show_prints_drops_the_account_and_param_conflicts() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,19 @@ from runstream.proto.errors import RunstreamError
 
 #: A read command: (query client, parsed arguments) -> exit status.
 ReadCommand = Callable[[Any, argparse.Namespace], int]
+
+#: Exit status when the reader of stdout went away (``runstream runs | head``): 128 +
+#: SIGPIPE, what a shell reports for ``cat``, ``grep`` or ``git`` in the same pipe.
+EXIT_BROKEN_PIPE = 141
+
+AGGREGATES = ("mean", "min", "max")
+
+
+def _aggregate(text: str) -> str:
+    if text not in AGGREGATES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an aggregate; use mean (average across ranks), min or max")
+    return text
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -70,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool-dir", type=Path, help=f"spool directory ({names.SPOOL_DIR})")
     p.set_defaults(func=services.cmd_sync)
 
-    def read_flags(p: argparse.ArgumentParser) -> None:
+    def read_flags(p: argparse.ArgumentParser,
+                   json_help: str = "print JSON instead of text") -> None:
         p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
-        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        p.add_argument("--json", action="store_true", help=json_help)
 
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--experiment", help="only this experiment")
@@ -96,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="print at most this many points (0: all)")
     p.add_argument("--max-points", type=int, default=0,
                    help="downsample each series to this many points (LTTB + min/max)")
-    p.add_argument("--aggregate", choices=["mean", "min", "max"],
+    p.add_argument("--aggregate", type=_aggregate, metavar="{mean,min,max}",
                    help="one series across ranks per step")
     read_flags(p)
     p.set_defaults(read=lambda c, a: metrics.cmd_history(
@@ -113,25 +128,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="what it takes to reproduce a run")
     p.add_argument("run_id")
-    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
-    p.set_defaults(read=lambda c, a: runs.cmd_reproduce(c, a.run_id))
+    read_flags(p)
+    p.set_defaults(read=lambda c, a: runs.cmd_reproduce(c, a.run_id, a.json))
 
     p = sub.add_parser("follow", help="stream a live run's points and status changes")
     p.add_argument("run_id")
     p.add_argument("--keys", help="comma-separated metric keys (default: all)")
     p.add_argument("--from-step", type=int, default=0, help="backfill from this step (-1: none)")
-    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+    read_flags(p, "print one JSON object per line instead of text")
     p.set_defaults(read=lambda c, a: metrics.cmd_follow(c, a.run_id, _keys(a.keys), a.from_step,
-                                                         sys.stdout))
+                                                         sys.stdout, as_json=a.json))
 
     p = sub.add_parser("plot", help="plot a metric of runs to a PNG (needs matplotlib)")
     p.add_argument("run_ids", nargs="+")
     p.add_argument("--key", required=True)
     p.add_argument("--out", default="plot.png")
     p.add_argument("--max-points", type=int, default=1000)
-    p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
+    read_flags(p, "print what was plotted (file, series, point counts) as JSON")
     p.set_defaults(read=lambda c, a: metrics.cmd_plot(c, a.run_ids, a.key, a.out,
-                                                       a.max_points))
+                                                       a.max_points, a.json))
 
     p = sub.add_parser("experiments", help="experiments and their run counts")
     read_flags(p)
@@ -143,7 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a real file (captured in tests): nothing will flush it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status: 0, 1 (the service reported an error),
+    2 (bad arguments or configuration), 130 (Ctrl-C), 141 (stdout closed early, as in
+    ``runstream runs | head``: no traceback)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -152,9 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         read: ReadCommand | None = getattr(args, "read", None)
         if read is None:
-            return int(args.func(args))
-        with _client(args) as client:
-            return int(read(client, args))
+            status = int(args.func(args))
+        else:
+            with _client(args) as client:
+                status = int(read(client, args))
+        sys.stdout.flush()  # a closed pipe shows here, not in the flush at exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except RunstreamError as e:
         print(f"runstream: error: {e}", file=sys.stderr)
         return 2

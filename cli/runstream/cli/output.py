@@ -82,19 +82,22 @@ def format_table(
     return "\n".join(lines)
 
 
-def to_json(obj: Any) -> str:
-    """Dataclasses (and lists of them) as indented JSON; NaN/inf become strings."""
+def to_json(obj: Any, *, indent: int | None = 2) -> str:
+    """Dataclasses (and lists of them) as indented JSON (``indent=None``: one line);
+    NaN/inf become strings."""
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [plain(v) for v in value]
         if isinstance(value, float) and not math.isfinite(value):
             return str(value)
         return value
 
-    return json.dumps(plain(obj), indent=2, ensure_ascii=False)
+    return json.dumps(plain(obj), indent=indent, ensure_ascii=False)
 
 
 def now_ms() -> int:

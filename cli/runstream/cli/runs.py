@@ -7,6 +7,8 @@ Each ``cmd_*`` takes a query client, prints text (or JSON) and returns the exit 
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -184,27 +186,174 @@ def comparison_text(c: Comparison, show_all: bool = False) -> str:
     return "\n\n".join(parts)
 
 
-def reproduce_text(run: Run) -> str:
-    """What it takes to reproduce a run, as a commented shell script."""
+#: Installer tooling: pinning it makes no difference to the run.
+_TOOLING = frozenset({"pip", "setuptools", "wheel"})
+_PYTHON = re.compile(r"python[0-9.]*")
+_DEV = re.compile(r"\.dev\d*|dev$")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Launch:
+    """How the ranks were started, as far as the record tells: ``kind`` is "python" (one
+    process), "torchrun" or "mpirun"; ``note`` says what was assumed or inferred."""
+
+    kind: str
+    world_size: int
+    nnodes: int
+    nproc_per_node: int
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Reproduction:
+    """What ``runstream reproduce`` prints, as data (``--json``): ``requirements`` are
+    pip specifiers, ``not_pinned`` says which recorded packages were left out and why,
+    ``command`` is the launch line with paths relative to the repository root, and
+    ``script`` the whole shell text."""
+
+    run_id: str
+    git_remote: str
+    git_commit: str
+    diff_uri: str
+    python_version: str
+    requirements: tuple[str, ...]
+    not_pinned: tuple[str, ...]
+    launch: Launch
+    command: str
+    foreign_paths: tuple[str, ...]
+    script: str
+
+
+def launch_of(run: Run) -> Launch:
+    """World size, node count and ranks per node from the ranks recorded (node names and
+    local ranks); the launcher itself is not recorded, so it is inferred from the run id
+    (``mpi-…``: mpirun) or assumed to be torchrun."""
+    world = max(run.info.world_size, len(run.ranks), 1)
+    if world == 1:
+        return Launch(kind="python", world_size=1, nnodes=1, nproc_per_node=1)
+    per_node: dict[str, int] = {}
+    for r in run.ranks:
+        if r.node:
+            per_node[r.node] = per_node.get(r.node, 0) + 1
+    nproc = max([*per_node.values(), *(r.local_rank + 1 for r in run.ranks), 0])
+    nproc = min(nproc, world) if nproc else world // max(len(per_node), 1)
+    nnodes = max(len(per_node), -(-world // max(nproc, 1)))
+    if world % nnodes == 0:
+        nproc = world // nnodes  # ranks that never reported still count
+    if run.info.run_id.startswith("mpi-"):
+        return Launch(kind="mpirun", world_size=world, nnodes=nnodes, nproc_per_node=nproc,
+                      note="launcher not recorded: mpirun inferred from the run id (OpenMPI)")
+    note = "launcher not recorded: assumed torchrun"
+    if run.info.run_id.startswith("slurm-"):
+        note += (f" (the run id is SLURM's: srun --nodes {nnodes} --ntasks-per-node {nproc}"
+                 " python ... is the other way it may have run)")
+    return Launch(kind="torchrun", world_size=world, nnodes=nnodes, nproc_per_node=nproc,
+                  note=note)
+
+
+def repo_name(remote: str) -> str:
+    """The directory ``git clone`` makes for ``remote`` ("" for none)."""
+    tail = re.split(r"[/:]", remote.rstrip("/"))[-1] if remote else ""
+    return tail.removesuffix(".git")
+
+
+def requirements_of(run: Run) -> tuple[list[str], list[str]]:
+    """(pip specifiers, "name version: why not pinned" lines) for the recorded packages.
+
+    runstream itself is never pinned from the record: a local editable install reports
+    the same version as a release, and the tracker does not change results. Development
+    builds (``.devN``) are on no index; a local label (``2.4.0+cu121``) pins its public
+    version. Installer tooling (pip, setuptools, wheel) is left out."""
+    pins: list[str] = []
+    skipped: list[str] = []
+    for p in run.env.packages:
+        name = p.name.lower().replace("_", "-")
+        if name in _TOOLING:
+            continue
+        if name == "runstream":
+            skipped.append(f"runstream {p.version or '?'}: installed unpinned (the recorded"
+                           " version may be a local or editable build)")
+        elif not p.version or _DEV.search(p.version):
+            skipped.append(f"{p.name} {p.version or '?'}: a development build on no package"
+                           " index; install it from its source")
+        else:
+            pins.append(f"{p.name}=={p.version.partition('+')[0]}")
+    return pins, skipped
+
+
+def _script_index(tokens: list[str]) -> int:
+    """Index of the script among the command's tokens (after python and its options)."""
+    i = 1 if tokens and _PYTHON.fullmatch(tokens[0].rsplit("/", 1)[-1]) else 0
+    while i < len(tokens) and tokens[i].startswith("-") and tokens[i] not in ("-m", "-c"):
+        i += 1
+    return i
+
+
+def portable_command(command: str, remote: str) -> tuple[list[str], str, list[str]]:
+    """(argument tokens without the interpreter, the original repository root or "",
+    absolute paths left that lie outside it) for a recorded command line.
+
+    The producer records ``sys.executable`` and ``sys.argv`` joined with spaces; the
+    working directory and git root are not recorded, so the root is the script's
+    ancestor directory named like the remote's clone directory. Paths under it become
+    relative to it (the clone's root)."""
+    tokens = command.split()
+    if tokens and _PYTHON.fullmatch(tokens[0].rsplit("/", 1)[-1]):
+        tokens = tokens[1:]
+    idx = _script_index(["python", *tokens]) - 1
+    script = tokens[idx] if 0 <= idx < len(tokens) else ""
+    root = ""
+    name = repo_name(remote)
+    if name and script.startswith("/"):
+        parts = script.split("/")
+        if name in parts[1:-1]:
+            root = "/".join(parts[: parts.index(name, 1) + 1])
+    out: list[str] = []
+    foreign: list[str] = []
+    for token in tokens:
+        flag, eq, value = token.partition("=") if token.startswith("-") else ("", "", token)
+        if value.startswith("/"):
+            if root and (value == root or value.startswith(root + "/")):
+                value = value[len(root) + 1:] or "."
+            else:
+                foreign.append(value)
+        out.append(flag + eq + value)
+    return out, root, foreign
+
+
+def reproduction(run: Run) -> Reproduction:
+    """How to reproduce ``run`` on another machine: clone, checkout, the recorded diff,
+    a virtual environment with the pins that matter, and the launch line."""
     code, env = run.code, run.env
     lines = [f"# Reproduce run {run.info.run_id} ({run.info.experiment}"
              + (f", {run.info.name}" if run.info.name else "") + ")"]
     if code.in_git_repo and code.git_commit:
         if code.git_remote:
             lines.append(f"git clone {shlex.quote(code.git_remote)} repo && cd repo")
+        else:
+            lines.append("# no remote recorded: cd into your clone of the repository")
         lines.append(f"git checkout {shlex.quote(code.git_commit)}")
         if code.git_dirty:
             if code.diff_uri:
-                lines.append(f"# uncommitted changes (sha256 {code.diff_sha256 or '?'}):")
-                lines.append(f"git apply {shlex.quote(code.diff_uri.removeprefix('file://'))}")
+                lines.append(f"# uncommitted changes (sha256 {code.diff_sha256 or '?'}), stored"
+                             f" on the original machine at {code.diff_uri}: copy them to"
+                             " run.diff here, then")
+                lines.append("git apply run.diff")
             else:
                 lines.append("# WARNING: the run had uncommitted changes that were not stored")
     else:
         lines.append("# the code was not in a git repository: no commit recorded")
-    lines.append(f"# python {env.python_version or '?'} on {env.os or '?'}")
-    if env.packages:
-        reqs = " ".join(shlex.quote(f"{p.name}=={p.version}") for p in env.packages)
-        lines.append(f"pip install {reqs}")
+    version = env.python_version
+    lines.append(f"# python {version or '?'} on {env.os or '?'}")
+    if version.count(".") >= 1:
+        major_minor = ".".join(version.split(".")[:2])
+        lines.append(f"python{major_minor} -m venv .venv && . .venv/bin/activate")
+    pins, skipped = requirements_of(run)
+    if pins:
+        lines.append("pip install \\\n" + " \\\n".join(f"  {shlex.quote(p)}" for p in pins))
+    if any(s.startswith("runstream ") for s in skipped):
+        lines.append("pip install runstream  # or from its source")
+    lines.extend(f"# not pinned: {s}" for s in skipped)
     if env.gpus or env.cuda_version:
         lines.append(f"# hardware: {gpu_summary(env) or 'no GPU'}, CUDA {env.cuda_version or '-'},"
                      f" driver {env.gpu_driver or '-'}, {env.cpu_count or '?'} CPUs"
@@ -214,8 +363,53 @@ def reproduce_text(run: Run) -> str:
         lines.append(f"# input {i.role or '-'} {i.name or '-'}: {i.uri} digest {i.digest or '-'}")
     if run.params:
         lines.append("# params: " + ", ".join(f"{p.key}={p.value}" for p in run.params))
-    lines.append(env.command or "# the command line was not recorded")
-    return "\n".join(lines)
+    launch = launch_of(run)
+    command = ""
+    foreign: list[str] = []
+    if env.command:
+        args, root, foreign = portable_command(env.command, code.git_remote)
+        if root:
+            lines.append(f"# paths made relative to the repository root ({root} on the"
+                         " original machine)")
+        else:
+            lines.append("# run from the repository root (the original working directory"
+                         " was not recorded)")
+        if foreign:
+            lines.append("# absolute paths of the original machine, outside the repository:"
+                         " make them exist here or change them: " + " ".join(foreign))
+        if launch.note:
+            lines.append(f"# {launch.note}")
+        quoted = [shlex.quote(a) for a in args]
+        if launch.kind == "torchrun":
+            head = ["torchrun", "--nnodes", str(launch.nnodes), "--nproc-per-node",
+                    str(launch.nproc_per_node)]
+            if launch.nnodes > 1:
+                lines.append(f"# on each of the {launch.nnodes} nodes, MASTER_ADDR set to the"
+                             " first node's address")
+                head += ["--rdzv-backend", "c10d", "--rdzv-endpoint", '"$MASTER_ADDR:29500"']
+            if quoted and quoted[0] == "-m":
+                quoted = quoted[1:]
+                head.append("-m")
+        elif launch.kind == "mpirun":
+            head = ["mpirun", "-np", str(launch.world_size), "--map-by",
+                    f"ppr:{launch.nproc_per_node}:node", "python"]
+        else:
+            head = ["python"]
+        command = " ".join(head + quoted)
+        lines.append(command)
+    else:
+        lines.append("# the command line was not recorded")
+    return Reproduction(
+        run_id=run.info.run_id, git_remote=code.git_remote, git_commit=code.git_commit,
+        diff_uri=code.diff_uri, python_version=version, requirements=tuple(pins),
+        not_pinned=tuple(skipped), launch=launch, command=command,
+        foreign_paths=tuple(foreign), script="\n".join(lines),
+    )
+
+
+def reproduce_text(run: Run) -> str:
+    """What it takes to reproduce a run, as a commented shell script."""
+    return reproduction(run).script
 
 
 def cmd_runs(client: Client, experiment: str | None, limit: int | None, as_json: bool,
@@ -262,8 +456,15 @@ def cmd_compare(client: Client, run_ids: Sequence[str], keys: Sequence[str], sho
     return run_command(body, err)
 
 
-def cmd_reproduce(client: Client, run_id: str, *, err: TextIO | None = None) -> int:
-    return run_command(lambda: reproduce_text(client.get_run(run_id)), err)
+def cmd_reproduce(client: Client, run_id: str, as_json: bool = False, *,
+                  err: TextIO | None = None) -> int:
+    """Print how to reproduce a run (a shell script, or its parts as JSON). Blocks."""
+
+    def body() -> str:
+        plan = reproduction(client.get_run(run_id))
+        return to_json(plan) if as_json else plan.script
+
+    return run_command(body, err)
 
 
 def cmd_experiments(client: Client, as_json: bool, *, err: TextIO | None = None) -> int:

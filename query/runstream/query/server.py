@@ -11,7 +11,10 @@ second by the thread ``runstream-query-store``; queries then answer UNAVAILABLE 
 the path); server reflection lists the query service, health and reflection.
 
 Security: with a token ($RUNSTREAM_TOKEN) every RPC but health needs the metadata
-``authorization: Bearer <token>`` (else UNAUTHENTICATED; compared in constant time).
+``authorization: Bearer <token>`` (else UNAUTHENTICATED; the scheme in any case, RFC
+7235, the token compared in constant time). Reflection needs it too: what the server
+serves is not told to strangers, and grpcurl passes it with
+``grpcurl -H 'authorization: Bearer <token>' HOST:PORT list``.
 With a certificate and key ($RUNSTREAM_QUERY_TLS_CERT, $RUNSTREAM_QUERY_TLS_KEY, PEM
 files) the server speaks TLS only. The ClickHouse user needs read access only: every
 query runs with ``readonly=2`` (SELECT only; a query may still set its own limits such as
@@ -56,17 +59,29 @@ _HEALTH: weakref.WeakKeyDictionary[grpc.Server, health.HealthServicer] = weakref
 _SERVICES: weakref.WeakKeyDictionary[grpc.Server, QueryService] = weakref.WeakKeyDictionary()
 
 
+def bearer_matches(header: str | bytes, token: bytes) -> bool:
+    """Whether an ``authorization`` value carries ``token`` in the Bearer scheme. The
+    scheme is matched case-insensitively (RFC 7235: ``bearer``, ``BEARER``), the token
+    exactly and in constant time."""
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    scheme, _, credentials = text.strip().partition(" ")
+    given = credentials.strip().encode("latin-1", "replace")
+    return hmac.compare_digest(given, token) and scheme.lower() == "bearer"
+
+
 class TokenInterceptor(grpc.ServerInterceptor):
-    """Refuses every RPC but health without ``authorization: Bearer <token>``."""
+    """Refuses every RPC but health without ``authorization: Bearer <token>``; server
+    reflection too, so listing the services needs the token (``grpcurl -H``)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token.encode()
 
         def deny(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
         self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
         self._deny_stream = grpc.unary_stream_rpc_method_handler(deny)
+        self._deny_bidi = grpc.stream_stream_rpc_method_handler(deny)
 
     def intercept_service(
         self,
@@ -80,10 +95,11 @@ class TokenInterceptor(grpc.ServerInterceptor):
             (v for k, v in handler_call_details.invocation_metadata or () if k == "authorization"),
             "",
         )
-        given_bytes = given.encode() if isinstance(given, str) else bytes(given)
-        if hmac.compare_digest(given_bytes, self._expected):
+        if bearer_matches(given, self._token):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
+        if handler is not None and handler.request_streaming:
+            return self._deny_bidi  # server reflection
         if handler is not None and handler.response_streaming:
             return self._deny_stream
         return self._deny_unary
