@@ -12,6 +12,8 @@ MAX_RUNS_PAGE_SIZE = 1000
 #: GetMetricHistory page size (points): 0 in a request means the default.
 DEFAULT_HISTORY_PAGE_SIZE = 100_000
 MAX_HISTORY_PAGE_SIZE = 1_000_000
+#: ExportMetricHistory: points per streamed chunk (about 1.5 MB on the wire).
+MAX_EXPORT_CHUNK = 65_536
 #: Ranks in one rank filter.
 MAX_RANKS_FILTER = 65_536
 #: Experiments in one SearchRuns request.

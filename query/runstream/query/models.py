@@ -118,7 +118,8 @@ class Input:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeVersion:
     """The code a run executed; when dirty, ``diff_sha256`` (hex) and ``diff_uri`` locate
-    the stored ``git diff HEAD``."""
+    the stored ``git diff HEAD``. ``cwd`` and ``script`` are relative to the repository
+    root ("" when not recorded: runs of older SDKs)."""
 
     git_commit: str = ""
     git_branch: str = ""
@@ -127,6 +128,8 @@ class CodeVersion:
     in_git_repo: bool = False
     diff_sha256: str = ""
     diff_uri: str = ""
+    cwd: str = ""
+    script: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,7 +147,9 @@ class Gpu:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Environment:
     """Where a run executed. ``memory_bytes`` is the node's physical memory; packages are
-    sorted by name."""
+    sorted by name. ``argv``, ``launcher`` ("torchrun", "slurm", "openmpi", "pmi",
+    "none") and its shape (``nnodes``, ``nproc_per_node``; 0 = not stated) say how the
+    process was started; they are empty for runs of older SDKs."""
 
     python_version: str = ""
     os: str = ""
@@ -156,6 +161,11 @@ class Environment:
     gpus: tuple[Gpu, ...] = ()
     gpu_driver: str = ""
     cuda_version: str = ""
+    argv: tuple[str, ...] = ()
+    launcher: str = ""
+    nnodes: int = 0
+    nproc_per_node: int = 0
+    runstream_editable: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

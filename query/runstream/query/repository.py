@@ -34,8 +34,8 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypeVar, cast, overload
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client as ChClient
@@ -84,6 +84,10 @@ _PAST_DEADLINE = frozenset({"TIMEOUT_EXCEEDED", "TOO_SLOW", "QUERY_WAS_CANCELLED
 #: capped at this many seconds, or the RPC's remaining deadline if sooner.
 DEFAULT_MAX_EXECUTION_S = 60.0
 _READ_SETTINGS: Mapping[str, Any] = {"readonly": 2}
+#: A streamed read (ExportMetricHistory) runs on one thread: it reads one series in order
+#: and is paced by the client anyway; more threads only multiply its buffers (16 parallel
+#: exports held about 50 MB each with the default threads).
+_STREAM_SETTINGS: Mapping[str, Any] = {"max_threads": 1}
 
 # --- SQL, in the order the methods below use it -----------------------------------------
 
@@ -229,6 +233,20 @@ POINTS_SQL: Mapping[tuple[bool, bool], str] = {
     for some_ranks in (False, True)
     for after in (False, True)
 }
+# ExportMetricHistory: the same points in the same order, every one, read as a stream
+# (the order is the table's sorting key, so ClickHouse reads in order and never holds
+# the whole series). Only the columns sent.
+_EXPORT_POINTS = """
+SELECT rank, step, value, ts_ms
+FROM metrics FINAL
+WHERE run_id = {run_id:String} AND key = {key:String}$ranks
+ORDER BY rank, step, ts_ms, producer_id, seq, idx
+"""
+#: rank filter? -> the query.
+EXPORT_POINTS_SQL: Mapping[bool, str] = {
+    some_ranks: fill(_EXPORT_POINTS, ranks=_SOME_RANKS if some_ranks else "")
+    for some_ranks in (False, True)
+}
 
 # A series is one key of one run, all ranks or some ($ranks); aggregated, per (rank,
 # step) each rank's latest value at the step (idempotent under replays), then $agg
@@ -289,6 +307,11 @@ SELECT step, value, ts_ms FROM $source
 WHERE step > {after_step:Int64}
 ORDER BY step
 LIMIT {limit:UInt32}
+"""
+# ExportMetricHistory with an aggregate: every aggregated step, as a stream.
+AGGREGATE_EXPORT_SQL = """
+SELECT step, value, ts_ms FROM $source
+ORDER BY step
 """
 
 SERIES_TIPS_SQL = """
@@ -453,10 +476,24 @@ class ClickHouseRepository:
         """Run a read with the deadline of the RPC being served; raises ClickHouseError
         (UnavailableError if the embedded store was removed: :meth:`check_store`)."""
         self.check_store()
-        left = deadline.remaining_s()
-        limit_s = DEFAULT_MAX_EXECUTION_S if left is None else min(left, DEFAULT_MAX_EXECUTION_S)
-        settings = {**_READ_SETTINGS, "max_execution_time": max(1, math.ceil(limit_s))}
-        return self._client().query(sql, parameters=dict(parameters), settings=settings)
+        return self._client().query(sql, parameters=dict(parameters),
+                                    settings=_read_settings())
+
+    def _stream(self, sql: str, parameters: Mapping[str, Any]) -> Iterator[tuple[list[Any], ...]]:
+        """The result of a read as it arrives, one driver block at a time, each column a
+        list of Python values. The query stays open (holding this thread's connection)
+        until the generator is exhausted or closed; close it before the next query on
+        this thread."""
+        self.check_store()
+        try:
+            with self._client().query_column_block_stream(
+                sql, parameters=dict(parameters), settings={**_read_settings(), **_STREAM_SETTINGS}
+            ) as stream:
+                for block in stream:
+                    yield tuple(c.tolist() if isinstance(c, array.array) else list(c)
+                                for c in block)
+        except ClickHouseError as e:
+            raise self._error(e, "ClickHouse query failed") from e
 
     def _query(self, sql: str, parameters: Mapping[str, Any]) -> QueryResult:
         try:
@@ -537,6 +574,8 @@ class ClickHouseRepository:
                     in_git_repo=bool(r["in_git_repo"]),
                     diff_sha256=r["git_diff_sha256"],
                     diff_uri=r["git_diff_uri"],
+                    cwd=r["cwd"],
+                    script=r["script"],
                 ),
                 env=Environment(
                     python_version=r["python_version"],
@@ -551,6 +590,11 @@ class ClickHouseRepository:
                                for g, m in zip(gpus, gpu_memory, strict=False)),
                     gpu_driver=r["gpu_driver"],
                     cuda_version=r["cuda_version"],
+                    argv=tuple(r["argv"]),
+                    launcher=r["launcher"],
+                    nnodes=int(r["nnodes"]),
+                    nproc_per_node=int(r["nproc_per_node"]),
+                    runstream_editable=bool(r["runstream_editable"]),
                 ),
                 start_ms=int(start_ms),
             ))
@@ -743,6 +787,27 @@ class ClickHouseRepository:
         steps, values, ts = self._columns(fill(AGGREGATE_PAGE_SQL, source=source), params, 3)
         return steps, values, ts
 
+    def export_points(
+        self, run_id: str, key: str, ranks: Sequence[int]
+    ) -> Iterator[tuple[list[int], list[int], list[float], list[int]]]:
+        """Every point of the series as :meth:`metric_points` orders them, streamed:
+        (ranks, steps, values, ts_ms) per ClickHouse block. Close it before the thread's
+        next query."""
+        params: dict[str, Any] = {"run_id": run_id, "key": key}
+        if ranks:
+            params["ranks"] = list(ranks)
+        return cast(Iterator[tuple[list[int], list[int], list[float], list[int]]],
+                    self._stream(EXPORT_POINTS_SQL[bool(ranks)], params))
+
+    def export_aggregate(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+    ) -> Iterator[tuple[list[int], list[float], list[int]]]:
+        """Every (step, aggregated value, latest ts_ms) of the series by step, streamed
+        per block, as :meth:`aggregate_points` computes them."""
+        source, _, params = self._series(run_id, key, ranks, aggregate)
+        return cast(Iterator[tuple[list[int], list[float], list[int]]],
+                    self._stream(fill(AGGREGATE_EXPORT_SQL, source=source), params))
+
     # --- FollowRun ---
 
     def series_tips(self, run_id: str) -> dict[tuple[str, int], int]:
@@ -794,6 +859,14 @@ class ClickHouseRepository:
         names = tables.INGEST_PROGRESS.column_names
         return [IngestPartition(**dict(zip(names, row, strict=True)))
                 for row in result.result_rows]
+
+
+def _read_settings() -> dict[str, Any]:
+    """Settings of a read: read-only, capped at the RPC's remaining deadline (or
+    DEFAULT_MAX_EXECUTION_S, whichever is sooner)."""
+    left = deadline.remaining_s()
+    limit_s = DEFAULT_MAX_EXECUTION_S if left is None else min(left, DEFAULT_MAX_EXECUTION_S)
+    return {**_READ_SETTINGS, "max_execution_time": max(1, math.ceil(limit_s))}
 
 
 def _flat(blocks: Sequence[Sequence[Any]]) -> list[Any]:

@@ -33,6 +33,7 @@ from runstream.query.limits import (
     MAX_COMPARED_RUNS,
     MAX_EXPERIMENTS_FILTER,
     MAX_EXPERIMENTS_LISTED,
+    MAX_EXPORT_CHUNK,
     MAX_FOLLOW_BATCH,
     MAX_FOLLOW_KEYS,
     MAX_HISTORY_PAGE_SIZE,
@@ -348,6 +349,61 @@ class QueryService:
             ts_ms=_head(page.ts_ms, limit),
             next_page_token=token,
         )
+
+    def export_metric_history(
+        self,
+        run_id: str,
+        key: str,
+        ranks: Iterable[int] = (),
+        *,
+        aggregate: str = "",
+        chunk_points: int = MAX_EXPORT_CHUNK,
+    ) -> Iterator[MetricHistory]:
+        """Every point of a metric as chunks of at most ``chunk_points`` (1..65,536):
+        the lossless pages of :meth:`metric_history` joined (same order, dedup, ranks,
+        aggregate), read as a stream, so memory stays about one chunk per call. The
+        request is validated here, before the first chunk; NotFoundError (raised by the
+        iterator) for an unknown run; a known run without this key gives no chunk. Close
+        the iterator if it is not exhausted: it holds a query open on this thread.
+        """
+        validate_run_id(run_id)
+        validate_metric_key(key)
+        rank_filter = validate_ranks(ranks)
+        if aggregate not in AGGREGATES:
+            raise InvalidArgumentError(f"aggregate {aggregate!r} is not one of mean, min, max")
+        if not 1 <= chunk_points <= MAX_EXPORT_CHUNK:
+            raise InvalidArgumentError(
+                f"chunk_points {chunk_points} out of range 1..{MAX_EXPORT_CHUNK}")
+        return self._export(run_id, key, rank_filter, aggregate, chunk_points)
+
+    def _export(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
+                chunk_points: int) -> Iterator[MetricHistory]:
+        blocks: Iterator[tuple[list[Any], ...]] = (
+            self._repo.export_aggregate(run_id, key, ranks, aggregate) if aggregate
+            else self._repo.export_points(run_id, key, ranks)
+        )
+        sent = 0
+        try:
+            for block in blocks:
+                for lo in range(0, len(block[0]), chunk_points):
+                    part = block if len(block[0]) <= chunk_points else tuple(
+                        c[lo:lo + chunk_points] for c in block)
+                    if aggregate:
+                        steps, values, ts = part
+                        chunk = MetricHistory(run_id=run_id, key=key, steps=steps,
+                                              values=values, ts_ms=ts, aggregate=aggregate)
+                    else:
+                        r, steps, values, ts = part
+                        chunk = MetricHistory(run_id=run_id, key=key, ranks=r, steps=steps,
+                                              values=values, ts_ms=ts)
+                    sent += len(steps)
+                    yield chunk
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:
+                close()  # ends the ClickHouse stream now, not when garbage-collected
+        if not sent:
+            self._check_exists(run_id)
 
     def _check_exists(self, run_id: str) -> None:
         if not self._repo.run_exists(run_id):

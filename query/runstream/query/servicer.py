@@ -6,7 +6,7 @@ the error's message; anything unexpected is logged with its traceback and answer
 ``INTERNAL`` without internals in the message. Each call runs inside a
 :func:`deadline.scope` of the RPC's remaining time, so ClickHouse queries stop when the
 caller's deadline passes. Thread-safe: grpcio calls it from its worker pool, one RPC per
-thread (a FollowRun stream holds its thread until it ends).
+thread (a FollowRun or ExportMetricHistory stream holds its thread until it ends).
 """
 
 from __future__ import annotations
@@ -81,6 +81,27 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 query_pb2.GetMetricHistoryResponse,
             ),
         )
+
+    def ExportMetricHistory(
+        self, request: query_pb2.ExportMetricHistoryRequest, context: grpc.ServicerContext
+    ) -> Iterator[query_pb2.MetricHistoryChunk]:
+        chunks = _answer(context, "ExportMetricHistory",
+                         lambda: self._service.export_metric_history(
+                             request.run_id, request.key, request.ranks,
+                             aggregate=aggregate_from_pb(request.aggregate)))
+        try:
+            while True:
+                chunk = _answer(context, "ExportMetricHistory", lambda: next(chunks, None))
+                if chunk is None:
+                    return
+                yield query_pb2.MetricHistoryChunk(
+                    ranks=chunk.ranks, steps=chunk.steps, values=chunk.values, ts_ms=chunk.ts_ms
+                )
+        finally:
+            # Also when the client cancels: grpcio drops (closes) this generator.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def CompareRuns(
         self, request: query_pb2.CompareRunsRequest, context: grpc.ServicerContext

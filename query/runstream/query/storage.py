@@ -12,7 +12,7 @@ them in one query, with a (possibly empty) entry for every id asked for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -162,6 +162,14 @@ class RunRepository(Protocol):
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
         limit: int,
     ) -> tuple[list[int], list[float], list[int]]: ...
+
+    def export_points(
+        self, run_id: str, key: str, ranks: Sequence[int]
+    ) -> Iterator[tuple[list[int], list[int], list[float], list[int]]]: ...
+
+    def export_aggregate(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+    ) -> Iterator[tuple[list[int], list[float], list[int]]]: ...
 
     def series_tips(self, run_id: str) -> dict[tuple[str, int], int]: ...
     def producer_points(self, run_id: str) -> dict[tuple[int, str], int]: ...

@@ -204,6 +204,30 @@ class GetMetricHistoryResponse(_message.Message):
     total_points: int
     def __init__(self, ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ..., downsampled: _Optional[bool] = ..., min_values: _Optional[_Iterable[float]] = ..., max_values: _Optional[_Iterable[float]] = ..., bucket_counts: _Optional[_Iterable[int]] = ..., total_points: _Optional[int] = ...) -> None: ...
 
+class ExportMetricHistoryRequest(_message.Message):
+    __slots__ = ("run_id", "key", "ranks", "aggregate")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    aggregate: Aggregate
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ...) -> None: ...
+
+class MetricHistoryChunk(_message.Message):
+    __slots__ = ("ranks", "steps", "values", "ts_ms")
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    ts_ms: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class CompareRunsRequest(_message.Message):
     __slots__ = ("run_ids", "metric_keys", "goals")
     class GoalsEntry(_message.Message):

@@ -49,6 +49,11 @@ class QueryServiceStub:
                 request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.SerializeToString,
                 response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.FromString,
                 _registered_method=True)
+        self.ExportMetricHistory = channel.unary_stream(
+                '/runstream.v1.QueryService/ExportMetricHistory',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ExportMetricHistoryRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.MetricHistoryChunk.FromString,
+                _registered_method=True)
         self.CompareRuns = channel.unary_unary(
                 '/runstream.v1.QueryService/CompareRuns',
                 request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.CompareRunsRequest.SerializeToString,
@@ -97,6 +102,17 @@ class QueryServiceServicer:
         """Points of one metric of one run, ordered by (rank, step), paged losslessly; or
         downsampled to max_points per series (LTTB over per-bucket extremes, with the
         bucket's min/max envelope); per rank or aggregated across ranks per step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportMetricHistory(self, request, context):
+        """Every point of one metric of one run in one server stream: the points of
+        GetMetricHistory's lossless pages joined (same order, dedup, rank filter and
+        aggregate), read from ClickHouse as a stream and sent in chunks of at most 65,536
+        points, so the server holds about one chunk per request. No chunk when the run
+        has no such metric; NOT_FOUND if the run id is unknown.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +172,11 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetMetricHistory,
                     request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.FromString,
                     response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.SerializeToString,
+            ),
+            'ExportMetricHistory': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportMetricHistory,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ExportMetricHistoryRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.MetricHistoryChunk.SerializeToString,
             ),
             'CompareRuns': grpc.unary_unary_rpc_method_handler(
                     servicer.CompareRuns,
@@ -264,6 +285,33 @@ class QueryService:
             '/runstream.v1.QueryService/GetMetricHistory',
             runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryRequest.SerializeToString,
             runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportMetricHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runstream.v1.QueryService/ExportMetricHistory',
+            runstream_dot_proto_dot_v1_dot_query__pb2.ExportMetricHistoryRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.MetricHistoryChunk.FromString,
             options,
             channel_credentials,
             insecure,
