@@ -293,3 +293,40 @@ def run_info(**kw: object) -> RunInfo:
                                    world_size=8)
     base.update(kw)
     return RunInfo(**cast(Any, base))
+
+
+def recorded_launch_started(rank: int = 0, run_id: str = "run-torchrun") -> pb.RunEvent:
+    """Rank ``rank``'s RunStarted of a 4-rank, one-node torchrun run as an SDK that
+    records its launch sends it: argv (one argument with a space), the launcher and its
+    shape, cwd and script relative to the repository root."""
+    event = envelope(run_id=run_id, rank=rank, seq=1, world_size=4)
+    event.local_rank = rank
+    event.node = "node-a"
+    s = event.run_started
+    s.name = "resnet"
+    s.code.git_commit = "c" * 40
+    s.code.git_remote = "git@github.com:acme/vision.git"
+    s.code.in_git_repo = True
+    s.code.cwd = "experiments"
+    s.code.script = "experiments/train.py"
+    s.env.python_version = "3.11.9"
+    s.env.command = "/venv/bin/python train.py --name two words"
+    s.env.argv.extend(["train.py", "--name", "two words"])
+    s.env.launcher = "torchrun"
+    s.env.nnodes = 1
+    s.env.nproc_per_node = 4
+    s.env.runstream_editable = True
+    return event
+
+
+def seed_through_consumer(ch: Any, events: Sequence[pb.RunEvent]) -> None:
+    """Insert ``events``'s rows as the consumer builds them (RowBatch), metrics excepted."""
+    from runstream.consumer.rows import RowBatch
+
+    batch = RowBatch()
+    for event in events:
+        batch.add(event)
+    for table, data in batch.nonempty():
+        columns = cast(list[list[Any]], data)
+        ch.insert(table.name, [list(row) for row in zip(*columns, strict=True)],
+                  column_names=list(table.column_names))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import platform
@@ -14,8 +15,16 @@ import sys
 from pathlib import Path
 
 from runstream import artifacts
+from runstream.launcher import LauncherInfo
 from runstream.proto.v1 import events_pb2
-from runstream.proto.validation import MAX_COMMAND_LEN, MAX_NAME_LEN, wire_text
+from runstream.proto.validation import (
+    MAX_ARG_LEN,
+    MAX_ARGS,
+    MAX_COMMAND_LEN,
+    MAX_NAME_LEN,
+    MAX_PATH_LEN,
+    wire_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +66,51 @@ def _git_bytes(cwd: Path, *args: str) -> bytes | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def code_version(cwd: Path | None = None, artifacts_dir: Path | None = None
-                 ) -> events_pb2.CodeVersion:
+# Interpreter options that take a value as the next argument (python --help).
+_OPTIONS_WITH_VALUE = frozenset(("-W", "-X", "--check-hash-based-pycs"))
+
+
+def invocation(argv: list[str], orig_argv: list[str]) -> tuple[list[str], str]:
+    """(the arguments to record, the script as given or "") from ``sys.argv`` and
+    ``sys.orig_argv``. Under ``python -m mod`` sys.argv[0] is the module's file, which
+    cannot be started the same way, so the record says ``-m mod`` instead and names no
+    script; under ``python -c`` there is no script either. Pure."""
+    i = 1
+    while i < len(orig_argv):
+        arg = orig_argv[i]
+        if arg == "-m" and i + 1 < len(orig_argv):
+            return ["-m", orig_argv[i + 1], *argv[1:]], ""
+        if arg.startswith("-m") and len(arg) > 2 and not arg.startswith("--"):
+            return ["-m", arg[2:], *argv[1:]], ""
+        if arg == "-c" or not arg.startswith("-") or arg == "-":
+            break
+        i += 2 if arg in _OPTIONS_WITH_VALUE else 1
+    script = argv[0] if argv and argv[0] not in ("", "-c", "-") else ""
+    return list(argv), script
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except (ValueError, OSError, RuntimeError):
+        return None
+
+
+def code_version(cwd: Path | None = None, artifacts_dir: Path | None = None,
+                 script: str | None = None) -> events_pb2.CodeVersion:
     """Git commit, branch, origin remote (credentials stripped) and dirtiness of ``cwd``
     (default: the current directory). When dirty, ``diff_sha256`` is the hex SHA-256 of
     ``git diff HEAD --binary`` (tracked files) and, with ``artifacts_dir``, the diff is
-    stored there content-addressed and ``diff_uri`` points at it. ``in_git_repo`` is
-    False outside a repository or without git. Blocks for a few git subprocesses (each
-    at most 5 s)."""
+    stored there content-addressed and ``diff_uri`` points at it. ``cwd`` and ``script``
+    (default: the process' script, see :func:`invocation`; relative to ``cwd``) are
+    recorded relative to the repository root, never as absolute paths: "." is the root,
+    "" a script outside the repository. ``in_git_repo`` is False outside a repository or
+    without git. Blocks for a few git subprocesses (each at most 5 s)."""
     where = Path.cwd() if cwd is None else cwd
     if _git(where, "rev-parse", "--is-inside-work-tree") != "true":
         return events_pb2.CodeVersion(in_git_repo=False)
+    if script is None:
+        script = invocation(sys.argv, getattr(sys, "orig_argv", sys.argv))[1]
     commit = _git(where, "rev-parse", "HEAD") or ""
     branch = _git(where, "rev-parse", "--abbrev-ref", "HEAD") or ""
     remote = strip_credentials(_git(where, "config", "--get", "remote.origin.url") or "")
@@ -79,6 +122,16 @@ def code_version(cwd: Path | None = None, artifacts_dir: Path | None = None
         git_dirty=bool(status),
         in_git_repo=True,
     )
+    toplevel = _git(where, "rev-parse", "--show-toplevel")
+    if toplevel:
+        root = Path(toplevel).resolve()
+        relative_cwd = _relative(where, root)
+        relative_script = _relative(where / script, root) if script else None
+        if relative_cwd is not None and len(relative_cwd) <= MAX_PATH_LEN:
+            version.cwd = wire_text(relative_cwd or ".")
+        if relative_script and len(relative_script) <= MAX_PATH_LEN \
+                and (where / script).is_file():
+            version.script = wire_text(relative_script)
     if status:
         diff = _git_bytes(where, "diff", "HEAD", "--binary") if commit else None
         if diff:
@@ -154,11 +207,37 @@ def _gpus(env: events_pb2.Environment) -> None:
         env.cuda_version = cuda.group(1)
 
 
+def editable_install() -> bool:
+    """True when runstream runs from a source tree: an editable install (PEP 660's
+    ``direct_url.json`` says ``"editable": true``) or no installed distribution at all
+    (a checkout on sys.path)."""
+    try:
+        dist = importlib.metadata.distribution("runstream")
+    except importlib.metadata.PackageNotFoundError:
+        return True
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        return False
+    dir_info = direct.get("dir_info") if isinstance(direct, dict) else None
+    return isinstance(dir_info, dict) and dir_info.get("editable") is True
+
+
+def launch_environment(info: LauncherInfo) -> events_pb2.Environment:
+    """The launcher fields of Environment (kind, nodes, ranks per node) from ``info``.
+    Pure; the rest of Environment comes from :func:`environment`."""
+    return events_pb2.Environment(launcher=info.launcher, nnodes=info.nnodes,
+                                  nproc_per_node=info.nproc_per_node)
+
+
 def environment() -> events_pb2.Environment:
-    """Python version, OS, command line (<= 4096 chars), CPU model and count, physical
-    memory, installed distributions (importlib.metadata) and GPUs with driver and CUDA
-    version (from nvidia-smi, when present). Blocks for a moment (package metadata, one
-    nvidia-smi run); run it off the training thread."""
+    """Python version, OS, command line (<= 4096 chars) and argv (see :func:`invocation`;
+    <= 1,000 arguments of <= 4096 chars each), CPU model and count, physical memory,
+    installed distributions (importlib.metadata), whether runstream is an editable
+    install, and GPUs with driver and CUDA version (from nvidia-smi, when present). The
+    launcher fields are :func:`launch_environment`'s. Blocks for a moment (package
+    metadata, one nvidia-smi run); run it off the training thread."""
+    argv, _ = invocation(sys.argv, getattr(sys, "orig_argv", sys.argv))
     env = events_pb2.Environment(
         python_version=platform.python_version(),
         os=platform.platform(),
@@ -166,7 +245,12 @@ def environment() -> events_pb2.Environment:
         cpu_count=os.cpu_count() or 0,
         cpu_model=_cpu_model(),
         memory_bytes=_memory_bytes(),
+        runstream_editable=editable_install(),
     )
+    recorded = [wire_text(a) for a in argv]
+    # Cut arguments would start another command: record none (reproduce says so).
+    if len(recorded) <= MAX_ARGS and all(len(a) <= MAX_ARG_LEN for a in recorded):
+        env.argv.extend(recorded)
     env.packages.extend(_packages())
     _gpus(env)
     return env

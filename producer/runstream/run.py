@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runstream import artifacts, lifecycle
+from runstream import artifacts, capture, lifecycle
 from runstream import params as params_mod
 from runstream.batch import FLAT_WIDTH
 from runstream.config import ProducerConfig
@@ -76,6 +76,7 @@ class Run:
         self.rank = launcher.rank
         self.world_size = launcher.world_size
         self.local_rank = launcher.local_rank
+        self._launch_env = capture.launch_environment(launcher)
         self.config = config
         self._init_pid = os.getpid()
         self._node = wire_text(socket.gethostname())[:MAX_NODE_LEN]
@@ -115,7 +116,8 @@ class Run:
         producer_id = uuid.uuid4().hex
         started = None
         if first:
-            started = (events_pb2.RunStarted(name=self.name or ""), _time_ns() // 1_000_000)
+            started = (events_pb2.RunStarted(name=self.name or "", env=self._launch_env),
+                       _time_ns() // 1_000_000)
         sender = Sender(
             identity=Identity(
                 run_id=self.id,

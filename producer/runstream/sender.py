@@ -311,7 +311,7 @@ class Sender:
         self._started = None
         try:
             body.code.CopyFrom(capture.code_version(artifacts_dir=self.config.artifacts_dir))
-            body.env.CopyFrom(capture.environment())
+            body.env.MergeFrom(capture.environment())  # keeps the launcher fields Run set
         except Exception:
             log.exception("runstream: capturing code version and environment failed")
         try:

@@ -59,3 +59,29 @@ def test_unknown_run_is_not_found(ch: Any, client: Client) -> None:
         client.get_run("nope")
     with pytest.raises(NotFoundError):
         client.metric_history("nope", "loss")
+
+
+def test_get_run_returns_the_recorded_launch(ch: Any, client: Client) -> None:
+    """argv, launcher and shape, cwd and script travel from RunStarted through the
+    consumer's rows, ClickHouse and GetRun unchanged; older rows read back empty."""
+    from tests.factories import recorded_launch_started, seed_through_consumer
+
+    seed_through_consumer(ch, [recorded_launch_started(rank) for rank in range(4)])
+    run = client.get_run("run-torchrun")
+    assert run.env.argv == ("train.py", "--name", "two words")
+    assert (run.env.launcher, run.env.nnodes, run.env.nproc_per_node) == ("torchrun", 1, 4)
+    assert run.env.runstream_editable is True
+    assert (run.code.cwd, run.code.script) == ("experiments", "experiments/train.py")
+    assert [(r.rank, r.local_rank) for r in run.ranks] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+
+    from runstream.cli.runs import reproduction
+
+    plan = reproduction(run)
+    assert plan.script.splitlines()[-2:] == [
+        "cd experiments  # the recorded working directory, relative to the repository root",
+        "torchrun --nnodes 1 --nproc-per-node 4 train.py --name 'two words'",
+    ]
+
+    start_rank(ch, "run-old", 0, 1, T0)  # a row of an older SDK: the new columns empty
+    old = client.get_run("run-old")
+    assert (old.env.argv, old.env.launcher, old.code.cwd, old.code.script) == ((), "", "", "")

@@ -200,3 +200,77 @@ def test_show_prints_drops_the_account_and_param_conflicts() -> None:
     assert "param lr: 0.1 (also logged: 0.2 by producer p2 at 2023-11-14 22:13:20 UTC)" in text
     quiet = runs.run_text(Run(info=run_info(), ranks=(rank(0),)), T0)
     assert "Points\n  (none)" in quiet and "dropped" not in quiet
+
+
+def _recorded_torchrun_run(**env: Any) -> Run:
+    """A 4-rank torchrun run (one node) as an SDK that records its launch reports it:
+    started from experiments/ of the clone, an argument with a space in it."""
+    recorded: dict[str, Any] = {
+        "argv": ("/home/alice/vision/experiments/train.py", "--name", "two words",
+                 "--config", "/home/alice/vision/configs/a.yaml", "--data=/datasets/imagenet"),
+        "launcher": "torchrun", "nnodes": 1, "nproc_per_node": 4,
+        "command": "/home/alice/vision/.venv/bin/python3 /home/alice/vision/experiments/"
+                   "train.py --name two words --config /home/alice/vision/configs/a.yaml"
+                   " --data=/datasets/imagenet",
+        "packages": (Package(name="numpy", version="1.26.4"),
+                     Package(name="runstream", version="0.2.0")),
+        "gpus": (), "cuda_version": "",
+    }
+    recorded.update(env)
+    run = _run(**recorded)
+    return dataclasses.replace(run, code=dataclasses.replace(
+        run.code, cwd="experiments", script="experiments/train.py", git_dirty=False))
+
+
+def test_reproduce_a_recorded_torchrun_run_uses_the_recorded_launch() -> None:
+    plan = runs.reproduction(_recorded_torchrun_run())
+    assert plan.script.splitlines() == [
+        "# Reproduce run r1 (e, n)",
+        "git clone git@github.com:acme/vision.git repo && cd repo",
+        "git checkout abc123",
+        "# python 3.11.9 on Linux-6.5",
+        "python3.11 -m venv .venv && . .venv/bin/activate",
+        "pip install \\",
+        "  numpy==1.26.4 \\",
+        "  runstream==0.2.0",
+        "# input train train: s3://b/train digest sha256:ab",
+        "# params: lr=0.1",
+        "cd experiments  # the recorded working directory, relative to the repository root",
+        "# absolute paths of the original machine, outside the repository: make them exist"
+        " here or change them: /datasets/imagenet",
+        "torchrun --nnodes 1 --nproc-per-node 4 train.py --name 'two words' --config"
+        " ../configs/a.yaml --data=/datasets/imagenet",
+    ]
+    assert plan.launch == runs.Launch(kind="torchrun", world_size=4, nnodes=1,
+                                      nproc_per_node=4, recorded=True)
+    assert "guessed" not in plan.script and "assumed" not in plan.script
+
+
+def test_reproduce_recorded_launchers_and_shapes() -> None:
+    def last(**env: Any) -> str:
+        return runs.reproduction(_recorded_torchrun_run(**env)).script.splitlines()[-1]
+
+    tail = "train.py --name 'two words' --config ../configs/a.yaml --data=/datasets/imagenet"
+    assert last(launcher="slurm", nnodes=2, nproc_per_node=2) == \
+        f"srun -N 2 --ntasks-per-node 2 python {tail}"
+    assert last(launcher="openmpi", nnodes=2, nproc_per_node=2) == \
+        f"mpirun -np 4 --map-by ppr:2:node python {tail}"
+    assert last(launcher="pmi", nnodes=1, nproc_per_node=4) == f"mpiexec -n 4 -ppn 4 python {tail}"
+    two = runs.reproduction(_recorded_torchrun_run(nnodes=2, nproc_per_node=2)).script
+    assert two.splitlines()[-1] == ("torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d"
+                                    f' --rdzv-endpoint "$MASTER_ADDR:29500" {tail}')
+    # A launcher that did not state its shape: inferred from the ranks, and said so.
+    plan = runs.reproduction(_recorded_torchrun_run(nnodes=0, nproc_per_node=0))
+    assert plan.launch.nproc_per_node == 4 and "did not state the job's shape" in plan.script
+    # python -m under torchrun, an editable runstream left unpinned.
+    module = runs.reproduction(_recorded_torchrun_run(
+        argv=("-m", "vision.train", "--lr", "0.1"), runstream_editable=True))
+    assert module.command == "torchrun --nnodes 1 --nproc-per-node 4 -m vision.train --lr 0.1"
+    assert "runstream==" not in module.script
+    assert "# not pinned: runstream 0.2.0: an editable install" in module.script
+
+
+def test_reproduce_a_run_recorded_before_says_it_guesses() -> None:
+    text = reproduce_text(_run())
+    assert "# recorded before runstream kept the launcher, argv and working directory: the" \
+        " line below is guessed from the command line" in text

@@ -111,5 +111,50 @@ def test_avro_written_with_an_earlier_schema_still_decodes() -> None:
     back = codec.decode(buf.getvalue(), codec.AVRO_CONTENT_TYPE)
     assert back.run_finished.status == pb.FAILED and back.run_finished.error == "boom"
     assert back.run_finished.points_logged == 0 and not back.run_finished.dropped
-    assert set(codec.avro_writer_schemas()) == {codec.avro_fingerprint(),
-                                                bytes.fromhex("af599d6c4450d26c")}
+    assert set(codec.avro_writer_schemas()) == {
+        codec.avro_fingerprint(), bytes.fromhex("af599d6c4450d26c"),
+        bytes.fromhex("d979ed03066043da")}
+
+
+def test_run_started_written_before_the_launcher_was_recorded_still_decodes() -> None:
+    """A RunStarted from an SDK before argv, launcher, shape, cwd and script were
+    recorded decodes with them empty (so reproduce knows to fall back), the rest intact."""
+    import io
+    import json
+    from importlib import resources
+
+    import fastavro
+
+    name = "events-d979ed03066043da.avsc"
+    old = json.loads(resources.files("runstream.proto.v1").joinpath(name).read_text())
+    assert codec._fingerprint(old).hex() == "d979ed03066043da" != codec.avro_fingerprint().hex()
+    event = every_event_type()[0]
+    datum = codec._message_to_avro(event)
+    for key in ("argv", "launcher", "nnodes", "nproc_per_node", "runstream_editable"):
+        datum["body"]["env"].pop(key)
+    for key in ("cwd", "script"):
+        datum["body"]["code"].pop(key)
+    buf = io.BytesIO()
+    buf.write(codec.AVRO_SOE_MAGIC + bytes.fromhex("d979ed03066043da"))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(old), datum)
+    back = codec.decode(buf.getvalue(), codec.AVRO_CONTENT_TYPE)
+    expected = pb.RunEvent()
+    expected.CopyFrom(event)
+    for key in ("argv", "launcher", "nnodes", "nproc_per_node", "runstream_editable"):
+        expected.run_started.env.ClearField(key)
+    for key in ("cwd", "script"):
+        expected.run_started.code.ClearField(key)
+    assert back == expected
+    assert back.run_started.env.command == "train.py --lr 0.1"
+    assert list(back.run_started.env.argv) == [] and back.run_started.env.launcher == ""
+
+
+@pytest.mark.parametrize("encoding", ["protobuf", "avro"])
+def test_the_recorded_launch_round_trips(encoding: str) -> None:
+    from tests.factories import recorded_launch_started
+
+    event = recorded_launch_started(rank=2)
+    back = codec.decode(codec.encode(event, encoding), codec.CONTENT_TYPES[encoding])
+    assert back == event
+    assert list(back.run_started.env.argv) == ["train.py", "--name", "two words"]
+    assert (back.run_started.code.cwd, back.run_started.env.nproc_per_node) == ("experiments", 4)

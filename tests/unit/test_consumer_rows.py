@@ -45,6 +45,8 @@ def test_run_started_gives_a_runs_row_and_a_running_status():
         "os": "Linux", "command": "train.py --lr 0.1", "cpu_count": 16,
         "git_diff_sha256": "", "git_diff_uri": "", "cpu_model": "", "memory_bytes": 0,
         "packages": {}, "gpus": [], "gpu_memory_bytes": [], "gpu_driver": "", "cuda_version": "",
+        "cwd": "", "script": "", "argv": [], "launcher": "", "nnodes": 0, "nproc_per_node": 0,
+        "runstream_editable": False,
         "producer_id": "prod-a", "seq": 1, "ts_ms": TS,
     }
     [status] = table_rows(batch, tables.RUN_STATUS)

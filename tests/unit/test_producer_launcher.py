@@ -94,3 +94,71 @@ def test_sanitize_run_id():
     assert cleaned is not None and len(cleaned) == 64 and RUN_ID_PATTERN.fullmatch(cleaned)
     assert cleaned == sanitize_run_id(long)
     assert cleaned != sanitize_run_id("x" * 199 + "y")
+
+
+def test_torchrun_shape_from_the_environment_torch_sets():
+    """Rank 5 of `torchrun --nnodes 2 --nproc-per-node 4 --rdzv-id job42 ...` on the second
+    node: every variable torch.distributed.elastic's agent sets for its workers."""
+    env = {
+        "LOCAL_RANK": "1", "RANK": "5", "GROUP_RANK": "1", "ROLE_RANK": "5",
+        "ROLE_NAME": "default", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8",
+        "GROUP_WORLD_SIZE": "2", "ROLE_WORLD_SIZE": "8", "MASTER_ADDR": "node-a",
+        "MASTER_PORT": "29500", "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0", "TORCHELASTIC_RUN_ID": "job42",
+        "TORCHELASTIC_USE_AGENT_STORE": "False", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+        "TORCHELASTIC_ERROR_FILE": "/tmp/torchelastic_x/job42_y/attempt_0/1/error.json",
+        "OMP_NUM_THREADS": "1",
+    }
+    assert detect_launcher(env) == LauncherInfo(
+        launcher="torchrun", rank=5, world_size=8, local_rank=1, run_id="job42", nnodes=2,
+        nproc_per_node=4)
+    # A bare RANK/WORLD_SIZE launch (not torchrun's agent) states no shape.
+    bare = detect_launcher({"RANK": "1", "WORLD_SIZE": "2", "RUNSTREAM_RUN_ID": "x"})
+    assert (bare.nnodes, bare.nproc_per_node) == (0, 0)
+
+
+def test_slurm_shape_from_srun():
+    """Task 5 of `srun -N 2 --ntasks-per-node 4 python train.py` inside an sbatch job."""
+    env = {
+        "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_NTASKS": "8",
+        "SLURM_NPROCS": "8", "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_STEP_NUM_NODES": "2", "SLURM_STEP_NUM_TASKS": "8",
+        "SLURM_NTASKS_PER_NODE": "4", "SLURM_TASKS_PER_NODE": "4(x2)",
+        "SLURM_STEP_TASKS_PER_NODE": "4(x2)", "SLURM_JOB_ID": "123456", "SLURM_STEP_ID": "0",
+        "SLURM_NODELIST": "gpu[01-02]", "SLURM_STEP_NODELIST": "gpu[01-02]",
+    }
+    info = detect_launcher(env)
+    assert (info.launcher, info.nnodes, info.nproc_per_node) == ("slurm", 2, 4)
+    assert info.run_id == "slurm-123456.0"
+    # `srun -N 2 -n 6`: no SLURM_NTASKS_PER_NODE, the step's list says 3 on each node.
+    env = {k: v for k, v in env.items() if k != "SLURM_NTASKS_PER_NODE"} | {
+        "SLURM_NTASKS": "6", "SLURM_NPROCS": "6", "SLURM_STEP_NUM_TASKS": "6",
+        "SLURM_TASKS_PER_NODE": "3(x2)", "SLURM_STEP_TASKS_PER_NODE": "3(x2)"}
+    assert detect_launcher(env).nproc_per_node == 3
+    # `srun -N 2 -n 5`: 3 and 2 tasks, no single per-node count.
+    env |= {"SLURM_PROCID": "4", "SLURM_NTASKS": "5", "SLURM_STEP_TASKS_PER_NODE": "3,2"}
+    assert (detect_launcher(env).nnodes, detect_launcher(env).nproc_per_node) == (2, 0)
+
+
+def test_openmpi_and_mpich_shape():
+    """Rank 5 of `mpirun -np 8 --map-by ppr:4:node python train.py` (Open MPI 5)."""
+    env = {
+        "OMPI_COMM_WORLD_RANK": "5", "OMPI_COMM_WORLD_SIZE": "8",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "4",
+        "OMPI_COMM_WORLD_NODE_RANK": "1", "OMPI_UNIVERSE_SIZE": "8", "PMIX_RANK": "5",
+        "PMIX_NAMESPACE": "prterun-host-1234@1",
+    }
+    info = detect_launcher(env)
+    assert (info.launcher, info.nnodes, info.nproc_per_node) == ("openmpi", 2, 4)
+    # MPICH's Hydra: `mpiexec -n 4 -ppn 2`.
+    info = detect_launcher({"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1",
+                            "MPI_LOCALNRANKS": "2", "PMI_FD": "6"})
+    assert (info.launcher, info.nnodes, info.nproc_per_node) == ("pmi", 2, 2)
+
+
+def test_a_shape_that_cannot_hold_the_job_is_unknown_and_a_malformed_one_raises():
+    # A batch script's single task sees the allocation's node count, not its step's.
+    info = detect_launcher({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_NNODES": "4"})
+    assert (info.nnodes, info.nproc_per_node) == (0, 0)
+    with pytest.raises(ConfigError, match="LOCAL_WORLD_SIZE"):
+        detect_launcher({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "two"})

@@ -322,3 +322,19 @@ def test_delivery_counts_points_through_the_spool_and_its_readers(tmp_path: Path
     assert run.finish() is True and run.finish() is True
     finished = read_spool(tmp_path)[-1].run_finished
     assert finished.points_logged == 50_000 and not finished.dropped
+
+
+def test_run_started_records_the_launcher_torchrun_gave(tmp_path: Path, env):
+    """Rank 0 of `torchrun --nproc-per-node 4`: the launcher and its shape reach the
+    RunStarted the sender builds, beside argv and the rest of the environment."""
+    torchrun = {**env, "RANK": "0", "WORLD_SIZE": "4", "LOCAL_RANK": "0",
+                "LOCAL_WORLD_SIZE": "4", "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "1",
+                "ROLE_WORLD_SIZE": "4", "TORCHELASTIC_RUN_ID": "job-7"}
+    spool_dir = tmp_path / "spool"
+    run = runstream.init("exp", spool_dir=spool_dir, environ=torchrun)
+    assert run.finish() is True
+    started = read_spool(spool_dir)[0]
+    validate(started)
+    e = started.run_started.env
+    assert (e.launcher, e.nnodes, e.nproc_per_node) == ("torchrun", 1, 4)
+    assert e.python_version and list(e.argv) and e.command

@@ -130,3 +130,22 @@ def test_wire_text_keeps_undecodable_bytes_visible_and_always_encodes() -> None:
     assert wire_text(argv) == "train.py data/caf\\xe9.csv"
     assert wire_text("a\ud800b") == "a?b"
     assert all(encodable(wire_text(t)) for t in (argv, "a\ud800b", "\udcff" * 3))
+
+
+def test_the_recorded_launch_is_checked_against_its_limits() -> None:
+    from runstream.proto import validation
+    from tests.factories import recorded_launch_started
+
+    validation.validate(recorded_launch_started())
+    for change, reason in (
+        (lambda s: s.env.argv.extend(["a"] * validation.MAX_ARGS), "arguments"),
+        (lambda s: s.env.argv.append("x" * (validation.MAX_ARG_LEN + 1)), "argv"),
+        (lambda s: setattr(s.code, "cwd", "/home/alice/vision"), "relative"),
+        (lambda s: setattr(s.code, "script", "y" * (validation.MAX_PATH_LEN + 1)), "script"),
+        (lambda s: setattr(s.env, "launcher", "deepspeed"), "launcher"),
+        (lambda s: setattr(s.env, "nproc_per_node", 5), "world_size"),
+    ):
+        event = recorded_launch_started()
+        change(event.run_started)
+        with pytest.raises(ValidationError, match=reason):
+            validation.validate(event)

@@ -8,6 +8,7 @@ Each ``cmd_*`` takes a query client, prints text (or JSON) and returns the exit 
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 import shlex
 from collections.abc import Sequence
@@ -195,13 +196,15 @@ _DEV = re.compile(r"\.dev\d*|dev$")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Launch:
     """How the ranks were started, as far as the record tells: ``kind`` is "python" (one
-    process), "torchrun" or "mpirun"; ``note`` says what was assumed or inferred."""
+    process), "torchrun", "srun", "mpirun" or "mpiexec"; ``recorded`` is True when the
+    run recorded its launcher (else it is inferred); ``note`` says what was assumed."""
 
     kind: str
     world_size: int
     nnodes: int
     nproc_per_node: int
     note: str = ""
+    recorded: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -224,11 +227,39 @@ class Reproduction:
     script: str
 
 
+#: The command each recorded launcher starts its ranks with again.
+_LAUNCH_KINDS = {"torchrun": "torchrun", "slurm": "srun", "openmpi": "mpirun",
+                 "pmi": "mpiexec", "none": "python"}
+
+
 def launch_of(run: Run) -> Launch:
-    """World size, node count and ranks per node from the ranks recorded (node names and
-    local ranks); the launcher itself is not recorded, so it is inferred from the run id
-    (``mpi-…``: mpirun) or assumed to be torchrun."""
+    """How the ranks were started: the recorded launcher and its shape (nodes, ranks per
+    node) when the run recorded them; for runs of older SDKs, and for a shape the
+    launcher did not state, world size, node count and ranks per node come from the
+    ranks recorded (node names and local ranks) and the launcher is inferred from the
+    run id (``mpi-…``: mpirun) or assumed to be torchrun."""
     world = max(run.info.world_size, len(run.ranks), 1)
+    inferred = _inferred_launch(run, world)
+    kind = _LAUNCH_KINDS.get(run.env.launcher)
+    if kind is None:
+        return inferred
+    if world == 1 or kind == "python":
+        return Launch(kind="python", world_size=world, nnodes=1, nproc_per_node=world,
+                      recorded=True)
+    nnodes = run.env.nnodes or 0
+    nproc = run.env.nproc_per_node or 0
+    note = ""
+    if not nnodes or not nproc:
+        nnodes = nnodes or (world // nproc if nproc and world % nproc == 0 else
+                            inferred.nnodes)
+        nproc = nproc or (world // nnodes if world % nnodes == 0 else inferred.nproc_per_node)
+        note = (f"{run.env.launcher} did not state the job's shape: nodes and ranks per"
+                " node inferred from the ranks recorded")
+    return Launch(kind=kind, world_size=world, nnodes=nnodes, nproc_per_node=nproc,
+                  note=note, recorded=True)
+
+
+def _inferred_launch(run: Run, world: int) -> Launch:
     if world == 1:
         return Launch(kind="python", world_size=1, nnodes=1, nproc_per_node=1)
     per_node: dict[str, int] = {}
@@ -260,8 +291,9 @@ def repo_name(remote: str) -> str:
 def requirements_of(run: Run) -> tuple[list[str], list[str]]:
     """(pip specifiers, "name version: why not pinned" lines) for the recorded packages.
 
-    runstream itself is never pinned from the record: a local editable install reports
-    the same version as a release, and the tracker does not change results. Development
+    runstream itself is pinned only when the run recorded that it was not an editable
+    install (older records cannot tell: a local editable install reports the same
+    version as a release, so they leave it unpinned). Development
     builds (``.devN``) are on no index; a local label (``2.4.0+cu121``) pins its public
     version. Installer tooling (pip, setuptools, wheel) is left out."""
     pins: list[str] = []
@@ -270,7 +302,10 @@ def requirements_of(run: Run) -> tuple[list[str], list[str]]:
         name = p.name.lower().replace("_", "-")
         if name in _TOOLING:
             continue
-        if name == "runstream":
+        if name == "runstream" and run.env.runstream_editable:
+            skipped.append(f"runstream {p.version or '?'}: an editable install of a source"
+                           " tree; install runstream from that source")
+        elif name == "runstream" and not run.env.launcher:
             skipped.append(f"runstream {p.version or '?'}: installed unpinned (the recorded"
                            " version may be a local or editable build)")
         elif not p.version or _DEV.search(p.version):
@@ -321,6 +356,64 @@ def portable_command(command: str, remote: str) -> tuple[list[str], str, list[st
     return out, root, foreign
 
 
+def recorded_command(run: Run) -> tuple[list[str], str, list[str]]:
+    """(arguments without the interpreter, the working directory relative to the
+    repository root or "", absolute paths left that lie outside the repository) from a
+    run's recorded argv, script and cwd.
+
+    The script becomes its path relative to the working directory. The original root is
+    known when argv[0] was absolute (it ends in the recorded script): paths under it
+    become relative to the working directory too."""
+    argv = list(run.env.argv)
+    cwd = run.code.cwd
+    script = run.code.script
+    root = ""
+    if argv and argv[0] != "-m" and script:
+        if argv[0].startswith("/") and argv[0].endswith("/" + script):
+            root = argv[0][: -len(script) - 1]
+        argv[0] = posixpath.relpath(script, cwd or ".")
+    here = posixpath.join(root, cwd) if root and cwd else root
+    out: list[str] = []
+    foreign: list[str] = []
+    for i, token in enumerate(argv):
+        if i == 1 and argv[0] == "-m":
+            out.append(token)  # the module name
+            continue
+        flag, eq, value = token.partition("=") if token.startswith("-") else ("", "", token)
+        if value.startswith("/"):
+            if root and (value == root or value.startswith(root + "/")):
+                value = posixpath.relpath(value, here)
+            else:
+                foreign.append(value)
+        out.append(flag + eq + value)
+    return out, cwd, foreign
+
+
+def _launch_head(launch: Launch, args: list[str], lines: list[str]) -> list[str]:
+    """The launcher's part of the command line (it may add a comment line first)."""
+    module = ["-m"] if args and args[0] == "-m" else []
+    if launch.kind == "torchrun":
+        head = ["torchrun", "--nnodes", str(launch.nnodes), "--nproc-per-node",
+                str(launch.nproc_per_node)]
+        if launch.nnodes > 1:
+            lines.append(f"# on each of the {launch.nnodes} nodes, MASTER_ADDR set to the"
+                         " first node's address")
+            head += ["--rdzv-backend", "c10d", "--rdzv-endpoint", '"$MASTER_ADDR:29500"']
+        if module:
+            del args[0]
+        return head + module
+    if launch.kind == "srun":
+        return ["srun", "-N", str(launch.nnodes), "--ntasks-per-node",
+                str(launch.nproc_per_node), "python"]
+    if launch.kind == "mpirun":
+        return ["mpirun", "-np", str(launch.world_size), "--map-by",
+                f"ppr:{launch.nproc_per_node}:node", "python"]
+    if launch.kind == "mpiexec":
+        return ["mpiexec", "-n", str(launch.world_size), "-ppn", str(launch.nproc_per_node),
+                "python"]
+    return ["python"]
+
+
 def reproduction(run: Run) -> Reproduction:
     """How to reproduce ``run`` on another machine: clone, checkout, the recorded diff,
     a virtual environment with the pins that matter, and the launch line."""
@@ -366,7 +459,18 @@ def reproduction(run: Run) -> Reproduction:
     launch = launch_of(run)
     command = ""
     foreign: list[str] = []
-    if env.command:
+    if env.argv:
+        args, cwd, foreign = recorded_command(run)
+        if cwd and cwd != ".":
+            lines.append(f"cd {shlex.quote(cwd)}  # the recorded working directory, relative"
+                         " to the repository root")
+    elif env.command:
+        if env.launcher:
+            lines.append("# argv was too long to record in full: rebuilt from the command"
+                         " line (an argument with spaces in it is split)")
+        else:
+            lines.append("# recorded before runstream kept the launcher, argv and working"
+                         " directory: the line below is guessed from the command line")
         args, root, foreign = portable_command(env.command, code.git_remote)
         if root:
             lines.append(f"# paths made relative to the repository root ({root} on the"
@@ -374,28 +478,16 @@ def reproduction(run: Run) -> Reproduction:
         else:
             lines.append("# run from the repository root (the original working directory"
                          " was not recorded)")
+    else:
+        args = []
+    if args:
         if foreign:
             lines.append("# absolute paths of the original machine, outside the repository:"
                          " make them exist here or change them: " + " ".join(foreign))
         if launch.note:
             lines.append(f"# {launch.note}")
-        quoted = [shlex.quote(a) for a in args]
-        if launch.kind == "torchrun":
-            head = ["torchrun", "--nnodes", str(launch.nnodes), "--nproc-per-node",
-                    str(launch.nproc_per_node)]
-            if launch.nnodes > 1:
-                lines.append(f"# on each of the {launch.nnodes} nodes, MASTER_ADDR set to the"
-                             " first node's address")
-                head += ["--rdzv-backend", "c10d", "--rdzv-endpoint", '"$MASTER_ADDR:29500"']
-            if quoted and quoted[0] == "-m":
-                quoted = quoted[1:]
-                head.append("-m")
-        elif launch.kind == "mpirun":
-            head = ["mpirun", "-np", str(launch.world_size), "--map-by",
-                    f"ppr:{launch.nproc_per_node}:node", "python"]
-        else:
-            head = ["python"]
-        command = " ".join(head + quoted)
+        command = " ".join(_launch_head(launch, args, lines)
+                           + [shlex.quote(a) for a in args])
         lines.append(command)
     else:
         lines.append("# the command line was not recorded")

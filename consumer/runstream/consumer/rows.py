@@ -178,6 +178,10 @@ class RowBatch:
                 "gpus": [g.name for g in s.env.gpus],
                 "gpu_memory_bytes": [g.memory_bytes for g in s.env.gpus],
                 "gpu_driver": s.env.gpu_driver, "cuda_version": s.env.cuda_version,
+                "cwd": s.code.cwd, "script": s.code.script, "argv": list(s.env.argv),
+                "launcher": s.env.launcher, "nnodes": s.env.nnodes,
+                "nproc_per_node": s.env.nproc_per_node,
+                "runstream_editable": s.env.runstream_editable,
             }
         )
         self._status(event, _STATUS_NAMES[events_pb2.RUNNING], "")

@@ -89,6 +89,11 @@ RUNS = Table(
         ("memory_bytes", "UInt64"), ("packages", "Map(String, String)"),
         ("gpus", "Array(String)"), ("gpu_memory_bytes", "Array(UInt64)"),
         ("gpu_driver", "String"), ("cuda_version", "String"),
+        # How the run was started (empty/0 in rows of older SDKs): cwd and script relative
+        # to the repository root, argv as a list, the launcher and its shape.
+        ("cwd", "String"), ("script", "String"), ("argv", "Array(String)"),
+        ("launcher", "LowCardinality(String)"), ("nnodes", "UInt32"),
+        ("nproc_per_node", "UInt32"), ("runstream_editable", "Bool"),
         *_ENVELOPE,
     ),
     "ReplacingMergeTree(ts_ms)",

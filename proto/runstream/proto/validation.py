@@ -24,6 +24,12 @@ MAX_TAG_VALUE_LEN = 5000
 MAX_NAME_LEN = 1024
 MAX_URI_LEN = 4096
 MAX_COMMAND_LEN = 4096
+#: RunStarted's argv: at most this many arguments, each at most MAX_ARG_LEN characters;
+#: cwd and script (relative to the repository root) at most MAX_PATH_LEN.
+MAX_ARGS = 1000
+MAX_ARG_LEN = 4096
+MAX_PATH_LEN = 4096
+LAUNCHERS = frozenset(("torchrun", "slurm", "openmpi", "pmi", "none"))
 MAX_DIGEST_LEN = 256
 MAX_ROLE_LEN = 64
 MAX_TEXT_LEN = 65536
@@ -168,6 +174,7 @@ def validate(event: events_pb2.RunEvent) -> None:
         s = event.run_started
         _check_len("run name", s.name, MAX_RUN_NAME_LEN)
         _check_len("command", s.env.command, MAX_COMMAND_LEN)
+        _validate_launch(s, event.world_size)
         for what, text in (("git commit", s.code.git_commit), ("git branch", s.code.git_branch),
                            ("git remote", s.code.git_remote)):
             _check_len(what, text, MAX_NAME_LEN)
@@ -185,6 +192,26 @@ def validate(event: events_pb2.RunEvent) -> None:
         for d in f.dropped:
             if not 0 < len(d.reason) <= MAX_REASON_LEN:
                 raise ValidationError(f"drop reason must be 1..{MAX_REASON_LEN} characters")
+
+
+def _validate_launch(s: events_pb2.RunStarted, world_size: int) -> None:
+    if len(s.env.argv) > MAX_ARGS:
+        raise ValidationError(f"argv has {len(s.env.argv)} arguments, over the limit of "
+                              f"{MAX_ARGS}")
+    for i, arg in enumerate(s.env.argv):
+        _check_len(f"argv[{i}]", arg, MAX_ARG_LEN)
+    for what, path in (("cwd", s.code.cwd), ("script", s.code.script)):
+        _check_len(what, path, MAX_PATH_LEN)
+        # reproduce cds into these on another machine: an absolute path is not portable.
+        if path.startswith("/"):
+            raise ValidationError(f"{what} {path[:80]!r} must be relative to the repository"
+                                  " root")
+    if s.env.launcher and s.env.launcher not in LAUNCHERS:
+        raise ValidationError(f"launcher {s.env.launcher[:80]!r} is not one of "
+                              f"{', '.join(sorted(LAUNCHERS))}")
+    for what, n in (("nnodes", s.env.nnodes), ("nproc_per_node", s.env.nproc_per_node)):
+        if n > world_size:
+            raise ValidationError(f"{what} {n} is over world_size {world_size}")
 
 
 def _check_count(what: str, n: int) -> None:

@@ -24,47 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frunstream/proto/v1/events.proto\x12\x0crunstream.v1\"\x8a\x04\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nlocal_rank\x18\x05 \x01(\r\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x13\n\x0bproducer_id\x18\x07 \x01(\t\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12\r\n\x05ts_ms\x18\t \x01(\x03\x12/\n\x0brun_started\x18\x10 \x01(\x0b\x32\x18.runstream.v1.RunStartedH\x00\x12&\n\x06params\x18\x11 \x01(\x0b\x32\x14.runstream.v1.ParamsH\x00\x12-\n\x07metrics\x18\x12 \x01(\x0b\x32\x1a.runstream.v1.MetricsBatchH\x00\x12\"\n\x04tags\x18\x13 \x01(\x0b\x32\x12.runstream.v1.TagsH\x00\x12*\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\x16.runstream.v1.ArtifactH\x00\x12\x31\n\x0crun_finished\x18\x15 \x01(\x0b\x32\x19.runstream.v1.RunFinishedH\x00\x12,\n\theartbeat\x18\x16 \x01(\x0b\x32\x17.runstream.v1.HeartbeatH\x00\x12$\n\x05input\x18\x17 \x01(\x0b\x32\x13.runstream.v1.InputH\x00\x42\x06\n\x04\x62ody\"k\n\nRunStarted\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\x03 \x01(\x0b\x32\x19.runstream.v1.Environment\"\x98\x01\n\x0b\x43odeVersion\x12\x12\n\ngit_commit\x18\x01 \x01(\t\x12\x12\n\ngit_branch\x18\x02 \x01(\t\x12\x12\n\ngit_remote\x18\x03 \x01(\t\x12\x11\n\tgit_dirty\x18\x04 \x01(\x08\x12\x13\n\x0bin_git_repo\x18\x05 \x01(\x08\x12\x13\n\x0b\x64iff_sha256\x18\x06 \x01(\t\x12\x10\n\x08\x64iff_uri\x18\x07 \x01(\t\"(\n\x07Package\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\xf2\x01\n\x0b\x45nvironment\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\tcpu_count\x18\x04 \x01(\r\x12\x11\n\tcpu_model\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\'\n\x08packages\x18\x07 \x03(\x0b\x32\x15.runstream.v1.Package\x12\x1f\n\x04gpus\x18\x08 \x03(\x0b\x32\x11.runstream.v1.Gpu\x12\x12\n\ngpu_driver\x18\t \x01(\t\x12\x14\n\x0c\x63uda_version\x18\n \x01(\t\"J\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.runstream.v1.ParamType\"-\n\x06Params\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Param\"]\n\x0cMetricsBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x11\n\tkey_index\x18\x02 \x03(\r\x12\r\n\x05steps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\r\n\x05ts_ms\x18\x05 \x03(\x03\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x04Tags\x12\x1f\n\x04tags\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Tag\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"@\n\x05Input\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x81\x01\n\x0bRunFinished\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x15\n\rpoints_logged\x18\x03 \x01(\x04\x12#\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\x12.runstream.v1.Drop\"6\n\x04\x44rop\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06points\x18\x03 \x01(\x04\"\x0b\n\tHeartbeat*g\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\n\n\x06KILLED\x10\x04\x12\x0b\n\x07\x43RASHED\x10\x05*Q\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x07\n\x03INT\x10\x02\x12\t\n\x05\x46LOAT\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frunstream/proto/v1/events.proto\x12\x0crunstream.v1\"\x8a\x04\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nlocal_rank\x18\x05 \x01(\r\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x13\n\x0bproducer_id\x18\x07 \x01(\t\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12\r\n\x05ts_ms\x18\t \x01(\x03\x12/\n\x0brun_started\x18\x10 \x01(\x0b\x32\x18.runstream.v1.RunStartedH\x00\x12&\n\x06params\x18\x11 \x01(\x0b\x32\x14.runstream.v1.ParamsH\x00\x12-\n\x07metrics\x18\x12 \x01(\x0b\x32\x1a.runstream.v1.MetricsBatchH\x00\x12\"\n\x04tags\x18\x13 \x01(\x0b\x32\x12.runstream.v1.TagsH\x00\x12*\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\x16.runstream.v1.ArtifactH\x00\x12\x31\n\x0crun_finished\x18\x15 \x01(\x0b\x32\x19.runstream.v1.RunFinishedH\x00\x12,\n\theartbeat\x18\x16 \x01(\x0b\x32\x17.runstream.v1.HeartbeatH\x00\x12$\n\x05input\x18\x17 \x01(\x0b\x32\x13.runstream.v1.InputH\x00\x42\x06\n\x04\x62ody\"k\n\nRunStarted\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\x03 \x01(\x0b\x32\x19.runstream.v1.Environment\"\xb5\x01\n\x0b\x43odeVersion\x12\x12\n\ngit_commit\x18\x01 \x01(\t\x12\x12\n\ngit_branch\x18\x02 \x01(\t\x12\x12\n\ngit_remote\x18\x03 \x01(\t\x12\x11\n\tgit_dirty\x18\x04 \x01(\x08\x12\x13\n\x0bin_git_repo\x18\x05 \x01(\x08\x12\x13\n\x0b\x64iff_sha256\x18\x06 \x01(\t\x12\x10\n\x08\x64iff_uri\x18\x07 \x01(\t\x12\x0b\n\x03\x63wd\x18\x08 \x01(\t\x12\x0e\n\x06script\x18\t \x01(\t\"(\n\x07Package\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\xd6\x02\n\x0b\x45nvironment\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\tcpu_count\x18\x04 \x01(\r\x12\x11\n\tcpu_model\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\'\n\x08packages\x18\x07 \x03(\x0b\x32\x15.runstream.v1.Package\x12\x1f\n\x04gpus\x18\x08 \x03(\x0b\x32\x11.runstream.v1.Gpu\x12\x12\n\ngpu_driver\x18\t \x01(\t\x12\x14\n\x0c\x63uda_version\x18\n \x01(\t\x12\x0c\n\x04\x61rgv\x18\x0b \x03(\t\x12\x10\n\x08launcher\x18\x0c \x01(\t\x12\x0e\n\x06nnodes\x18\r \x01(\r\x12\x16\n\x0enproc_per_node\x18\x0e \x01(\r\x12\x1a\n\x12runstream_editable\x18\x0f \x01(\x08\"J\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.runstream.v1.ParamType\"-\n\x06Params\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Param\"]\n\x0cMetricsBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x11\n\tkey_index\x18\x02 \x03(\r\x12\r\n\x05steps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\r\n\x05ts_ms\x18\x05 \x03(\x03\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x04Tags\x12\x1f\n\x04tags\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Tag\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"@\n\x05Input\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x81\x01\n\x0bRunFinished\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x15\n\rpoints_logged\x18\x03 \x01(\x04\x12#\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\x12.runstream.v1.Drop\"6\n\x04\x44rop\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06points\x18\x03 \x01(\x04\"\x0b\n\tHeartbeat*g\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\n\n\x06KILLED\x10\x04\x12\x0b\n\x07\x43RASHED\x10\x05*Q\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x07\n\x03INT\x10\x02\x12\t\n\x05\x46LOAT\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.proto.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=1804
-  _globals['_RUNSTATUS']._serialized_end=1907
-  _globals['_PARAMTYPE']._serialized_start=1909
-  _globals['_PARAMTYPE']._serialized_end=1990
+  _globals['_RUNSTATUS']._serialized_start=1933
+  _globals['_RUNSTATUS']._serialized_end=2036
+  _globals['_PARAMTYPE']._serialized_start=2038
+  _globals['_PARAMTYPE']._serialized_end=2119
   _globals['_RUNEVENT']._serialized_start=50
   _globals['_RUNEVENT']._serialized_end=572
   _globals['_RUNSTARTED']._serialized_start=574
   _globals['_RUNSTARTED']._serialized_end=681
   _globals['_CODEVERSION']._serialized_start=684
-  _globals['_CODEVERSION']._serialized_end=836
-  _globals['_PACKAGE']._serialized_start=838
-  _globals['_PACKAGE']._serialized_end=878
-  _globals['_GPU']._serialized_start=880
-  _globals['_GPU']._serialized_end=921
-  _globals['_ENVIRONMENT']._serialized_start=924
-  _globals['_ENVIRONMENT']._serialized_end=1166
-  _globals['_PARAM']._serialized_start=1168
-  _globals['_PARAM']._serialized_end=1242
-  _globals['_PARAMS']._serialized_start=1244
-  _globals['_PARAMS']._serialized_end=1289
-  _globals['_METRICSBATCH']._serialized_start=1291
-  _globals['_METRICSBATCH']._serialized_end=1384
-  _globals['_TAG']._serialized_start=1386
-  _globals['_TAG']._serialized_end=1419
-  _globals['_TAGS']._serialized_start=1421
-  _globals['_TAGS']._serialized_end=1460
-  _globals['_ARTIFACT']._serialized_start=1462
-  _globals['_ARTIFACT']._serialized_end=1535
-  _globals['_INPUT']._serialized_start=1537
-  _globals['_INPUT']._serialized_end=1601
-  _globals['_RUNFINISHED']._serialized_start=1604
-  _globals['_RUNFINISHED']._serialized_end=1733
-  _globals['_DROP']._serialized_start=1735
-  _globals['_DROP']._serialized_end=1789
-  _globals['_HEARTBEAT']._serialized_start=1791
-  _globals['_HEARTBEAT']._serialized_end=1802
+  _globals['_CODEVERSION']._serialized_end=865
+  _globals['_PACKAGE']._serialized_start=867
+  _globals['_PACKAGE']._serialized_end=907
+  _globals['_GPU']._serialized_start=909
+  _globals['_GPU']._serialized_end=950
+  _globals['_ENVIRONMENT']._serialized_start=953
+  _globals['_ENVIRONMENT']._serialized_end=1295
+  _globals['_PARAM']._serialized_start=1297
+  _globals['_PARAM']._serialized_end=1371
+  _globals['_PARAMS']._serialized_start=1373
+  _globals['_PARAMS']._serialized_end=1418
+  _globals['_METRICSBATCH']._serialized_start=1420
+  _globals['_METRICSBATCH']._serialized_end=1513
+  _globals['_TAG']._serialized_start=1515
+  _globals['_TAG']._serialized_end=1548
+  _globals['_TAGS']._serialized_start=1550
+  _globals['_TAGS']._serialized_end=1589
+  _globals['_ARTIFACT']._serialized_start=1591
+  _globals['_ARTIFACT']._serialized_end=1664
+  _globals['_INPUT']._serialized_start=1666
+  _globals['_INPUT']._serialized_end=1730
+  _globals['_RUNFINISHED']._serialized_start=1733
+  _globals['_RUNFINISHED']._serialized_end=1862
+  _globals['_DROP']._serialized_start=1864
+  _globals['_DROP']._serialized_end=1918
+  _globals['_HEARTBEAT']._serialized_start=1920
+  _globals['_HEARTBEAT']._serialized_end=1931
 # @@protoc_insertion_point(module_scope)

@@ -84,7 +84,7 @@ class RunStarted(_message.Message):
     def __init__(self, name: _Optional[str] = ..., code: _Optional[_Union[CodeVersion, _Mapping]] = ..., env: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
 
 class CodeVersion(_message.Message):
-    __slots__ = ("git_commit", "git_branch", "git_remote", "git_dirty", "in_git_repo", "diff_sha256", "diff_uri")
+    __slots__ = ("git_commit", "git_branch", "git_remote", "git_dirty", "in_git_repo", "diff_sha256", "diff_uri", "cwd", "script")
     GIT_COMMIT_FIELD_NUMBER: _ClassVar[int]
     GIT_BRANCH_FIELD_NUMBER: _ClassVar[int]
     GIT_REMOTE_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,8 @@ class CodeVersion(_message.Message):
     IN_GIT_REPO_FIELD_NUMBER: _ClassVar[int]
     DIFF_SHA256_FIELD_NUMBER: _ClassVar[int]
     DIFF_URI_FIELD_NUMBER: _ClassVar[int]
+    CWD_FIELD_NUMBER: _ClassVar[int]
+    SCRIPT_FIELD_NUMBER: _ClassVar[int]
     git_commit: str
     git_branch: str
     git_remote: str
@@ -99,7 +101,9 @@ class CodeVersion(_message.Message):
     in_git_repo: bool
     diff_sha256: str
     diff_uri: str
-    def __init__(self, git_commit: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_remote: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., in_git_repo: _Optional[bool] = ..., diff_sha256: _Optional[str] = ..., diff_uri: _Optional[str] = ...) -> None: ...
+    cwd: str
+    script: str
+    def __init__(self, git_commit: _Optional[str] = ..., git_branch: _Optional[str] = ..., git_remote: _Optional[str] = ..., git_dirty: _Optional[bool] = ..., in_git_repo: _Optional[bool] = ..., diff_sha256: _Optional[str] = ..., diff_uri: _Optional[str] = ..., cwd: _Optional[str] = ..., script: _Optional[str] = ...) -> None: ...
 
 class Package(_message.Message):
     __slots__ = ("name", "version")
@@ -118,7 +122,7 @@ class Gpu(_message.Message):
     def __init__(self, name: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ("python_version", "os", "command", "cpu_count", "cpu_model", "memory_bytes", "packages", "gpus", "gpu_driver", "cuda_version")
+    __slots__ = ("python_version", "os", "command", "cpu_count", "cpu_model", "memory_bytes", "packages", "gpus", "gpu_driver", "cuda_version", "argv", "launcher", "nnodes", "nproc_per_node", "runstream_editable")
     PYTHON_VERSION_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
     COMMAND_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +133,11 @@ class Environment(_message.Message):
     GPUS_FIELD_NUMBER: _ClassVar[int]
     GPU_DRIVER_FIELD_NUMBER: _ClassVar[int]
     CUDA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHER_FIELD_NUMBER: _ClassVar[int]
+    NNODES_FIELD_NUMBER: _ClassVar[int]
+    NPROC_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    RUNSTREAM_EDITABLE_FIELD_NUMBER: _ClassVar[int]
     python_version: str
     os: str
     command: str
@@ -139,7 +148,12 @@ class Environment(_message.Message):
     gpus: _containers.RepeatedCompositeFieldContainer[Gpu]
     gpu_driver: str
     cuda_version: str
-    def __init__(self, python_version: _Optional[str] = ..., os: _Optional[str] = ..., command: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., packages: _Optional[_Iterable[_Union[Package, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., gpu_driver: _Optional[str] = ..., cuda_version: _Optional[str] = ...) -> None: ...
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    launcher: str
+    nnodes: int
+    nproc_per_node: int
+    runstream_editable: bool
+    def __init__(self, python_version: _Optional[str] = ..., os: _Optional[str] = ..., command: _Optional[str] = ..., cpu_count: _Optional[int] = ..., cpu_model: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., packages: _Optional[_Iterable[_Union[Package, _Mapping]]] = ..., gpus: _Optional[_Iterable[_Union[Gpu, _Mapping]]] = ..., gpu_driver: _Optional[str] = ..., cuda_version: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., launcher: _Optional[str] = ..., nnodes: _Optional[int] = ..., nproc_per_node: _Optional[int] = ..., runstream_editable: _Optional[bool] = ...) -> None: ...
 
 class Param(_message.Message):
     __slots__ = ("key", "value", "type")
