@@ -24,7 +24,9 @@ def test_bad_page_sizes_and_tokens_are_invalid_argument(ch: Any, client: Client)
     with pytest.raises(InvalidArgumentError, match="page_size"):
         client.search_runs(page_size=1001)
     with pytest.raises(InvalidArgumentError, match="page_size"):
-        client.metric_history("run-a", "loss", page_size=1_000_001)
+        # A page size only means something to the paged RPC (page_token "" = first page);
+        # without a token the client reads the whole series as one stream.
+        client.metric_history("run-a", "loss", page_size=1_000_001, page_token="")
     with pytest.raises(InvalidArgumentError, match="page_token"):
         client.search_runs(page_token="not-a-token")
     with pytest.raises(InvalidArgumentError, match="page_token"):
