@@ -285,7 +285,9 @@ class Client:
 
         ``ranks`` None/empty = all ranks. Without ``page_token`` every point comes in
         one ExportMetricHistory stream (``page_size`` is then unused and
-        ``next_page_token`` ""); with one ("" = first page) only that page of
+        ``next_page_token`` ""), which must finish within ``timeout_s`` (30 s by
+        default: tens of millions of points); page a longer series with ``page_token``
+        (each page has its own deadline). With one ("" = first page) only that page of
         GetMetricHistory comes back, with its ``next_page_token``. ``max_points``
         2..10,000 downsamples each series (LTTB plus the per-bucket min/max envelope) in
         one call;
