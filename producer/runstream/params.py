@@ -51,14 +51,8 @@ def typed_value(key: str, value: Any) -> tuple[str, events_pb2.ParamType]:
         except (TypeError, ValueError):
             text = str(value)
         ptype = events_pb2.STRING
-    if len(text) > MAX_PARAM_VALUE_LEN:
-        raise InvalidArgumentError(
-            f"param {key!r} value is {len(text)} characters, over the limit of "
-            f"{MAX_PARAM_VALUE_LEN}"
-        )
-    if not validation.encodable(text):
-        raise InvalidArgumentError(f"param {key!r} value {text!r:.80} is not valid Unicode "
-                                   "(a lone surrogate, as from a file name that is not UTF-8)")
+    validation.check_text(f"param {key!r} value", text, MAX_PARAM_VALUE_LEN,
+                          error=InvalidArgumentError)
     return text, ptype
 
 
@@ -81,14 +75,6 @@ def tag_values(tags: Mapping[str, Any]) -> dict[str, str]:
     for key, value in tags.items():
         check_key("tag", key)
         text = "" if value is None else value if isinstance(value, str) else str(value)
-        if len(text) > MAX_TAG_VALUE_LEN:
-            raise InvalidArgumentError(
-                f"tag {key!r} value is {len(text)} characters, over the limit of "
-                f"{MAX_TAG_VALUE_LEN}"
-            )
-        if not validation.encodable(text):
-            raise InvalidArgumentError(f"tag {key!r} value {text!r:.80} is not valid Unicode "
-                                       "(a lone surrogate, as from a file name that is not "
-                                       "UTF-8)")
-        out[key] = text
+        out[key] = validation.check_text(f"tag {key!r} value", text, MAX_TAG_VALUE_LEN,
+                                         error=InvalidArgumentError)
     return out
