@@ -74,7 +74,7 @@ def repository_sql() -> list[str]:
     repo.params(runs)
     repo.param_conflicts(runs)
     repo.accounts(runs)
-    repo.points_stored(runs)
+    repo.producer_points("r1")
     repo.tags(runs)
     repo.artifacts("r1")
     repo.inputs(runs)

@@ -158,15 +158,6 @@ GROUP BY run_id, rank, producer_id
 ORDER BY run_id, rank, producer_id
 """  # noqa: S608 (a constant producer id)
 
-# Points stored per rank: metric_counts holds one row per (event, key), replays collapsed.
-POINTS_STORED_SQL = """
-SELECT run_id, rank, sum(points)
-FROM metric_counts FINAL
-WHERE run_id IN {run_ids:Array(String)}
-GROUP BY run_id, rank
-ORDER BY run_id, rank
-"""
-
 TAGS_SQL = """
 SELECT run_id, key, value
 FROM tags FINAL
@@ -334,8 +325,9 @@ _AFTER_FROM_STEP = "step > {from_step:Int64}"
 # Per (key, rank) cursors: a series not seen yet starts after from_step.
 _AFTER_CURSORS = """step > transform(concat(toString(key), '\\n', toString(rank)),
         {cursor_series:Array(String)}, {cursor_steps:Array(Int64)}, {from_step:Int64})"""
-# FollowRun: points stored per (rank, producer), to match against each producer's account
-# (metric_counts rows are inserted after the batch's metrics rows: counted = readable).
+# Points stored per (rank, producer): GetRun sums them per rank, FollowRun matches them
+# against each producer's account. metric_counts holds one row per (event, key), replays
+# collapsed, and is inserted after the batch's metrics rows: counted = readable.
 PRODUCER_POINTS_SQL = """
 SELECT rank, producer_id, sum(points)
 FROM metric_counts FINAL
@@ -640,11 +632,6 @@ class ClickHouseRepository:
             for run_id, rank, producer, logged, reasons, events, points
             in self._rows(ACCOUNTS_SQL, {"run_ids": list(run_ids)})
         ]
-
-    def points_stored(self, run_ids: Sequence[str]) -> dict[tuple[str, int], int]:
-        """(run_id, rank) -> metric points in the store."""
-        return {(run_id, int(rank)): int(n) for run_id, rank, n
-                in self._rows(POINTS_STORED_SQL, {"run_ids": list(run_ids)})}
 
     def tags(self, run_ids: Sequence[str]) -> dict[str, list[Tag]]:
         out: dict[str, list[Tag]] = {r: [] for r in run_ids}

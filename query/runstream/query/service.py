@@ -236,7 +236,9 @@ class QueryService:
         if not ranks and not statuses and not self._repo.run_exists(run_id):
             raise NotFoundError(f"run {run_id!r} not found")
         head = min(ranks, key=lambda r: r.rank) if ranks else None
-        stored = {rank: n for (_, rank), n in self._repo.points_stored(one).items()}
+        stored: dict[int, int] = {}
+        for (rank, _producer), n in self._repo.producer_points(run_id).items():
+            stored[rank] = stored.get(rank, 0) + n
         return Run(
             info=assemble_run_info(run_id, ranks, statuses),
             params=tuple(self._repo.params(one)[run_id]),
