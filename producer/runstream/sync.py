@@ -10,9 +10,10 @@ Failures are told apart:
 - Kafka unreachable or not acknowledging (any other Kafka error, or a disk error): the
   file is renamed back to ``.spool`` and UnavailableError is raised; nothing is lost, a
   later sync resumes (at-least-once).
-- A record the broker will never take (:data:`PERMANENT_ERRORS`: too large, invalid):
-  the file's other frames are delivered, the file is kept aside as ``<stem>.unsendable``
-  (listed in :attr:`SyncStats.unsendable` with the reason) and later files go on.
+- A record the broker will never take (:data:`runstream.transport.PERMANENT_ERRORS`:
+  too large, invalid): the file's other frames are delivered, the file is kept aside as
+  ``<stem>.unsendable`` (listed in :attr:`SyncStats.unsendable` with the reason) and
+  later files go on.
 - Damaged bytes in the file: the valid frames around them are delivered and the file is
   kept aside as ``<stem>.corrupt`` (listed in :attr:`SyncStats.corrupt`).
 
@@ -31,24 +32,12 @@ from typing import Any
 
 from runstream.proto import codec, spool
 from runstream.proto.errors import DecodeError, UnavailableError
-from runstream.transport import kafka_producer_options
+from runstream.transport import is_permanent, kafka_producer_options
 
 log = logging.getLogger(__name__)
 
 #: Seconds to wait for Kafka to acknowledge one file's frames.
 FILE_TIMEOUT_S = 60.0
-
-#: Names of the kafka-python errors that refuse one record whatever the broker's state
-#: (sending it again can never succeed); any other Kafka error means Kafka is unavailable.
-PERMANENT_ERRORS = frozenset({
-    "MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError",
-    "CorruptRecordError", "InvalidTimestampError",
-})
-
-
-def is_permanent(error: BaseException) -> bool:
-    """True when ``error`` refuses one record for good (too large, invalid)."""
-    return type(error).__name__ in PERMANENT_ERRORS
 
 
 @dataclass

@@ -108,6 +108,21 @@ def _too_large(error: object) -> bool:
     return isinstance(error, MessageSizeTooLargeError | RecordListTooLargeError)
 
 
+#: Names of the kafka-python errors that refuse one record whatever the broker's state
+#: (sending it again can never succeed; too large is one kind); any other Kafka error
+#: means Kafka is unavailable. The re-send of spool files (here and ``runstream sync``)
+#: sets a file holding such a record aside instead of retrying it.
+PERMANENT_ERRORS = frozenset({
+    "MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError",
+    "CorruptRecordError", "InvalidTimestampError",
+})
+
+
+def is_permanent(error: BaseException | None) -> bool:
+    """True when ``error`` refuses one record for good (too large, invalid)."""
+    return type(error).__name__ in PERMANENT_ERRORS
+
+
 @dataclass(slots=True)
 class _Drain:
     """A spool file handed back to Kafka: its claim, its damaged byte ranges, the
@@ -447,13 +462,14 @@ class KafkaTransport:
 
     def _collect_drained(self) -> bool:
         """Delete spool files whose records Kafka acknowledged; a file with damaged bytes
-        or with a record Kafka refuses for good (too large) is kept aside as ``.corrupt``
-        / ``.unsendable`` instead, its other frames sent. On any other failure put it and
-        every later file back in the spool. False when a drain failed."""
+        or with a record Kafka refuses for good (:func:`is_permanent`: too large, invalid)
+        is kept aside as ``.corrupt`` / ``.unsendable`` instead, its other frames sent. On
+        any other failure put it and every later file back in the spool. False when a
+        drain failed."""
         while self._draining and all(f.is_done for f in self._draining[0].futures):
             drain = self._draining[0]
             failed = [f.exception for f in drain.futures if not f.succeeded()]
-            if all(_too_large(e) for e in failed):
+            if all(is_permanent(e) for e in failed):
                 self._draining.popleft()
                 self.resent_from_spool += len(drain.futures) - len(failed)
                 drain.refused.extend(type(e).__name__ for e in failed)
@@ -524,7 +540,7 @@ class KafkaTransport:
                         drain.futures.append(producer.send(
                             self._topic, value=item.payload, key=self._key, headers=headers))
                     except Exception as e:
-                        if not _too_large(e):
+                        if not is_permanent(e):
                             raise
                         drain.refused.append(type(e).__name__)
                     budget -= len(item.payload)
