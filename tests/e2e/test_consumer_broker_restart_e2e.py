@@ -25,26 +25,18 @@ import pytest
 from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
 from runstream.proto import codec
 from runstream.proto.v1 import events_pb2 as pb
-from tests.factories import make_config
+from tests.factories import make_config, metrics_event
 from tests.helpers import REPO, count, create_topic, free_port, produce, wait_for
 
 pytestmark = pytest.mark.kafka
 
 KAFKA_SH = str(REPO / "deploy" / "kafka.sh")
 POINTS = 1000  # per event
-TS = 1_760_000_000_000
 
 
 def event(seq: int) -> pb.RunEvent:
-    e = pb.RunEvent(run_id="restart-1", experiment="restart", rank=0, world_size=1,
-                    producer_id="p0", seq=seq, ts_ms=TS + seq)
-    m = e.metrics
-    m.keys.append("loss")
-    m.key_index.extend(0 for _ in range(POINTS))
-    m.steps.extend((seq - 1) * POINTS + i for i in range(POINTS))
-    m.values.extend(float(i) for i in range(POINTS))
-    m.ts_ms.extend(TS + seq for _ in range(POINTS))
-    return e
+    return metrics_event(POINTS, run_id="restart-1", seq=seq, keys=("loss",),
+                         step0=(seq - 1) * POINTS, producer_id="p0")
 
 
 @pytest.fixture

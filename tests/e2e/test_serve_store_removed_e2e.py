@@ -21,28 +21,24 @@ from runstream.proto import codec
 from runstream.proto.errors import UnavailableError
 from runstream.proto.v1 import events_pb2 as pb
 from runstream.query.client import Client
+from tests.factories import envelope, metrics_event
 from tests.helpers import committed, free_port, produce, wait_for
 
 pytestmark = pytest.mark.kafka
 
 POINTS = 1000  # per event
-TS = 1_760_000_000_000
 
 
 def events(run_id: str, seqs: range) -> list[pb.RunEvent]:
+    """seq 1 starts the run; every later seq is POINTS points of "loss"."""
     out = []
     for seq in seqs:
-        e = pb.RunEvent(run_id=run_id, experiment="gone", rank=0, world_size=1,
-                        producer_id="p0", seq=seq, ts_ms=TS + seq)
         if seq == 1:
+            e = envelope(run_id, seq=seq, world_size=1, producer_id="p0")
             e.run_started.name = "live run"
         else:
-            m = e.metrics
-            m.keys.append("loss")
-            m.key_index.extend(0 for _ in range(POINTS))
-            m.steps.extend((seq - 2) * POINTS + i for i in range(POINTS))
-            m.values.extend(float(i) for i in range(POINTS))
-            m.ts_ms.extend(TS + seq for _ in range(POINTS))
+            e = metrics_event(POINTS, run_id=run_id, seq=seq, keys=("loss",),
+                              step0=(seq - 2) * POINTS, producer_id="p0")
         out.append(e)
     return out
 
