@@ -107,6 +107,10 @@ def every_event_type() -> list[pb.RunEvent]:
     started.run_started.env.cuda_version = "12.4"
     started.run_started.code.diff_sha256 = "ef" * 32
     started.run_started.code.diff_uri = "file:///store/sha256/ef/" + "ef" * 32
+    started.run_started.restart = 2
+    started.run_started.resume = True
+    started.run_started.fork_run_id = "parent-run"
+    started.run_started.fork_step = 99
     params = full_envelope(2)
     params.params.params.add(key="optim.lr", value="0.1", type=pb.FLOAT)
     params.params.params.add(key="epochs", value="3", type=pb.INT)
@@ -138,7 +142,13 @@ def every_event_type() -> list[pb.RunEvent]:
     finished.run_finished.points_logged = 70_000
     finished.run_finished.dropped.add(reason="spool write failed: ENOSPC", events=3,
                                       points=3_000)
-    events = [started, params, metrics, tags, artifact, inp, heartbeat, finished]
+    annotation = full_envelope(9)
+    annotation.annotation.tags.add(key="reviewed", value="yes")
+    annotation.annotation.note = "lr too high after step 40 ☃"
+    annotation.annotation.archive = pb.ARCHIVE
+    annotation.annotation.user = "ada"
+    annotation.annotation.host = "ws-1"
+    events = [started, params, metrics, tags, artifact, inp, heartbeat, finished, annotation]
     bodies = {e.WhichOneof("body") for e in events}
     assert bodies == {f.name for f in pb.RunEvent.DESCRIPTOR.oneofs_by_name["body"].fields}
     return events

@@ -19,24 +19,34 @@ def table_rows(batch: RowBatch, table: tables.Table) -> list[dict[str, object]]:
     return [dict(zip(table.column_names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
+def annotation_event(seq: int = 9) -> pb.RunEvent:
+    e = envelope(seq=seq, producer_id="cli-1")
+    e.annotation.tags.add(key="reviewed", value="yes")
+    e.annotation.note = "lr too high"
+    e.annotation.archive = pb.ARCHIVE
+    e.annotation.user, e.annotation.host = "ada", "ws-1"
+    return e
+
+
 def test_every_table_has_equal_length_columns_in_schema_order():
     batch = RowBatch()
-    for e in sample_run():
+    for e in [*sample_run(), annotation_event()]:
         batch.add(e)
     for table in tables.TABLES:
         columns = table_columns(batch, table)
         assert len(columns) == len(table.columns)
         assert len({len(c) for c in columns}) == 1, table.name
     assert [t.name for t, _ in batch.nonempty()] == [t.name for t in tables.TABLES]
-    assert batch.events == 9
+    assert batch.events == 10
     assert batch.points == 20
-    # runs+status, params, tags, input, points, heartbeat, artifact, finished, counts
-    assert batch.rows == len(batch) == 2 + 2 + 1 + 1 + 20 + 1 + 1 + 1 + 4
+    # runs+starts+status, params, tags, input, points, heartbeat, artifact, finished,
+    # counts, annotation+its tag
+    assert batch.rows == len(batch) == 3 + 2 + 1 + 1 + 20 + 1 + 1 + 1 + 4 + 2
 
 
 def test_run_started_gives_a_runs_row_and_a_running_status():
     batch = RowBatch()
-    assert batch.add(sample_run()[0]) == 2
+    assert batch.add(sample_run()[0]) == 3
     [run] = table_rows(batch, tables.RUNS)
     assert run == {
         "run_id": "run-1", "rank": 0, "experiment": "exp", "name": "my run", "world_size": 2,
@@ -46,13 +56,38 @@ def test_run_started_gives_a_runs_row_and_a_running_status():
         "git_diff_sha256": "", "git_diff_uri": "", "cpu_model": "", "memory_bytes": 0,
         "packages": {}, "gpus": [], "gpu_memory_bytes": [], "gpu_driver": "", "cuda_version": "",
         "cwd": "", "script": "", "argv": [], "launcher": "", "nnodes": 0, "nproc_per_node": 0,
-        "runstream_editable": False,
+        "runstream_editable": False, "fork_run_id": "", "fork_step": 0,
         "producer_id": "prod-a", "seq": 1, "ts_ms": TS,
     }
+    [start] = table_rows(batch, tables.RUN_STARTS)
+    assert start == {"run_id": "run-1", "rank": 0, "world_size": 2, "local_rank": 0,
+                     "node": "node-1", "restart": 0, "resume": False, "launcher": "",
+                     "producer_id": "prod-a", "seq": 1, "ts_ms": TS}
     [status] = table_rows(batch, tables.RUN_STATUS)
     assert status["status"] == "RUNNING"
     assert status["error"] == ""
     assert (status["producer_id"], status["seq"]) == ("prod-a", 1)
+
+
+def test_annotation_gives_an_annotations_row_and_its_tags_as_rank_0_tags():
+    batch = RowBatch()
+    assert batch.add(annotation_event()) == 2
+    [row] = table_rows(batch, tables.ANNOTATIONS)
+    assert row == {"run_id": "run-1", "experiment": "exp", "tag_keys": ["reviewed"],
+                   "tag_values": ["yes"], "note": "lr too high", "archive": "ARCHIVE",
+                   "user": "ada", "host": "ws-1", "producer_id": "cli-1", "seq": 9,
+                   "ts_ms": TS}
+    [tag] = table_rows(batch, tables.TAGS)
+    assert (tag["key"], tag["value"], tag["rank"]) == ("reviewed", "yes", 0)
+
+
+def test_annotation_without_who_adds_nothing():
+    e = annotation_event()
+    e.annotation.user = ""
+    batch = RowBatch()
+    with pytest.raises(ValidationError, match="user"):
+        batch.add(e)
+    assert len(batch) == 0
 
 
 def test_run_finished_stores_the_status_name_and_error():

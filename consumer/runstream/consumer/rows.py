@@ -10,11 +10,13 @@ their own: they go to numpy arrays and leave as one Arrow table
 
 Mapping (one event -> rows):
 
-* ``run_started``  -> one ``runs`` row and a ``RUNNING`` row in ``run_status``;
+* ``run_started``  -> one ``runs`` row, one ``run_starts`` row (every start is kept: the
+  attempts) and a ``RUNNING`` row in ``run_status``;
 * ``run_finished`` -> one ``run_status`` row (the RunStatus name, e.g. ``"FINISHED"``),
   carrying the producer's account: ``points_logged`` and the drops by reason;
 * ``heartbeat``    -> one ``heartbeats`` row;
 * ``params`` / ``tags`` -> one row per param / tag; ``artifact`` / ``input`` -> one row;
+* ``annotation``   -> one ``annotations`` row, and one ``tags`` row per tag it sets;
 * ``metrics``      -> one ``metrics`` row per point, identified by
   (producer_id, seq, idx) where idx is the point's index in the event, and one
   ``metric_counts`` row per key in the event (its point count, keyed by the event's
@@ -35,6 +37,7 @@ from runstream.proto.v1 import events_pb2
 
 _STATUS_NAMES = {v.number: v.name for v in events_pb2.RunStatus.DESCRIPTOR.values}
 _PARAM_TYPE_NAMES = {v.number: v.name for v in events_pb2.ParamType.DESCRIPTOR.values}
+_ARCHIVE_NAMES = {events_pb2.ARCHIVE: "ARCHIVE", events_pb2.RESTORE: "RESTORE"}
 
 
 class _Columns:
@@ -119,6 +122,8 @@ class RowBatch:
                  "size_bytes": a.size_bytes, "sha256": a.sha256}
             )
             added = 1
+        elif body == "annotation":
+            added = self._add_annotation(event)
         elif body == "input":
             i = event.input
             self._tables[tables.INPUTS.name].append(
@@ -182,10 +187,30 @@ class RowBatch:
                 "launcher": s.env.launcher, "nnodes": s.env.nnodes,
                 "nproc_per_node": s.env.nproc_per_node,
                 "runstream_editable": s.env.runstream_editable,
+                "fork_run_id": s.fork_run_id, "fork_step": s.fork_step,
             }
         )
+        self._tables[tables.RUN_STARTS.name].append(
+            {**self._envelope(event), "world_size": event.world_size,
+             "local_rank": event.local_rank, "node": event.node, "restart": s.restart,
+             "resume": s.resume, "launcher": s.env.launcher}
+        )
         self._status(event, _STATUS_NAMES[events_pb2.RUNNING], "")
-        return 2
+        return 3
+
+    def _add_annotation(self, event: events_pb2.RunEvent) -> int:
+        a = event.annotation
+        envelope = self._envelope(event)
+        self._tables[tables.ANNOTATIONS.name].append(
+            {**envelope, "experiment": event.experiment,
+             "tag_keys": [t.key for t in a.tags], "tag_values": [t.value for t in a.tags],
+             "note": a.note, "archive": _ARCHIVE_NAMES.get(a.archive, ""), "user": a.user,
+             "host": a.host}
+        )
+        cols = self._tables[tables.TAGS.name]
+        for t in a.tags:
+            cols.append({**envelope, "key": t.key, "value": t.value})
+        return 1 + len(a.tags)
 
     def _add_metrics(self, event: events_pb2.RunEvent) -> int:
         per_key = self._points.add(event)

@@ -46,6 +46,16 @@ QUERY_TLS_CA = "RUNSTREAM_QUERY_TLS_CA"
 TOPIC = "RUNSTREAM_TOPIC"
 # Root of every default local path below.
 HOME = "RUNSTREAM_HOME"
+# "1" = runstream.init continues the run named by RUNSTREAM_RUN_ID (or run_id=...) as a
+# new attempt instead of starting one (init's resume=True).
+RESUME = "RUNSTREAM_RESUME"
+
+#: Per-rank telemetry every rank logs (run.step_timer(), the framework integrations):
+#: seconds per step, seconds the step waited for data, device memory in use (bytes).
+#: GetRankHealth reads them.
+TELEMETRY_STEP_TIME = "telemetry/step_time_s"
+TELEMETRY_DATA_WAIT = "telemetry/data_wait_s"
+TELEMETRY_DEVICE_MEMORY = "telemetry/device_memory_bytes"
 
 DEFAULT_TOPIC = "runstream.events"
 DEFAULT_QUERY_ADDR = "127.0.0.1:50051"

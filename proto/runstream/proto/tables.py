@@ -95,9 +95,25 @@ RUNS = Table(
         ("launcher", "LowCardinality(String)"), ("nnodes", "UInt32"),
         ("nproc_per_node", "UInt32"), ("runstream_editable", "Bool"),
         *_ENVELOPE,
+        # A fork's parent run and the last step inherited from it ("" / 0: not a fork).
+        ("fork_run_id", "String"), ("fork_step", "Int64"),
     ),
     "ReplacingMergeTree(ts_ms)",
     "run_id, rank",
+)
+
+# Every RunStarted, one row each (runs keeps only the latest per rank): the query service
+# numbers a run's attempts from these (runstream.query.attempts). restart is the
+# launcher's restart count, resume whether the process asked to continue the run.
+RUN_STARTS = Table(
+    "run_starts",
+    (
+        ("run_id", "String"), ("rank", "UInt32"), ("world_size", "UInt32"),
+        ("local_rank", "UInt32"), ("node", "String"), ("restart", "UInt32"),
+        ("resume", "Bool"), ("launcher", "LowCardinality(String)"), *_ENVELOPE,
+    ),
+    "ReplacingMergeTree",
+    "run_id, rank, producer_id, seq",
 )
 
 # One row per status change per rank: RUNNING at start, then FINISHED/FAILED/KILLED.
@@ -206,8 +222,25 @@ METRIC_COUNTS = Table(
     "run_id, key, rank, producer_id, seq",
 )
 
+# Changes made to a run after the fact (runstream tag / note / archive), one row per
+# Annotation event, with who made it. Tags set this way are also written to `tags`
+# (rank 0), so filters and GetRun see them like any tag. archive: "", "ARCHIVE" or
+# "RESTORE"; the latest non-empty one (by ts_ms) says whether the run is archived.
+ANNOTATIONS = Table(
+    "annotations",
+    (
+        ("run_id", "String"), ("experiment", "String"), ("tag_keys", "Array(String)"),
+        ("tag_values", "Array(String)"), ("note", "String"),
+        ("archive", "LowCardinality(String)"), ("user", "String"), ("host", "String"),
+        *_ENVELOPE,
+    ),
+    "ReplacingMergeTree",
+    "run_id, producer_id, seq",
+)
+
 TABLES: tuple[Table, ...] = (
     RUNS, RUN_STATUS, HEARTBEATS, PARAMS, TAGS, ARTIFACTS, INPUTS, METRICS, METRIC_COUNTS,
+    RUN_STARTS, ANNOTATIONS,
 )
 
 #: producer_id of the status rows the consumer writes itself (CRASHED, and RUNNING again).

@@ -47,6 +47,7 @@ _PARAM_TYPES = frozenset(
     (events_pb2.STRING, events_pb2.INT, events_pb2.FLOAT, events_pb2.BOOL)
 )
 _ENDED = frozenset(events_pb2.RunStatus.Value(name) for name in status.ENDED)
+_ARCHIVE_ACTIONS = frozenset(v.number for v in events_pb2.ArchiveAction.DESCRIPTOR.values)
 
 
 def check_run_id(
@@ -178,6 +179,8 @@ def validate(event: events_pb2.RunEvent) -> None:
         for what, text in (("git commit", s.code.git_commit), ("git branch", s.code.git_branch),
                            ("git remote", s.code.git_remote)):
             _check_len(what, text, MAX_NAME_LEN)
+    elif body == "annotation":
+        _validate_annotation(event.annotation)
     elif body == "run_finished":
         f = event.run_finished
         if f.status not in _ENDED:
@@ -212,6 +215,33 @@ def _validate_launch(s: events_pb2.RunStarted, world_size: int) -> None:
     for what, n in (("nnodes", s.env.nnodes), ("nproc_per_node", s.env.nproc_per_node)):
         if n > world_size:
             raise ValidationError(f"{what} {n} is over world_size {world_size}")
+    if s.fork_run_id:
+        check_run_id(s.fork_run_id, name="fork_run_id")
+    elif s.fork_step:
+        raise ValidationError("fork_step is set but fork_run_id is empty")
+    if s.fork_step < 0:
+        raise ValidationError(f"fork_step {s.fork_step} is negative")
+
+
+#: Who made an after-the-fact change: user and host names, 1..this many characters.
+MAX_WHO_LEN = 256
+
+
+def _validate_annotation(a: events_pb2.Annotation) -> None:
+    if not (a.tags or a.note or a.archive):
+        raise ValidationError("annotation sets no tag, note or archive state")
+    if len(a.tags) > MAX_ITEMS_PER_EVENT:
+        raise ValidationError(f"{len(a.tags)} tags in one annotation, over the limit of "
+                              f"{MAX_ITEMS_PER_EVENT}")
+    for t in a.tags:
+        check_key("tag", t.key)
+        _check_len(f"tag {t.key!r} value", t.value, MAX_TAG_VALUE_LEN)
+    _check_len("note", a.note, MAX_TEXT_LEN)
+    if a.archive not in _ARCHIVE_ACTIONS:
+        raise ValidationError(f"annotation archive action {a.archive} is not known")
+    for what, text in (("user", a.user), ("host", a.host)):
+        if not 0 < len(text) <= MAX_WHO_LEN:
+            raise ValidationError(f"annotation {what} must be 1..{MAX_WHO_LEN} characters")
 
 
 def _check_count(what: str, n: int) -> None:

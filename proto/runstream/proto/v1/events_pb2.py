@@ -24,47 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frunstream/proto/v1/events.proto\x12\x0crunstream.v1\"\x8a\x04\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nlocal_rank\x18\x05 \x01(\r\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x13\n\x0bproducer_id\x18\x07 \x01(\t\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12\r\n\x05ts_ms\x18\t \x01(\x03\x12/\n\x0brun_started\x18\x10 \x01(\x0b\x32\x18.runstream.v1.RunStartedH\x00\x12&\n\x06params\x18\x11 \x01(\x0b\x32\x14.runstream.v1.ParamsH\x00\x12-\n\x07metrics\x18\x12 \x01(\x0b\x32\x1a.runstream.v1.MetricsBatchH\x00\x12\"\n\x04tags\x18\x13 \x01(\x0b\x32\x12.runstream.v1.TagsH\x00\x12*\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\x16.runstream.v1.ArtifactH\x00\x12\x31\n\x0crun_finished\x18\x15 \x01(\x0b\x32\x19.runstream.v1.RunFinishedH\x00\x12,\n\theartbeat\x18\x16 \x01(\x0b\x32\x17.runstream.v1.HeartbeatH\x00\x12$\n\x05input\x18\x17 \x01(\x0b\x32\x13.runstream.v1.InputH\x00\x42\x06\n\x04\x62ody\"k\n\nRunStarted\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\x03 \x01(\x0b\x32\x19.runstream.v1.Environment\"\xb5\x01\n\x0b\x43odeVersion\x12\x12\n\ngit_commit\x18\x01 \x01(\t\x12\x12\n\ngit_branch\x18\x02 \x01(\t\x12\x12\n\ngit_remote\x18\x03 \x01(\t\x12\x11\n\tgit_dirty\x18\x04 \x01(\x08\x12\x13\n\x0bin_git_repo\x18\x05 \x01(\x08\x12\x13\n\x0b\x64iff_sha256\x18\x06 \x01(\t\x12\x10\n\x08\x64iff_uri\x18\x07 \x01(\t\x12\x0b\n\x03\x63wd\x18\x08 \x01(\t\x12\x0e\n\x06script\x18\t \x01(\t\"(\n\x07Package\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\xd6\x02\n\x0b\x45nvironment\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\tcpu_count\x18\x04 \x01(\r\x12\x11\n\tcpu_model\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\'\n\x08packages\x18\x07 \x03(\x0b\x32\x15.runstream.v1.Package\x12\x1f\n\x04gpus\x18\x08 \x03(\x0b\x32\x11.runstream.v1.Gpu\x12\x12\n\ngpu_driver\x18\t \x01(\t\x12\x14\n\x0c\x63uda_version\x18\n \x01(\t\x12\x0c\n\x04\x61rgv\x18\x0b \x03(\t\x12\x10\n\x08launcher\x18\x0c \x01(\t\x12\x0e\n\x06nnodes\x18\r \x01(\r\x12\x16\n\x0enproc_per_node\x18\x0e \x01(\r\x12\x1a\n\x12runstream_editable\x18\x0f \x01(\x08\"J\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.runstream.v1.ParamType\"-\n\x06Params\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Param\"]\n\x0cMetricsBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x11\n\tkey_index\x18\x02 \x03(\r\x12\r\n\x05steps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\r\n\x05ts_ms\x18\x05 \x03(\x03\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x04Tags\x12\x1f\n\x04tags\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Tag\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"@\n\x05Input\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x81\x01\n\x0bRunFinished\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x15\n\rpoints_logged\x18\x03 \x01(\x04\x12#\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\x12.runstream.v1.Drop\"6\n\x04\x44rop\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06points\x18\x03 \x01(\x04\"\x0b\n\tHeartbeat*g\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\n\n\x06KILLED\x10\x04\x12\x0b\n\x07\x43RASHED\x10\x05*Q\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x07\n\x03INT\x10\x02\x12\t\n\x05\x46LOAT\x10\x03\x12\x08\n\x04\x42OOL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frunstream/proto/v1/events.proto\x12\x0crunstream.v1\"\xba\x04\n\x08RunEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\nworld_size\x18\x04 \x01(\r\x12\x12\n\nlocal_rank\x18\x05 \x01(\r\x12\x0c\n\x04node\x18\x06 \x01(\t\x12\x13\n\x0bproducer_id\x18\x07 \x01(\t\x12\x0b\n\x03seq\x18\x08 \x01(\x04\x12\r\n\x05ts_ms\x18\t \x01(\x03\x12/\n\x0brun_started\x18\x10 \x01(\x0b\x32\x18.runstream.v1.RunStartedH\x00\x12&\n\x06params\x18\x11 \x01(\x0b\x32\x14.runstream.v1.ParamsH\x00\x12-\n\x07metrics\x18\x12 \x01(\x0b\x32\x1a.runstream.v1.MetricsBatchH\x00\x12\"\n\x04tags\x18\x13 \x01(\x0b\x32\x12.runstream.v1.TagsH\x00\x12*\n\x08\x61rtifact\x18\x14 \x01(\x0b\x32\x16.runstream.v1.ArtifactH\x00\x12\x31\n\x0crun_finished\x18\x15 \x01(\x0b\x32\x19.runstream.v1.RunFinishedH\x00\x12,\n\theartbeat\x18\x16 \x01(\x0b\x32\x17.runstream.v1.HeartbeatH\x00\x12$\n\x05input\x18\x17 \x01(\x0b\x32\x13.runstream.v1.InputH\x00\x12.\n\nannotation\x18\x18 \x01(\x0b\x32\x18.runstream.v1.AnnotationH\x00\x42\x06\n\x04\x62ody\"\xb4\x01\n\nRunStarted\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04\x63ode\x18\x02 \x01(\x0b\x32\x19.runstream.v1.CodeVersion\x12&\n\x03\x65nv\x18\x03 \x01(\x0b\x32\x19.runstream.v1.Environment\x12\x0f\n\x07restart\x18\x04 \x01(\r\x12\x0e\n\x06resume\x18\x05 \x01(\x08\x12\x13\n\x0b\x66ork_run_id\x18\x06 \x01(\t\x12\x11\n\tfork_step\x18\x07 \x01(\x03\"\xb5\x01\n\x0b\x43odeVersion\x12\x12\n\ngit_commit\x18\x01 \x01(\t\x12\x12\n\ngit_branch\x18\x02 \x01(\t\x12\x12\n\ngit_remote\x18\x03 \x01(\t\x12\x11\n\tgit_dirty\x18\x04 \x01(\x08\x12\x13\n\x0bin_git_repo\x18\x05 \x01(\x08\x12\x13\n\x0b\x64iff_sha256\x18\x06 \x01(\t\x12\x10\n\x08\x64iff_uri\x18\x07 \x01(\t\x12\x0b\n\x03\x63wd\x18\x08 \x01(\t\x12\x0e\n\x06script\x18\t \x01(\t\"(\n\x07Package\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\")\n\x03Gpu\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\"\xd6\x02\n\x0b\x45nvironment\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\n\n\x02os\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x11\n\tcpu_count\x18\x04 \x01(\r\x12\x11\n\tcpu_model\x18\x05 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x04\x12\'\n\x08packages\x18\x07 \x03(\x0b\x32\x15.runstream.v1.Package\x12\x1f\n\x04gpus\x18\x08 \x03(\x0b\x32\x11.runstream.v1.Gpu\x12\x12\n\ngpu_driver\x18\t \x01(\t\x12\x14\n\x0c\x63uda_version\x18\n \x01(\t\x12\x0c\n\x04\x61rgv\x18\x0b \x03(\t\x12\x10\n\x08launcher\x18\x0c \x01(\t\x12\x0e\n\x06nnodes\x18\r \x01(\r\x12\x16\n\x0enproc_per_node\x18\x0e \x01(\r\x12\x1a\n\x12runstream_editable\x18\x0f \x01(\x08\"J\n\x05Param\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.runstream.v1.ParamType\"-\n\x06Params\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.runstream.v1.Param\"]\n\x0cMetricsBatch\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x11\n\tkey_index\x18\x02 \x03(\r\x12\r\n\x05steps\x18\x03 \x03(\x03\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12\r\n\x05ts_ms\x18\x05 \x03(\x03\"!\n\x03Tag\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x04Tags\x12\x1f\n\x04tags\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Tag\"I\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"@\n\x05Input\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x81\x01\n\x0bRunFinished\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.runstream.v1.RunStatus\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x15\n\rpoints_logged\x18\x03 \x01(\x04\x12#\n\x07\x64ropped\x18\x04 \x03(\x0b\x32\x12.runstream.v1.Drop\"6\n\x04\x44rop\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x04\x12\x0e\n\x06points\x18\x03 \x01(\x04\"\x0b\n\tHeartbeat\"\x85\x01\n\nAnnotation\x12\x1f\n\x04tags\x18\x01 \x03(\x0b\x32\x11.runstream.v1.Tag\x12\x0c\n\x04note\x18\x02 \x01(\t\x12,\n\x07\x61rchive\x18\x03 \x01(\x0e\x32\x1b.runstream.v1.ArchiveAction\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t*g\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08\x46INISHED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\n\n\x06KILLED\x10\x04\x12\x0b\n\x07\x43RASHED\x10\x05*Q\n\tParamType\x12\x1a\n\x16PARAM_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06STRING\x10\x01\x12\x07\n\x03INT\x10\x02\x12\t\n\x05\x46LOAT\x10\x03\x12\x08\n\x04\x42OOL\x10\x04*I\n\rArchiveAction\x12\x1e\n\x1a\x41RCHIVE_ACTION_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x41RCHIVE\x10\x01\x12\x0b\n\x07RESTORE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'runstream.proto.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=1933
-  _globals['_RUNSTATUS']._serialized_end=2036
-  _globals['_PARAMTYPE']._serialized_start=2038
-  _globals['_PARAMTYPE']._serialized_end=2119
+  _globals['_RUNSTATUS']._serialized_start=2191
+  _globals['_RUNSTATUS']._serialized_end=2294
+  _globals['_PARAMTYPE']._serialized_start=2296
+  _globals['_PARAMTYPE']._serialized_end=2377
+  _globals['_ARCHIVEACTION']._serialized_start=2379
+  _globals['_ARCHIVEACTION']._serialized_end=2452
   _globals['_RUNEVENT']._serialized_start=50
-  _globals['_RUNEVENT']._serialized_end=572
-  _globals['_RUNSTARTED']._serialized_start=574
-  _globals['_RUNSTARTED']._serialized_end=681
-  _globals['_CODEVERSION']._serialized_start=684
-  _globals['_CODEVERSION']._serialized_end=865
-  _globals['_PACKAGE']._serialized_start=867
-  _globals['_PACKAGE']._serialized_end=907
-  _globals['_GPU']._serialized_start=909
-  _globals['_GPU']._serialized_end=950
-  _globals['_ENVIRONMENT']._serialized_start=953
-  _globals['_ENVIRONMENT']._serialized_end=1295
-  _globals['_PARAM']._serialized_start=1297
-  _globals['_PARAM']._serialized_end=1371
-  _globals['_PARAMS']._serialized_start=1373
-  _globals['_PARAMS']._serialized_end=1418
-  _globals['_METRICSBATCH']._serialized_start=1420
-  _globals['_METRICSBATCH']._serialized_end=1513
-  _globals['_TAG']._serialized_start=1515
-  _globals['_TAG']._serialized_end=1548
-  _globals['_TAGS']._serialized_start=1550
-  _globals['_TAGS']._serialized_end=1589
-  _globals['_ARTIFACT']._serialized_start=1591
-  _globals['_ARTIFACT']._serialized_end=1664
-  _globals['_INPUT']._serialized_start=1666
-  _globals['_INPUT']._serialized_end=1730
-  _globals['_RUNFINISHED']._serialized_start=1733
-  _globals['_RUNFINISHED']._serialized_end=1862
-  _globals['_DROP']._serialized_start=1864
-  _globals['_DROP']._serialized_end=1918
-  _globals['_HEARTBEAT']._serialized_start=1920
-  _globals['_HEARTBEAT']._serialized_end=1931
+  _globals['_RUNEVENT']._serialized_end=620
+  _globals['_RUNSTARTED']._serialized_start=623
+  _globals['_RUNSTARTED']._serialized_end=803
+  _globals['_CODEVERSION']._serialized_start=806
+  _globals['_CODEVERSION']._serialized_end=987
+  _globals['_PACKAGE']._serialized_start=989
+  _globals['_PACKAGE']._serialized_end=1029
+  _globals['_GPU']._serialized_start=1031
+  _globals['_GPU']._serialized_end=1072
+  _globals['_ENVIRONMENT']._serialized_start=1075
+  _globals['_ENVIRONMENT']._serialized_end=1417
+  _globals['_PARAM']._serialized_start=1419
+  _globals['_PARAM']._serialized_end=1493
+  _globals['_PARAMS']._serialized_start=1495
+  _globals['_PARAMS']._serialized_end=1540
+  _globals['_METRICSBATCH']._serialized_start=1542
+  _globals['_METRICSBATCH']._serialized_end=1635
+  _globals['_TAG']._serialized_start=1637
+  _globals['_TAG']._serialized_end=1670
+  _globals['_TAGS']._serialized_start=1672
+  _globals['_TAGS']._serialized_end=1711
+  _globals['_ARTIFACT']._serialized_start=1713
+  _globals['_ARTIFACT']._serialized_end=1786
+  _globals['_INPUT']._serialized_start=1788
+  _globals['_INPUT']._serialized_end=1852
+  _globals['_RUNFINISHED']._serialized_start=1855
+  _globals['_RUNFINISHED']._serialized_end=1984
+  _globals['_DROP']._serialized_start=1986
+  _globals['_DROP']._serialized_end=2040
+  _globals['_HEARTBEAT']._serialized_start=2042
+  _globals['_HEARTBEAT']._serialized_end=2053
+  _globals['_ANNOTATION']._serialized_start=2056
+  _globals['_ANNOTATION']._serialized_end=2189
 # @@protoc_insertion_point(module_scope)

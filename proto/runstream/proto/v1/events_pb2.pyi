@@ -23,6 +23,12 @@ class ParamType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT: _ClassVar[ParamType]
     FLOAT: _ClassVar[ParamType]
     BOOL: _ClassVar[ParamType]
+
+class ArchiveAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ARCHIVE_ACTION_UNSPECIFIED: _ClassVar[ArchiveAction]
+    ARCHIVE: _ClassVar[ArchiveAction]
+    RESTORE: _ClassVar[ArchiveAction]
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUNNING: RunStatus
 FINISHED: RunStatus
@@ -34,9 +40,12 @@ STRING: ParamType
 INT: ParamType
 FLOAT: ParamType
 BOOL: ParamType
+ARCHIVE_ACTION_UNSPECIFIED: ArchiveAction
+ARCHIVE: ArchiveAction
+RESTORE: ArchiveAction
 
 class RunEvent(_message.Message):
-    __slots__ = ("run_id", "experiment", "rank", "world_size", "local_rank", "node", "producer_id", "seq", "ts_ms", "run_started", "params", "metrics", "tags", "artifact", "run_finished", "heartbeat", "input")
+    __slots__ = ("run_id", "experiment", "rank", "world_size", "local_rank", "node", "producer_id", "seq", "ts_ms", "run_started", "params", "metrics", "tags", "artifact", "run_finished", "heartbeat", "input", "annotation")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +63,7 @@ class RunEvent(_message.Message):
     RUN_FINISHED_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     experiment: str
     rank: int
@@ -71,17 +81,26 @@ class RunEvent(_message.Message):
     run_finished: RunFinished
     heartbeat: Heartbeat
     input: Input
-    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., producer_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., metrics: _Optional[_Union[MetricsBatch, _Mapping]] = ..., tags: _Optional[_Union[Tags, _Mapping]] = ..., artifact: _Optional[_Union[Artifact, _Mapping]] = ..., run_finished: _Optional[_Union[RunFinished, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., input: _Optional[_Union[Input, _Mapping]] = ...) -> None: ...
+    annotation: Annotation
+    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., producer_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., run_started: _Optional[_Union[RunStarted, _Mapping]] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., metrics: _Optional[_Union[MetricsBatch, _Mapping]] = ..., tags: _Optional[_Union[Tags, _Mapping]] = ..., artifact: _Optional[_Union[Artifact, _Mapping]] = ..., run_finished: _Optional[_Union[RunFinished, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., annotation: _Optional[_Union[Annotation, _Mapping]] = ...) -> None: ...
 
 class RunStarted(_message.Message):
-    __slots__ = ("name", "code", "env")
+    __slots__ = ("name", "code", "env", "restart", "resume", "fork_run_id", "fork_step")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    FORK_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    FORK_STEP_FIELD_NUMBER: _ClassVar[int]
     name: str
     code: CodeVersion
     env: Environment
-    def __init__(self, name: _Optional[str] = ..., code: _Optional[_Union[CodeVersion, _Mapping]] = ..., env: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+    restart: int
+    resume: bool
+    fork_run_id: str
+    fork_step: int
+    def __init__(self, name: _Optional[str] = ..., code: _Optional[_Union[CodeVersion, _Mapping]] = ..., env: _Optional[_Union[Environment, _Mapping]] = ..., restart: _Optional[int] = ..., resume: _Optional[bool] = ..., fork_run_id: _Optional[str] = ..., fork_step: _Optional[int] = ...) -> None: ...
 
 class CodeVersion(_message.Message):
     __slots__ = ("git_commit", "git_branch", "git_remote", "git_dirty", "in_git_repo", "diff_sha256", "diff_uri", "cwd", "script")
@@ -248,3 +267,17 @@ class Drop(_message.Message):
 class Heartbeat(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Annotation(_message.Message):
+    __slots__ = ("tags", "note", "archive", "user", "host")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedCompositeFieldContainer[Tag]
+    note: str
+    archive: ArchiveAction
+    user: str
+    host: str
+    def __init__(self, tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., note: _Optional[str] = ..., archive: _Optional[_Union[ArchiveAction, str]] = ..., user: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...

@@ -8,6 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RunView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVE_ONLY: _ClassVar[RunView]
+    ARCHIVED_ONLY: _ClassVar[RunView]
+    ALL: _ClassVar[RunView]
+
 class Aggregate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AGGREGATE_NONE: _ClassVar[Aggregate]
@@ -20,6 +26,9 @@ class MetricGoal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METRIC_GOAL_AUTO: _ClassVar[MetricGoal]
     METRIC_GOAL_MINIMIZE: _ClassVar[MetricGoal]
     METRIC_GOAL_MAXIMIZE: _ClassVar[MetricGoal]
+ACTIVE_ONLY: RunView
+ARCHIVED_ONLY: RunView
+ALL: RunView
 AGGREGATE_NONE: Aggregate
 AGGREGATE_MEAN: Aggregate
 AGGREGATE_MIN: Aggregate
@@ -29,7 +38,7 @@ METRIC_GOAL_MINIMIZE: MetricGoal
 METRIC_GOAL_MAXIMIZE: MetricGoal
 
 class RankInfo(_message.Message):
-    __slots__ = ("rank", "local_rank", "node", "status", "start_ms", "end_ms", "error", "points_logged", "points_stored", "dropped", "producers_finished")
+    __slots__ = ("rank", "local_rank", "node", "status", "start_ms", "end_ms", "error", "points_logged", "points_stored", "dropped", "producers_finished", "attempt")
     RANK_FIELD_NUMBER: _ClassVar[int]
     LOCAL_RANK_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +50,7 @@ class RankInfo(_message.Message):
     POINTS_STORED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     PRODUCERS_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     rank: int
     local_rank: int
     node: str
@@ -52,7 +62,54 @@ class RankInfo(_message.Message):
     points_stored: int
     dropped: _containers.RepeatedCompositeFieldContainer[_events_pb2.Drop]
     producers_finished: int
-    def __init__(self, rank: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., error: _Optional[str] = ..., points_logged: _Optional[int] = ..., points_stored: _Optional[int] = ..., dropped: _Optional[_Iterable[_Union[_events_pb2.Drop, _Mapping]]] = ..., producers_finished: _Optional[int] = ...) -> None: ...
+    attempt: int
+    def __init__(self, rank: _Optional[int] = ..., local_rank: _Optional[int] = ..., node: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., error: _Optional[str] = ..., points_logged: _Optional[int] = ..., points_stored: _Optional[int] = ..., dropped: _Optional[_Iterable[_Union[_events_pb2.Drop, _Mapping]]] = ..., producers_finished: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("attempt", "restart", "resume", "world_size", "ranks", "status", "start_ms", "end_ms", "error")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    restart: int
+    resume: bool
+    world_size: int
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    status: _events_pb2.RunStatus
+    start_ms: int
+    end_ms: int
+    error: str
+    def __init__(self, attempt: _Optional[int] = ..., restart: _Optional[int] = ..., resume: _Optional[bool] = ..., world_size: _Optional[int] = ..., ranks: _Optional[_Iterable[int]] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class Note(_message.Message):
+    __slots__ = ("text", "user", "host", "ts_ms")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    user: str
+    host: str
+    ts_ms: int
+    def __init__(self, text: _Optional[str] = ..., user: _Optional[str] = ..., host: _Optional[str] = ..., ts_ms: _Optional[int] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("ts_ms", "user", "host", "what")
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    WHAT_FIELD_NUMBER: _ClassVar[int]
+    ts_ms: int
+    user: str
+    host: str
+    what: str
+    def __init__(self, ts_ms: _Optional[int] = ..., user: _Optional[str] = ..., host: _Optional[str] = ..., what: _Optional[str] = ...) -> None: ...
 
 class ParamConflict(_message.Message):
     __slots__ = ("key", "rank", "value", "type", "producer_id", "ts_ms")
@@ -85,7 +142,7 @@ class MetricSummary(_message.Message):
     def __init__(self, key: _Optional[str] = ..., last: _Optional[float] = ..., last_step: _Optional[int] = ..., min: _Optional[float] = ..., max: _Optional[float] = ...) -> None: ...
 
 class RunInfo(_message.Message):
-    __slots__ = ("run_id", "experiment", "name", "status", "start_ms", "end_ms", "world_size")
+    __slots__ = ("run_id", "experiment", "name", "status", "start_ms", "end_ms", "world_size", "archived", "fork_run_id", "fork_step", "attempts")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +150,10 @@ class RunInfo(_message.Message):
     START_MS_FIELD_NUMBER: _ClassVar[int]
     END_MS_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    FORK_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    FORK_STEP_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     experiment: str
     name: str
@@ -100,10 +161,14 @@ class RunInfo(_message.Message):
     start_ms: int
     end_ms: int
     world_size: int
-    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+    archived: bool
+    fork_run_id: str
+    fork_step: int
+    attempts: int
+    def __init__(self, run_id: _Optional[str] = ..., experiment: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., world_size: _Optional[int] = ..., archived: _Optional[bool] = ..., fork_run_id: _Optional[str] = ..., fork_step: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("info", "params", "tags", "artifacts", "inputs", "metrics", "ranks", "code", "env", "param_conflicts")
+    __slots__ = ("info", "params", "tags", "artifacts", "inputs", "metrics", "ranks", "code", "env", "param_conflicts", "attempts", "notes", "changes")
     INFO_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +179,9 @@ class Run(_message.Message):
     CODE_FIELD_NUMBER: _ClassVar[int]
     ENV_FIELD_NUMBER: _ClassVar[int]
     PARAM_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
     info: RunInfo
     params: _containers.RepeatedCompositeFieldContainer[_events_pb2.Param]
     tags: _containers.RepeatedCompositeFieldContainer[_events_pb2.Tag]
@@ -124,13 +192,18 @@ class Run(_message.Message):
     code: _events_pb2.CodeVersion
     env: _events_pb2.Environment
     param_conflicts: _containers.RepeatedCompositeFieldContainer[ParamConflict]
-    def __init__(self, info: _Optional[_Union[RunInfo, _Mapping]] = ..., params: _Optional[_Iterable[_Union[_events_pb2.Param, _Mapping]]] = ..., tags: _Optional[_Iterable[_Union[_events_pb2.Tag, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_events_pb2.Artifact, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[_events_pb2.Input, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ..., ranks: _Optional[_Iterable[_Union[RankInfo, _Mapping]]] = ..., code: _Optional[_Union[_events_pb2.CodeVersion, _Mapping]] = ..., env: _Optional[_Union[_events_pb2.Environment, _Mapping]] = ..., param_conflicts: _Optional[_Iterable[_Union[ParamConflict, _Mapping]]] = ...) -> None: ...
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    notes: _containers.RepeatedCompositeFieldContainer[Note]
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    def __init__(self, info: _Optional[_Union[RunInfo, _Mapping]] = ..., params: _Optional[_Iterable[_Union[_events_pb2.Param, _Mapping]]] = ..., tags: _Optional[_Iterable[_Union[_events_pb2.Tag, _Mapping]]] = ..., artifacts: _Optional[_Iterable[_Union[_events_pb2.Artifact, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[_events_pb2.Input, _Mapping]]] = ..., metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ..., ranks: _Optional[_Iterable[_Union[RankInfo, _Mapping]]] = ..., code: _Optional[_Union[_events_pb2.CodeVersion, _Mapping]] = ..., env: _Optional[_Union[_events_pb2.Environment, _Mapping]] = ..., param_conflicts: _Optional[_Iterable[_Union[ParamConflict, _Mapping]]] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., notes: _Optional[_Iterable[_Union[Note, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
 
 class GetRunRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "all_attempts")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ALL_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    all_attempts: bool
+    def __init__(self, run_id: _Optional[str] = ..., all_attempts: _Optional[bool] = ...) -> None: ...
 
 class GetRunResponse(_message.Message):
     __slots__ = ("run",)
@@ -139,20 +212,22 @@ class GetRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class SearchRunsRequest(_message.Message):
-    __slots__ = ("experiment", "page_size", "page_token", "filter", "order_by", "experiments")
+    __slots__ = ("experiment", "page_size", "page_token", "filter", "order_by", "experiments", "view")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     page_size: int
     page_token: str
     filter: str
     order_by: _containers.RepeatedScalarFieldContainer[str]
     experiments: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ...) -> None: ...
+    view: RunView
+    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., view: _Optional[_Union[RunView, str]] = ...) -> None: ...
 
 class SearchRunsResponse(_message.Message):
     __slots__ = ("runs", "next_page_token")
@@ -163,7 +238,7 @@ class SearchRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
-    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token", "max_points", "aggregate")
+    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token", "max_points", "aggregate", "own_points_only")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +246,7 @@ class GetMetricHistoryRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    OWN_POINTS_ONLY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     key: str
     ranks: _containers.RepeatedScalarFieldContainer[int]
@@ -178,7 +254,8 @@ class GetMetricHistoryRequest(_message.Message):
     page_token: str
     max_points: int
     aggregate: Aggregate
-    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ...) -> None: ...
+    own_points_only: bool
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., own_points_only: _Optional[bool] = ...) -> None: ...
 
 class GetMetricHistoryResponse(_message.Message):
     __slots__ = ("ranks", "steps", "values", "ts_ms", "next_page_token", "downsampled", "min_values", "max_values", "bucket_counts", "total_points")
@@ -205,16 +282,18 @@ class GetMetricHistoryResponse(_message.Message):
     def __init__(self, ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ..., ts_ms: _Optional[_Iterable[int]] = ..., next_page_token: _Optional[str] = ..., downsampled: _Optional[bool] = ..., min_values: _Optional[_Iterable[float]] = ..., max_values: _Optional[_Iterable[float]] = ..., bucket_counts: _Optional[_Iterable[int]] = ..., total_points: _Optional[int] = ...) -> None: ...
 
 class ExportMetricHistoryRequest(_message.Message):
-    __slots__ = ("run_id", "key", "ranks", "aggregate")
+    __slots__ = ("run_id", "key", "ranks", "aggregate", "own_points_only")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    OWN_POINTS_ONLY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     key: str
     ranks: _containers.RepeatedScalarFieldContainer[int]
     aggregate: Aggregate
-    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ...) -> None: ...
+    own_points_only: bool
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., own_points_only: _Optional[bool] = ...) -> None: ...
 
 class MetricHistoryChunk(_message.Message):
     __slots__ = ("ranks", "steps", "values", "ts_ms")
@@ -416,3 +495,101 @@ class GetIngestStatusResponse(_message.Message):
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     partitions: _containers.RepeatedCompositeFieldContainer[IngestPartition]
     def __init__(self, partitions: _Optional[_Iterable[_Union[IngestPartition, _Mapping]]] = ...) -> None: ...
+
+class GetLineageRequest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class LineageMatch(_message.Message):
+    __slots__ = ("run_id", "name", "rank", "uri", "size_bytes", "ts_ms", "run")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TS_MS_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    name: str
+    rank: int
+    uri: str
+    size_bytes: int
+    ts_ms: int
+    run: Run
+    def __init__(self, run_id: _Optional[str] = ..., name: _Optional[str] = ..., rank: _Optional[int] = ..., uri: _Optional[str] = ..., size_bytes: _Optional[int] = ..., ts_ms: _Optional[int] = ..., run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
+
+class GetLineageResponse(_message.Message):
+    __slots__ = ("produced_by", "used_by")
+    PRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
+    USED_BY_FIELD_NUMBER: _ClassVar[int]
+    produced_by: _containers.RepeatedCompositeFieldContainer[LineageMatch]
+    used_by: _containers.RepeatedCompositeFieldContainer[LineageMatch]
+    def __init__(self, produced_by: _Optional[_Iterable[_Union[LineageMatch, _Mapping]]] = ..., used_by: _Optional[_Iterable[_Union[LineageMatch, _Mapping]]] = ...) -> None: ...
+
+class GetRankHealthRequest(_message.Message):
+    __slots__ = ("run_id", "step_time_key", "lag_key")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_KEY_FIELD_NUMBER: _ClassVar[int]
+    LAG_KEY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    step_time_key: str
+    lag_key: str
+    def __init__(self, run_id: _Optional[str] = ..., step_time_key: _Optional[str] = ..., lag_key: _Optional[str] = ...) -> None: ...
+
+class FirstNonFinite(_message.Message):
+    __slots__ = ("key", "step", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    step: int
+    value: float
+    def __init__(self, key: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class RankHealth(_message.Message):
+    __slots__ = ("rank", "node", "status", "last_seen_ms", "steps", "step_time_p50_s", "step_time_p95_s", "lag_p50_ms", "lag_p95_ms", "lag_max_ms", "data_wait_p50_s", "device_memory_max_bytes", "first_non_finite", "problems")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_MS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_P50_S_FIELD_NUMBER: _ClassVar[int]
+    STEP_TIME_P95_S_FIELD_NUMBER: _ClassVar[int]
+    LAG_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LAG_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    LAG_MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    DATA_WAIT_P50_S_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_MEMORY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NON_FINITE_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    node: str
+    status: _events_pb2.RunStatus
+    last_seen_ms: int
+    steps: int
+    step_time_p50_s: float
+    step_time_p95_s: float
+    lag_p50_ms: float
+    lag_p95_ms: float
+    lag_max_ms: float
+    data_wait_p50_s: float
+    device_memory_max_bytes: int
+    first_non_finite: _containers.RepeatedCompositeFieldContainer[FirstNonFinite]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rank: _Optional[int] = ..., node: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.RunStatus, str]] = ..., last_seen_ms: _Optional[int] = ..., steps: _Optional[int] = ..., step_time_p50_s: _Optional[float] = ..., step_time_p95_s: _Optional[float] = ..., lag_p50_ms: _Optional[float] = ..., lag_p95_ms: _Optional[float] = ..., lag_max_ms: _Optional[float] = ..., data_wait_p50_s: _Optional[float] = ..., device_memory_max_bytes: _Optional[int] = ..., first_non_finite: _Optional[_Iterable[_Union[FirstNonFinite, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRankHealthResponse(_message.Message):
+    __slots__ = ("ranks", "median_step_time_p50_s", "lag_key", "suspects", "attempt")
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_STEP_TIME_P50_S_FIELD_NUMBER: _ClassVar[int]
+    LAG_KEY_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    ranks: _containers.RepeatedCompositeFieldContainer[RankHealth]
+    median_step_time_p50_s: float
+    lag_key: str
+    suspects: _containers.RepeatedScalarFieldContainer[int]
+    attempt: int
+    def __init__(self, ranks: _Optional[_Iterable[_Union[RankHealth, _Mapping]]] = ..., median_step_time_p50_s: _Optional[float] = ..., lag_key: _Optional[str] = ..., suspects: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ...) -> None: ...

@@ -79,6 +79,16 @@ class QueryServiceStub:
                 request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.SerializeToString,
                 response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.FromString,
                 _registered_method=True)
+        self.GetLineage = channel.unary_unary(
+                '/runstream.v1.QueryService/GetLineage',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageResponse.FromString,
+                _registered_method=True)
+        self.GetRankHealth = channel.unary_unary(
+                '/runstream.v1.QueryService/GetRankHealth',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -155,6 +165,24 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLineage(self, request, context):
+        """Where an artifact came from: the runs that logged content with this SHA-256 (with
+        everything GetRun records of them: code, params, inputs, environment), and the runs
+        that used it as an input. An unknown digest gives empty lists, not NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRankHealth(self, request, context):
+        """Which rank is slow or broken: per rank of the run's latest attempt, step time
+        percentiles, lag behind the median rank, the first NaN/inf per key, last heartbeat
+        and status. NOT_FOUND if the run id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +230,16 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetIngestStatus,
                     request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.FromString,
                     response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.SerializeToString,
+            ),
+            'GetLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLineage,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageResponse.SerializeToString,
+            ),
+            'GetRankHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRankHealth,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +485,60 @@ class QueryService:
             '/runstream.v1.QueryService/GetIngestStatus',
             runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusRequest.SerializeToString,
             runstream_dot_proto_dot_v1_dot_query__pb2.GetIngestStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetLineage',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRankHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetRankHealth',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,
