@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from runstream.cli.metrics import cmd_history
+from runstream.cli.ranks import cmd_ranks
 from runstream.cli.runs import cmd_compare, cmd_runs, cmd_show
 from runstream.proto import config as names
 from runstream.proto.errors import RunstreamError
@@ -82,8 +83,8 @@ def ingested(client: Client, run_id: str) -> bool:
     ranks = run.ranks
     if len(ranks) != WORLD_SIZE or any(r.status != "FINISHED" for r in ranks):
         return False
-    history = client.metric_history(run_id, "train/loss")
-    return len(history.steps) == WORLD_SIZE * STEPS
+    return all(len(client.metric_history(run_id, key).steps) == WORLD_SIZE * STEPS
+               for key in ("train/loss", "telemetry/step_time_s"))
 
 
 def main() -> int:
@@ -118,6 +119,8 @@ def main() -> int:
             cmd_show(client, first, False)
             print(f"\n== runstream history {first} val/acc --ranks 0 (first points) ==")
             cmd_history(client, first, "val/acc", [0], 8, False)
+            print(f"\n== runstream ranks {first} ==")
+            cmd_ranks(client, first, False)
             run_ids = [job_id for job_id, _ in jobs]
             print(f"\n== runstream compare {' '.join(run_ids)} ==")
             cmd_compare(client, run_ids, ["val/acc", "val/loss"], False, False)
@@ -135,6 +138,7 @@ def main() -> int:
         "    .venv/bin/runstream runs\n"
         f"    .venv/bin/runstream show {jobs[0][0]}\n"
         f"    .venv/bin/runstream history {jobs[0][0]} val/acc --ranks 0\n"
+        f"    .venv/bin/runstream ranks {jobs[0][0]}\n"
         f"    .venv/bin/runstream compare {jobs[0][0]} {jobs[1][0]}"
     )
     return 0

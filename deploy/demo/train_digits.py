@@ -68,7 +68,10 @@ def main() -> None:
         w = np.zeros((x.shape[1], 10))
         b = np.zeros(10)
         onehot = np.eye(10)
+        # Per-rank step time and data wait, which `runstream ranks RUN` reads.
+        timer = run.step_timer(device_memory=False)
         for step in range(args.steps):
+            timer.start_step(step)
             batch = rng.choice(len(x_train), size=args.batch_size, replace=False)
             xb, yb = x_train[batch], y_train[batch]
             p = softmax(xb @ w + b)
@@ -84,6 +87,7 @@ def main() -> None:
                     -np.log(val_pred[np.arange(len(y_val)), y_val] + 1e-12).mean()
                 )
             run.log(metrics, step=step)
+            timer.end_step()
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "model.npz"

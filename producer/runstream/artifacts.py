@@ -100,16 +100,30 @@ def store(root: Path, source: Path) -> StoredArtifact:
         sha, size = _store_file(root, source)
         return StoredArtifact(blob_path(root, sha).resolve().as_uri(), sha, size)
     if source.is_dir():
-        entries = []
-        total = 0
-        for rel, path in _files_under(source):
-            sha, size = _store_file(root, path)
-            entries.append({"path": rel, "sha256": sha, "size_bytes": size})
-            total += size
-        manifest = json.dumps({"files": entries}, sort_keys=True, separators=(",", ":"))
-        sha = store_bytes(root, manifest.encode("utf-8"))
-        return StoredArtifact(blob_path(root, sha).resolve().as_uri(), sha, total)
+        entries = [(rel, *_store_file(root, path)) for rel, path in _files_under(source)]
+        sha = store_bytes(root, _manifest(entries))
+        return StoredArtifact(blob_path(root, sha).resolve().as_uri(), sha,
+                              sum(size for _, _, size in entries))
     raise InvalidArgumentError(f"artifact path {str(source)!r} is not a file or directory")
+
+
+def _manifest(entries: list[tuple[str, str, int]]) -> bytes:
+    """A directory artifact's manifest: its files' (relative path, sha256, size), sorted
+    by path. The directory's digest is this manifest's sha256."""
+    files = [{"path": rel, "sha256": sha, "size_bytes": size} for rel, sha, size in entries]
+    return json.dumps({"files": files}, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def content_sha256(source: Path) -> str:
+    """The sha256 :func:`store` would give ``source`` (a file's content; a directory's
+    manifest), computed without storing anything."""
+    if source.is_file():
+        return file_sha256(source)
+    if source.is_dir():
+        return hashlib.sha256(_manifest(
+            [(rel, file_sha256(path), path.stat().st_size) for rel, path in _files_under(source)]
+        )).hexdigest()
+    raise InvalidArgumentError(f"path {str(source)!r} is not a file or directory")
 
 
 def file_sha256(path: Path) -> str:

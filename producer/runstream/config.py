@@ -40,7 +40,9 @@ class ProducerConfig:
     (``RUNSTREAM_HEARTBEAT_S``), ``system_metrics_s`` between system metric samples, 0 =
     off (``RUNSTREAM_SYSTEM_METRICS_S``), ``exit_flush_s`` the flush budget at exit and on
     SIGTERM (``RUNSTREAM_EXIT_FLUSH_S``), ``kafka_stall_s`` how long an unacknowledged
-    record may wait before new events go to the spool. ``points_per_batch`` (points in
+    record may wait before new events go to the spool. ``resume`` (``RUNSTREAM_RESUME``,
+    "1" or "0", default "0"): init continues the run named by ``run_id`` as a new attempt
+    (see :func:`runstream.init`). ``points_per_batch`` (points in
     one MetricsBatch) is at most MAX_KEYS_PER_BATCH, so a batch stays within both of the
     consumer's batch limits. Immutable, so safe to share between threads. ConfigError
     names the variable (or the field) of a bad value.
@@ -60,6 +62,7 @@ class ProducerConfig:
     exit_flush_s: float = DEFAULT_EXIT_FLUSH_S
     system_metrics_s: float = DEFAULT_SYSTEM_METRICS_S
     kafka_stall_s: float = DEFAULT_KAFKA_STALL_S
+    resume: bool = False
 
     def __post_init__(self) -> None:
         # Canonical forms (a frozen dataclass sets them through object.__setattr__).
@@ -84,6 +87,8 @@ class ProducerConfig:
         names.check_choice(names.ENCODING, self.encoding, names.ENCODINGS)
         if self.run_id is not None:
             check_run_id(self.run_id, name=names.RUN_ID, error=ConfigError)
+        if not isinstance(self.resume, bool):
+            raise ConfigError(f"{names.RESUME}={self.resume!r}: expected True or False")
         names.check_int_range("max_buffered_points", self.max_buffered_points, 1)
         # A batch of n points has at most n keys: within both consumer limits
         # (MAX_KEYS_PER_BATCH <= MAX_POINTS_PER_BATCH).
@@ -104,4 +109,14 @@ class ProducerConfig:
             heartbeat_s=names.env_float(env, HEARTBEAT_S, DEFAULT_HEARTBEAT_S),
             system_metrics_s=names.env_float(env, SYSTEM_METRICS_S, DEFAULT_SYSTEM_METRICS_S),
             exit_flush_s=names.env_float(env, EXIT_FLUSH_S, DEFAULT_EXIT_FLUSH_S),
+            resume=env_flag(env, names.RESUME),
         )
+
+
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """A "1"/"0" variable: True for "1", False for "0", unset or empty; anything else
+    (including "true" or "yes") raises ConfigError naming the variable and the value."""
+    raw = environ.get(name, "").strip()
+    if raw not in ("", "0", "1"):
+        raise ConfigError(f"{name}={environ[name]!r}: expected 1 or 0")
+    return raw == "1"

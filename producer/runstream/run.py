@@ -17,18 +17,20 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from runstream import artifacts, capture, lifecycle
+from runstream import artifacts, capture, dvc, lifecycle
 from runstream import params as params_mod
+from runstream import resume as resume_mod
 from runstream.batch import FLAT_WIDTH
 from runstream.config import ProducerConfig
 from runstream.delivery import Delivery, DeliveryAccount
 from runstream.launcher import LauncherInfo, detect_launcher, resolve_run_id
 from runstream.proto import config as names
-from runstream.proto.errors import InvalidArgumentError
+from runstream.proto.errors import ConfigError, InvalidArgumentError
 from runstream.proto.status import ENDED
 from runstream.proto.v1 import events_pb2
 from runstream.proto.validation import (
@@ -41,11 +43,13 @@ from runstream.proto.validation import (
     MAX_STEP,
     MAX_TEXT_LEN,
     MAX_URI_LEN,
+    check_run_id,
     check_text,
     wire_text,
 )
 from runstream.sender import EventQueue, Identity, Item, Request, Sender
 from runstream.system import SystemSampler
+from runstream.telemetry import StepTimer
 from runstream.transport import KafkaTransport, SpoolTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,10 @@ _time_ns = time.time_ns
 
 class Run:
     """One rank's handle on a run. Create with :func:`runstream.init`.
+
+    ``resumed``: this process continues an earlier run (``init(resume=True)``);
+    ``fork_from``: (parent run id, last inherited step) of a fork, else None;
+    ``start_step``: the first step ``log()`` without ``step=`` uses.
 
     Methods are thread-safe. ``log`` never blocks on I/O (see its docstring for the one
     bounded wait); ``log_artifact`` and ``log_input`` block while they copy or hash
@@ -69,6 +77,10 @@ class Run:
         name: str | None,
         launcher: LauncherInfo,
         config: ProducerConfig,
+        resumed: bool = False,
+        fork_from: tuple[str, int] | None = None,
+        start_step: int = 0,
+        stored_params: Mapping[str, tuple[str, events_pb2.ParamType]] | None = None,
     ) -> None:
         self.id = run_id
         self.experiment = experiment
@@ -77,12 +89,19 @@ class Run:
         self.world_size = launcher.world_size
         self.local_rank = launcher.local_rank
         self._launch_env = capture.launch_environment(launcher)
+        # The launcher's restart count (LauncherInfo.restart; older launchers lack it).
+        self._restart = int(getattr(launcher, "restart", 0) or 0)
+        self.resumed = resumed
+        self.fork_from = fork_from
+        self.start_step = start_step
         self.config = config
         self._init_pid = os.getpid()
         self._node = wire_text(socket.gethostname())[:MAX_NODE_LEN]
-        self._next_step = 0
+        self._next_step = start_step
         self._known_keys: set[str] = set()
-        self._params: dict[str, tuple[str, events_pb2.ParamType]] = {}
+        # A resumed run's stored params count as logged: the same value again is a no-op,
+        # another raises at the call.
+        self._params: dict[str, tuple[str, events_pb2.ParamType]] = dict(stored_params or {})
         self._params_lock = threading.Lock()
         self._finished = False
         self._finish_ok = True
@@ -116,7 +135,10 @@ class Run:
         producer_id = uuid.uuid4().hex
         started = None
         if first:
-            started = (events_pb2.RunStarted(name=self.name or "", env=self._launch_env),
+            fork_run_id, fork_step = self.fork_from or ("", 0)
+            started = (events_pb2.RunStarted(name=self.name or "", env=self._launch_env,
+                                             restart=self._restart, resume=self.resumed,
+                                             fork_run_id=fork_run_id, fork_step=fork_step),
                        _time_ns() // 1_000_000)
         sender = Sender(
             identity=Identity(
@@ -162,7 +184,8 @@ class Run:
     # --- the hot path -----------------------------------------------------------------
 
     def log(self, metrics: Mapping[str, float | int], step: int | None = None) -> None:
-        """Record metric values at ``step`` (default: the previous step + 1, from 0).
+        """Record metric values at ``step`` (default: the previous step + 1, from
+        ``start_step``: 0, or where a resumed run or a fork continues, see :func:`init`).
 
         Values: int and float (NaN and inf kept as they are), bool (cast to 1.0/0.0),
         and anything with ``__float__`` such as numpy scalars; str raises. Keys: strings
@@ -253,16 +276,12 @@ class Run:
         """Record hyperparameters. Nested dicts are flattened with dots ({"opt": {"lr":
         0.1}} -> "opt.lr"); values are typed INT/FLOAT/BOOL/STRING and sent as text.
         Re-logging a key with the same value is a no-op; with a different value it raises
-        InvalidArgumentError and records nothing from this call. Thread-safe; no I/O."""
+        InvalidArgumentError and records nothing from this call - also for the values a
+        resumed run had stored (when the query service answered, see :func:`init`).
+        Thread-safe; no I/O."""
         typed = params_mod.typed_params(params)
         with self._params_lock:
-            for key, (text, ptype) in typed.items():
-                old = self._params.get(key)
-                if old is not None and old != (text, ptype):
-                    raise InvalidArgumentError(
-                        f"param {key!r} was already logged as {old[0]!r}; cannot change it "
-                        f"to {text!r} (params are immutable within a run)"
-                    )
+            _check_immutable(typed, self._params)
             new = {k: v for k, v in typed.items() if k not in self._params}
             if not new:
                 return
@@ -309,6 +328,8 @@ class Run:
         name: str | None = None,
         digest: str | None = None,
         role: str = "train",
+        *,
+        stage: str | None = None,
     ) -> str:
         """Record a data set the run reads; returns its digest.
 
@@ -318,18 +339,40 @@ class Run:
         ``artifacts.DigestCache`` kept under the artifacts dir; pass ``digest`` to
         skip). A URI with a scheme (``s3://...``, ``hf://...``) is recorded as given,
         with ``digest`` or "". Anything else raises InvalidArgumentError.
+
+        A DVC file - a ``*.dvc`` file, or a ``dvc.lock`` with ``stage`` (which may be
+        left out when it has one stage) - records the data DVC tracks with DVC's own
+        hash, never reading the data (see :mod:`runstream.dvc`): every ``outs`` entry of
+        a .dvc file, a stage's ``deps`` (with ``role``) and ``outs`` (role "output"),
+        each named by its path, digest ``md5:<DVC's md5>``; returns the first one's
+        digest. Nothing is recorded from a call that raises.
         """
-        ref = artifacts.input_ref(uri_or_path, name, digest, role, self._digest_cache)
-        for what, text, limit in (("input uri", ref.uri, MAX_URI_LEN),
-                                  ("input name", ref.name, MAX_NAME_LEN),
-                                  ("input digest", ref.digest, MAX_DIGEST_LEN),
-                                  ("input role", ref.role, MAX_ROLE_LEN)):
-            check_text(what, text, limit, error=InvalidArgumentError)
-        self._put_event(
-            "input", events_pb2.Input(name=ref.name, uri=ref.uri, digest=ref.digest,
-                                      role=ref.role)
-        )
-        return ref.digest
+        refs = self._input_refs(uri_or_path, name, digest, role, stage)
+        for ref in refs:
+            for what, text, limit in (("input uri", ref.uri, MAX_URI_LEN),
+                                      ("input name", ref.name, MAX_NAME_LEN),
+                                      ("input digest", ref.digest, MAX_DIGEST_LEN),
+                                      ("input role", ref.role, MAX_ROLE_LEN)):
+                check_text(what, text, limit, error=InvalidArgumentError)
+        for ref in refs:
+            self._put_event(
+                "input", events_pb2.Input(name=ref.name, uri=ref.uri, digest=ref.digest,
+                                          role=ref.role)
+            )
+        return refs[0].digest
+
+    def _input_refs(self, uri_or_path: str | os.PathLike[str], name: str | None,
+                    digest: str | None, role: str,
+                    stage: str | None) -> list[artifacts.InputRef]:
+        text = os.fspath(uri_or_path)
+        if digest is None and "://" not in text:
+            path = Path(text).expanduser()
+            if dvc.is_dvc_file(path):
+                return dvc.input_refs(path, name=name, stage=stage, role=role)
+        if stage is not None:
+            raise InvalidArgumentError(
+                f"stage={stage!r} is for a {dvc.LOCK_NAME} file; {text!r} is not one")
+        return [artifacts.input_ref(uri_or_path, name, digest, role, self._digest_cache)]
 
     def _digest_cache(self) -> artifacts.DigestCache:
         cache = self._digests
@@ -339,6 +382,12 @@ class Run:
         return cache
 
     # --- flush and finish -------------------------------------------------------------
+
+    def step_timer(self, *, device_memory: bool = True) -> StepTimer:
+        """Per-rank telemetry for a hand-written loop (:class:`runstream.telemetry.StepTimer`):
+        ``with timer.step(i): ...`` logs the step time, the wait for data before it and this
+        rank's device memory, which ``runstream ranks`` reads to find a slow rank."""
+        return StepTimer(self, device_memory=device_memory)
 
     def delivery(self) -> Delivery:
         """Where this process' data for the run is now: points logged, sent (acknowledged
@@ -540,6 +589,9 @@ def init(
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, Any] | None = None,
     *,
+    resume: bool | None = None,
+    fork_from: tuple[str, int] | None = None,
+    start_step: int | None = None,
     encoding: str | None = None,
     kafka: str | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
@@ -565,6 +617,31 @@ def init(
     :mod:`runstream.lifecycle`; ``system_metrics_s`` > 0 starts the
     ``runstream-producer-system`` sampler (``RUNSTREAM_SYSTEM_METRICS_S``, default 10 s;
     0 turns it off).
+
+    ``resume=True`` (default ``RUNSTREAM_RESUME``, "1"/"0") continues an existing run -
+    the one ``run_id``, ``RUNSTREAM_RUN_ID`` or the launcher's job id names (none:
+    ConfigError) - as a new attempt: RunStarted says ``resume`` and the launcher's
+    restart count, and the run is RUNNING again. ``fork_from=(run_id, step)`` starts a
+    new run (its own id) whose history up to and including ``step`` is that run's:
+    ``step`` 0..2**63-1 and a valid run id, else InvalidArgumentError; the parent's
+    params are not copied (a fork usually changes one; log them). The two cannot be
+    combined (InvalidArgumentError).
+
+    ``start_step``: the first step ``log()`` without ``step=`` uses. Default: 0; for a
+    fork, ``step + 1``; for a resume, one past the highest step stored of the run's
+    metrics (``system/*`` aside). Pass your checkpoint's step to be exact.
+
+    A resume or a fork asks the query service (``RUNSTREAM_QUERY_ADDR``, with
+    ``RUNSTREAM_TOKEN`` / ``RUNSTREAM_QUERY_TLS_CA``; needs ``runstream[server]``) about
+    the run it continues, blocking up to ~2 s when none answers (up to ~12 s if one
+    answers slowly): a run it does not know raises ConfigError; a resume takes its step,
+    experiment (another one raises InvalidArgumentError), name (when ``name`` is None),
+    fork and params - a param logged again with another value raises InvalidArgumentError
+    at the call (``params=`` here, ``log_params`` later). With no answer it goes on,
+    saying so once in a warning: steps from ``start_step`` (default 0), and param
+    conflicts are recorded by the server as conflicts, first value kept. Make sure the
+    earlier attempt's events are ingested before resuming (a spool ``serve`` has not read
+    yet is invisible to the service).
     """
     env = names.environ_or_os(environ)
     check_text("experiment", experiment, MAX_EXPERIMENT_LEN, error=InvalidArgumentError,
@@ -574,14 +651,40 @@ def init(
     config = names.with_explicit(
         ProducerConfig.from_env(env), kafka=kafka, topic=topic, encoding=encoding,
         spool_dir=spool_dir, artifacts_dir=artifacts_dir, heartbeat_s=heartbeat_s,
-        system_metrics_s=system_metrics_s,
+        system_metrics_s=system_metrics_s, resume=resume,
     )
     launcher = detect_launcher(env)
+    fork = _check_fork(fork_from)
+    first = None if start_step is None else _check_step(start_step)
+    if config.resume:
+        if fork is not None:
+            raise InvalidArgumentError(
+                "resume and fork_from cannot be combined: a resume continues the same run, "
+                "a fork starts a new run from another one"
+                + (f" (resume comes from {names.RESUME}=1)" if resume is None else ""))
+        if not _names_a_run(run_id, config.run_id, launcher):
+            raise ConfigError(
+                "resume=True needs the id of the run to continue: pass run_id=..., set "
+                f"{names.RUN_ID}, or start under a launcher whose job id names the run")
     resolved = resolve_run_id(run_id, config.run_id, launcher)
+    if fork is not None and fork[0] == resolved:
+        raise InvalidArgumentError(
+            f"fork_from: run {resolved} cannot fork from itself; give the fork its own "
+            f"run id (or none)")
     typed = params_mod.typed_params(params) if params else {}
     tag_text = params_mod.tag_values(tags) if tags else {}
+    active = lifecycle.active()
+    plan = _Start(name=name, fork=fork, start_step=first)
+    if active is None or active.id != resolved or active.experiment != experiment:
+        # (A second init of the active run returns it below: nothing to ask.)
+        if config.resume:
+            plan = _resume_plan(resolved, experiment, typed, plan, env)
+        elif fork is not None:
+            _check_parent(resolved, fork, env)
     run, created = lifecycle.activate(resolved, experiment, lambda: Run(
-        experiment=experiment, run_id=resolved, name=name, launcher=launcher, config=config))
+        experiment=experiment, run_id=resolved, name=plan.name, launcher=launcher,
+        config=config, resumed=config.resume, fork_from=plan.fork,
+        start_step=plan.first_step(), stored_params=plan.stored_params))
     if not created:
         return run
     lifecycle.install_hooks()
@@ -590,6 +693,104 @@ def init(
     if tag_text:
         run.set_tags(tag_text)
     return run
+
+
+def _check_fork(fork_from: object) -> tuple[str, int] | None:
+    """``fork_from`` as (run id, step), or InvalidArgumentError."""
+    if fork_from is None:
+        return None
+    if not isinstance(fork_from, tuple | list) or len(fork_from) != 2:
+        raise InvalidArgumentError(
+            f"fork_from must be a (run_id, step) pair, got {fork_from!r:.80}")
+    parent, step = fork_from
+    check_run_id(parent, name="fork_from run id", error=InvalidArgumentError)
+    return parent, _check_step(step)
+
+
+def _check_immutable(typed: Mapping[str, tuple[str, events_pb2.ParamType]],
+                     known: Mapping[str, tuple[str, events_pb2.ParamType]]) -> None:
+    """InvalidArgumentError if a param of ``typed`` has another value in ``known``."""
+    for key, (text, ptype) in typed.items():
+        old = known.get(key)
+        if old is not None and old != (text, ptype):
+            raise InvalidArgumentError(
+                f"param {key!r} was already logged as {old[0]!r}; cannot change it "
+                f"to {text!r} (params are immutable within a run)"
+            )
+
+
+def _names_a_run(run_id: str | None, env_run_id: str | None, launcher: LauncherInfo) -> bool:
+    """Whether the run id init resolves could be an earlier start's: given, or the
+    launcher's (its job id, or one it derives the same way again on a restart) - not the
+    fresh uuid4 of a lone process."""
+    return (run_id is not None or env_run_id is not None or launcher.run_id is not None
+            or launcher.world_size > 1 or bool(getattr(launcher, "one_node", False))
+            or bool(getattr(launcher, "batch_job", "")))
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How init starts the Run: its name, fork, first auto step (None: the default) and
+    the params a resumed run has stored."""
+
+    name: str | None
+    fork: tuple[str, int] | None
+    start_step: int | None
+    stored_params: Mapping[str, tuple[str, events_pb2.ParamType]] = field(
+        default_factory=dict)
+
+    def first_step(self) -> int:
+        if self.start_step is not None:
+            return self.start_step
+        # A fork (also a resumed one without points of its own) goes on after fork_step.
+        return self.fork[1] + 1 if self.fork is not None else 0
+
+
+def _resume_plan(run_id: str, experiment: str,
+                 typed: Mapping[str, tuple[str, events_pb2.ParamType]], plan: _Start,
+                 env: Mapping[str, str]) -> _Start:
+    """What a resume takes from the stored run: ConfigError if the query service does
+    not know it, InvalidArgumentError for another experiment or a changed param of
+    ``typed``; with no answer, ``plan`` as it is and the one warning."""
+    found = resume_mod.read_run(run_id, env, purpose="resume")
+    prior = found.prior
+    if prior is None:
+        log.warning(
+            "runstream: resuming run %s without a query service (%s): steps without step= "
+            "start at %d%s, and a param logged with another value than before is recorded "
+            "by the server as a conflict (the first value stays), not refused here",
+            run_id, found.unavailable, plan.first_step(),
+            "" if plan.start_step is not None else " (pass init(start_step=...) to continue "
+            "from your checkpoint's step)")
+        return plan
+    if prior.experiment and prior.experiment != experiment:
+        raise InvalidArgumentError(
+            f"run {run_id} is in experiment {prior.experiment!r}, not {experiment!r}; "
+            "resume it in its own experiment")
+    _check_immutable(typed, prior.params)
+    start = plan.start_step
+    if start is None and prior.last_step is not None:
+        start = min(prior.last_step + 1, MAX_STEP)
+    return _Start(
+        name=plan.name if plan.name is not None else (prior.name or None),
+        # The fork a resumed fork was started as (its RunStarted says it again).
+        fork=(prior.fork_run_id, prior.fork_step) if prior.fork_run_id else plan.fork,
+        start_step=start, stored_params=prior.params)
+
+
+def _check_parent(run_id: str, fork: tuple[str, int], env: Mapping[str, str]) -> None:
+    """ConfigError if the query service does not know the fork's parent; a warning when
+    no service answered or the fork step is past the parent's last stored step."""
+    found = resume_mod.read_run(fork[0], env, purpose="fork from")
+    parent = found.prior
+    if parent is None:
+        log.warning("runstream: run %s forks from %s at step %d without a query service "
+                    "(%s): that the parent exists is not checked",
+                    run_id, fork[0], fork[1], found.unavailable)
+    elif parent.last_step is None or parent.last_step < fork[1]:
+        log.warning("runstream: run %s forks from %s at step %d, past the last step stored "
+                    "of it (%s): its history has a gap until its own points",
+                    run_id, fork[0], fork[1], parent.last_step)
 
 
 def active_run() -> Run | None:

@@ -74,3 +74,21 @@ def test_directory_input_digest_changes_with_a_file_and_uses_the_cache(tmp_path:
     os.utime(data / "y.csv", ns=(1, 1))
     second = artifacts.input_digest(data, cache)
     assert second != first and reads == [data / "y.csv"]
+
+
+def test_content_sha256_is_the_digest_store_gives_without_storing(tmp_path: Path):
+    data = tmp_path / "ckpt"
+    (data / "sub").mkdir(parents=True)
+    (data / "weights.bin").write_bytes(b"\x00" * 1000)
+    (data / "sub" / "config.json").write_text('{"lr": 0.1}')
+    root = tmp_path / "store"
+    assert artifacts.content_sha256(data) == artifacts.store(root, data).sha256
+    single = data / "weights.bin"
+    assert artifacts.content_sha256(single) == artifacts.store(root, single).sha256
+    # Nothing is written for the digest alone.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "store"]
+    before = artifacts.content_sha256(data)
+    (data / "sub" / "config.json").write_text('{"lr": 0.2}')
+    assert artifacts.content_sha256(data) != before
+    with pytest.raises(InvalidArgumentError):
+        artifacts.content_sha256(tmp_path / "missing")

@@ -63,3 +63,18 @@ def test_points_per_batch_within_the_consumers_key_and_point_limits(tmp_path: Pa
     with pytest.raises(ConfigError, match="points_per_batch"):
         ProducerConfig(spool_dir=tmp_path, artifacts_dir=tmp_path,
                        points_per_batch=MAX_KEYS_PER_BATCH + 1)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("0", False), ("", False),
+                                               (" 1 ", True)])
+def test_resume_variable_is_one_or_zero(raw: str, expected: bool, tmp_path: Path):
+    env = {"RUNSTREAM_HOME": str(tmp_path), "RUNSTREAM_RESUME": raw}
+    assert ProducerConfig.from_env(env).resume is expected
+    assert ProducerConfig.from_env({"RUNSTREAM_HOME": str(tmp_path)}).resume is False
+
+
+@pytest.mark.parametrize("raw", ["true", "yes", "2", "on", "-1"])
+def test_a_malformed_resume_variable_names_itself_and_the_value(raw: str, tmp_path: Path):
+    with pytest.raises(ConfigError) as e:
+        ProducerConfig.from_env({"RUNSTREAM_HOME": str(tmp_path), "RUNSTREAM_RESUME": raw})
+    assert "RUNSTREAM_RESUME" in str(e.value) and repr(raw) in str(e.value)
