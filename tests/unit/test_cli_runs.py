@@ -33,7 +33,7 @@ def test_runs_table_has_every_column() -> None:
                          now_ms=T0 + 1000)
     header, first, second = text.splitlines()
     assert header.split() == ["RUN", "ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED",
-                              "(UTC)", "DURATION"]
+                              "(UTC)", "DURATION", "FLAGS"]
     assert first.split() == ["r1", "exp", "resnet", "FINISHED", "8", "2023-11-14", "22:13:20",
                              "1h02m"]
     assert second.split()[2:4] == ["-", "RUNNING"] and second.endswith("1s+")

@@ -1,8 +1,10 @@
 """The ``runstream`` command: its arguments, and which module runs each subcommand.
 
 Services (``serve``, ``consume``, ``query-server``, ``sync``, ``status``) live in
-:mod:`runstream.cli.services`, read commands in :mod:`runstream.cli.runs` and
-:mod:`runstream.cli.metrics`. Flags override ``RUNSTREAM_*`` variables, which override
+:mod:`runstream.cli.services`, read commands in :mod:`runstream.cli.runs`,
+:mod:`runstream.cli.metrics` and :mod:`runstream.cli.artifacts` (also ``download``), the
+commands that change a run after the fact (``tag``, ``note``, ``archive``) in
+:mod:`runstream.cli.annotate`. Flags override ``RUNSTREAM_*`` variables, which override
 defaults. Importing this module loads neither grpcio nor ClickHouse.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from runstream.cli import metrics, runs, services
+from runstream.cli import annotate, artifacts, metrics, ranks, runs, services
 from runstream.proto import config as names
 from runstream.proto.errors import RunstreamError
 
@@ -89,20 +91,78 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--addr", help=f"query service host:port ({names.QUERY_ADDR})")
         p.add_argument("--json", action="store_true", help=json_help)
 
-    p = sub.add_parser("runs", help="list runs, newest first")
+    p = sub.add_parser("runs", help="list runs, newest first (archived runs hidden)")
     p.add_argument("--experiment", help="only this experiment")
     p.add_argument("--filter", help="MLflow search filter, e.g. \"metrics.acc > 0.9 and "
                    "params.lr = '0.01'\"")
     p.add_argument("--order-by", action="append", help="e.g. 'metrics.acc DESC' (repeatable)")
     p.add_argument("--limit", type=int, default=50, help="at most this many runs (50)")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--archived", dest="view", action="store_const", const=runs.ARCHIVED_ONLY,
+                      help="only archived runs")
+    view.add_argument("--all", dest="view", action="store_const", const=runs.ALL,
+                      help="archived runs too")
     read_flags(p)
-    p.set_defaults(read=lambda c, a: runs.cmd_runs(
-        c, a.experiment, a.limit, a.json, filter_text=a.filter or "", order_by=a.order_by or []))
+    p.set_defaults(view=runs.ACTIVE_ONLY, read=lambda c, a: runs.cmd_runs(
+        c, a.experiment, a.limit, a.json, filter_text=a.filter or "", order_by=a.order_by or [],
+        view=a.view))
 
     p = sub.add_parser("show", help="everything recorded for one run")
     p.add_argument("run_id")
+    p.add_argument("--all-attempts", action="store_true",
+                   help="list the ranks of every attempt, not only the latest's")
     read_flags(p)
-    p.set_defaults(read=lambda c, a: runs.cmd_show(c, a.run_id, a.json))
+    p.set_defaults(read=lambda c, a: runs.cmd_show(c, a.run_id, a.json,
+                                                    all_attempts=a.all_attempts))
+
+    def send_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--addr", help=f"query service host:port, to read the run "
+                       f"({names.QUERY_ADDR})")
+        p.add_argument("--kafka", help=f"Kafka bootstrap servers ({names.KAFKA}; unset: "
+                       "the local spool)")
+        p.add_argument("--topic", help=f"Kafka topic ({names.TOPIC})")
+        p.add_argument("--spool-dir", type=Path, help=f"spool directory ({names.SPOOL_DIR})")
+        p.set_defaults(read=annotate.cmd_annotate)
+
+    p = sub.add_parser("tag", help="set tags on a run (sent through the pipeline)")
+    p.add_argument("run_id")
+    p.add_argument("tags", nargs="+", metavar="key=value")
+    send_flags(p)
+
+    p = sub.add_parser("note", help="keep a note with a run (sent through the pipeline)")
+    p.add_argument("run_id")
+    p.add_argument("text")
+    send_flags(p)
+
+    p = sub.add_parser("archive", help="hide a run from `runs` (--restore: show it again)")
+    p.add_argument("run_id")
+    p.add_argument("--restore", action="store_true", help="unarchive the run")
+    send_flags(p)
+
+    p = sub.add_parser("artifacts", help="a run's artifacts: name, size, sha256, uri")
+    p.add_argument("run_id")
+    read_flags(p)
+    p.set_defaults(read=lambda c, a: artifacts.cmd_artifacts(c, a.run_id, a.json))
+
+    p = sub.add_parser("download", help="copy an artifact out of the store, verified")
+    p.add_argument("run_id")
+    p.add_argument("name", help="the artifact's name (runstream artifacts RUN lists them)")
+    p.add_argument("--out", type=Path, help="file or directory to write (default: the "
+                   "artifact's base name here; an existing directory: inside it)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--sha256", default="", help="the one with this sha256 (prefix), when "
+                   "several artifacts have the name")
+    p.add_argument("--artifacts", type=Path, help=f"artifact store root ({names.ARTIFACTS})")
+    read_flags(p, "print what was written as JSON")
+    p.set_defaults(read=lambda c, a: artifacts.cmd_download(
+        c, a.run_id, a.name, a.out, force=a.force, sha256=a.sha256,
+        artifacts_dir=a.artifacts, as_json=a.json))
+
+    p = sub.add_parser("lineage", help="which runs produced (and used) a file, directory "
+                       "or sha256")
+    p.add_argument("target", metavar="FILE_OR_SHA256")
+    read_flags(p)
+    p.set_defaults(read=lambda c, a: artifacts.cmd_lineage(c, a.target, a.json))
 
     p = sub.add_parser("history", help="a metric's points over steps")
     p.add_argument("run_id")
@@ -151,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiments", help="experiments and their run counts")
     read_flags(p)
     p.set_defaults(read=lambda c, a: runs.cmd_experiments(c, a.json))
+
+    p = sub.add_parser("ranks", help="which rank of a run is slow or broken")
+    p.add_argument("run_id")
+    p.add_argument("--step-time-key", default="",
+                   help="metric holding the step time in seconds (telemetry/step_time_s)")
+    p.add_argument("--lag-key", default="", help="metric whose timestamps give each rank's "
+                   "lag (default: the step-time key, else the key with the most points)")
+    read_flags(p)
+    p.set_defaults(read=lambda c, a: ranks.cmd_ranks(c, a.run_id, a.json,
+                                                      step_time_key=a.step_time_key,
+                                                      lag_key=a.lag_key))
 
     p = sub.add_parser("status", help="ingestion progress of the consumers (last minute)")
     read_flags(p)

@@ -55,6 +55,18 @@ def run_duration(info: RunInfo, now_ms: int) -> str:
     return format_duration_s((now_ms - info.start_ms) / 1000) + "+"
 
 
+def format_size(size_bytes: int) -> str:
+    """Bytes for people: "512 B", "1.5 KiB", "2.0 MiB", "3.1 GiB", "1.2 TiB"."""
+    if size_bytes < 1024:
+        return f"{size_bytes} B"
+    value = float(size_bytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def format_value(value: float) -> str:
     """A metric value with up to 6 significant digits ("nan", "inf" kept)."""
     return f"{value:.6g}"
@@ -67,10 +79,16 @@ def clip(text: str, width: int = MAX_CELL) -> str:
 
 
 def format_table(
-    headers: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[int] = ()
+    headers: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[int] = (),
+    keep: Sequence[int] = (),
 ) -> str:
-    """Rows under headers in aligned columns, two spaces apart; ``right`` columns align right."""
-    cells = [[str(h) for h in headers]] + [[clip(str(c)) for c in row] for row in rows]
+    """Rows under headers in aligned columns, two spaces apart; ``right`` columns align
+    right; cells are cut at MAX_CELL characters, except in ``keep`` columns (digests and
+    URIs someone copies)."""
+    cells = [[str(h) for h in headers]] + [
+        [clip(str(c), 1 << 30 if i in keep else MAX_CELL) for i, c in enumerate(row)]
+        for row in rows
+    ]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for row in cells:

@@ -24,22 +24,77 @@ from runstream.cli.output import (
     to_json,
 )
 from runstream.query.compare import format_bytes, gpu_summary
-from runstream.query.models import Comparison, Run, RunInfo
+from runstream.query.models import Attempt, Change, Comparison, Note, Run, RunInfo
 
 if TYPE_CHECKING:
     from runstream.query.client import Client
 
 
+def fork_text(info: RunInfo) -> str:
+    """A fork's parent and the last step inherited from it, "parent@step" ("" if none)."""
+    return f"{info.fork_run_id}@{info.fork_step}" if info.fork_run_id else ""
+
+
+def run_flags(info: RunInfo) -> str:
+    """What sets a run apart in a listing: "archived", "attempts 3", "fork of p@40"."""
+    flags = []
+    if info.archived:
+        flags.append("archived")
+    if info.attempts > 1:
+        flags.append(f"attempts {info.attempts}")
+    if info.fork_run_id:
+        flags.append(f"fork of {fork_text(info)}")
+    return ", ".join(flags)
+
+
 def runs_table(runs: Sequence[RunInfo], now_ms: int) -> str:
     return format_table(
-        ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED (UTC)", "DURATION"],
+        ["RUN ID", "EXPERIMENT", "NAME", "STATUS", "RANKS", "STARTED (UTC)", "DURATION",
+         "FLAGS"],
         [
             (r.run_id, r.experiment, r.name or "-", r.status, r.world_size,
-             format_time_ms(r.start_ms), run_duration(r, now_ms))
+             format_time_ms(r.start_ms), run_duration(r, now_ms), run_flags(r))
             for r in runs
         ],
         right=(4, 6),
     )
+
+
+def attempt_how(a: Attempt) -> str:
+    """How an attempt started: "start", "restart 2" (the launcher's count), "resume"."""
+    if a.resume:
+        return "resume"
+    return f"restart {a.restart}" if a.restart else "start"
+
+
+def attempts_table(attempts: Sequence[Attempt]) -> str:
+    return format_table(
+        ["ATTEMPT", "HOW", "WORLD", "RANKS", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
+        [(a.attempt, attempt_how(a), a.world_size, len(a.ranks), a.status,
+          format_time_ms(a.start_ms), format_time_ms(a.end_ms),
+          a.error.splitlines()[-1] if a.error.strip() else "")
+         for a in attempts],
+        right=(0, 2, 3),
+    )
+
+
+def who(user: str, host: str) -> str:
+    return f"{user or '?'}@{host or '?'}"
+
+
+def notes_text(notes: Sequence[Note]) -> str:
+    """Each note under a line saying when and by whom; its lines indented."""
+    parts = []
+    for n in notes:
+        body = "\n".join(f"    {line}" for line in n.text.splitlines() or [""])
+        parts.append(f"  {format_time_ms(n.ts_ms)} UTC  {who(n.user, n.host)}\n{body}")
+    return "\n".join(parts)
+
+
+def changes_table(changes: Sequence[Change]) -> str:
+    return format_table(["TIME (UTC)", "WHO", "WHAT"],
+                        [(format_time_ms(c.ts_ms), who(c.user, c.host), c.what)
+                         for c in changes])
 
 
 def run_text(run: Run, now_ms: int) -> str:
@@ -57,12 +112,17 @@ def run_text(run: Run, now_ms: int) -> str:
                 ("start", format_time_ms(info.start_ms)),
                 ("end", format_time_ms(info.end_ms)),
                 ("duration", run_duration(info, now_ms)),
+                ("attempts", info.attempts or len(run.attempts) or 1),
+                ("archived", "yes" if info.archived else "no"),
+                ("fork of", fork_text(info) or "-"),
             ],
         )
     ]
 
     def section(title: str, body: str | None) -> None:
         sections.append(f"{title}\n" + (body if body else "  (none)"))
+
+    section("Notes", notes_text(run.notes) if run.notes else None)
 
     params = format_table(["KEY", "VALUE", "TYPE"], [(p.key, p.value, p.type) for p in run.params])
     section("Params", "\n".join([params, *conflict_lines(run)]) if run.params else None)
@@ -75,12 +135,17 @@ def run_text(run: Run, now_ms: int) -> str:
         right=(1, 2, 3, 4),
     ) if run.metrics else None)
     section("Points", points_text(run))
+    section("Attempts", attempts_table(run.attempts) if run.attempts else None)
+    # With several attempts, say which one each rank's row belongs to.
+    by_attempt = len({r.attempt for r in run.ranks}) > 1 or len(run.attempts) > 1
     section("Ranks", format_table(
-        ["RANK", "NODE", "LOCAL", "STATUS", "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
-        [(r.rank, r.node or "-", r.local_rank, r.status, format_time_ms(r.start_ms),
-          format_time_ms(r.end_ms), r.error.splitlines()[-1] if r.error else "")
+        [*(["ATTEMPT"] if by_attempt else []), "RANK", "NODE", "LOCAL", "STATUS",
+         "STARTED (UTC)", "ENDED (UTC)", "ERROR"],
+        [(*((r.attempt,) if by_attempt else ()), r.rank, r.node or "-", r.local_rank,
+          r.status, format_time_ms(r.start_ms), format_time_ms(r.end_ms),
+          r.error.splitlines()[-1] if r.error.strip() else "")
          for r in run.ranks],
-        right=(0, 2),
+        right=(0, 1, 3) if by_attempt else (0, 2),
     ) if run.ranks else None)
     section("Artifacts", format_table(
         ["NAME", "SIZE", "SHA256", "URI"],
@@ -102,6 +167,7 @@ def run_text(run: Run, now_ms: int) -> str:
         ("cpu_count", env.cpu_count or "-"),
         ("command", env.command or "-"),
     ]))
+    section("Changes", changes_table(run.changes) if run.changes else None)
     return "\n\n".join(sections)
 
 
@@ -504,11 +570,19 @@ def reproduce_text(run: Run) -> str:
     return reproduction(run).script
 
 
+#: SearchRuns views (RunView in query.proto): archived runs are hidden by default.
+ACTIVE_ONLY = "ACTIVE_ONLY"
+ARCHIVED_ONLY = "ARCHIVED_ONLY"
+ALL = "ALL"
+
+
 def cmd_runs(client: Client, experiment: str | None, limit: int | None, as_json: bool,
              *, err: TextIO | None = None, filter_text: str = "",
-             order_by: Sequence[str] = ()) -> int:
+             order_by: Sequence[str] = (), view: str = ACTIVE_ONLY) -> int:
     """Print the first ``limit`` runs (None = all) matching ``filter_text``, in ``order_by``
-    order (default newest first), of one experiment (None = all). Blocks."""
+    order (default newest first), of one experiment (None = all); ``view`` says whether
+    archived runs are left out (ACTIVE_ONLY), the only ones (ARCHIVED_ONLY) or included
+    (ALL). Blocks."""
 
     def body() -> str:
         runs: list[RunInfo] = []
@@ -516,22 +590,30 @@ def cmd_runs(client: Client, experiment: str | None, limit: int | None, as_json:
         search: dict[str, Any] = {}
         if filter_text or order_by:
             search = {"filter": filter_text, "order_by": order_by}
+        if view != ACTIVE_ONLY:
+            search["view"] = view
         for info in client.iter_runs(experiment, page_size=page_size, **search):
             runs.append(info)
             if limit and len(runs) >= limit:
                 break
         if as_json:
             return to_json(runs)
-        return runs_table(runs, now_ms()) if runs else "no runs"
+        if runs:
+            return runs_table(runs, now_ms())
+        if view == ACTIVE_ONLY:
+            return "no runs (archived runs are hidden: --all shows them)"
+        return "no runs"
 
     return run_command(body, err)
 
 
-def cmd_show(client: Client, run_id: str, as_json: bool, *, err: TextIO | None = None) -> int:
-    """Print everything recorded for one run. Blocks."""
+def cmd_show(client: Client, run_id: str, as_json: bool, *, err: TextIO | None = None,
+             all_attempts: bool = False) -> int:
+    """Print everything recorded for one run (``all_attempts``: the ranks of every
+    attempt, not only the latest's). Blocks."""
 
     def body() -> str:
-        run = client.get_run(run_id)
+        run = client.get_run(run_id, all_attempts=True) if all_attempts else client.get_run(run_id)
         return to_json(run) if as_json else run_text(run, now_ms())
 
     return run_command(body, err)
