@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test unit lint typecheck proto bench kafka-start kafka-stop clean
+.PHONY: install demo test test-frameworks unit lint typecheck proto bench kafka-start kafka-stop clean
 
 ## make install: the venv with everything (SDK, server extras, dev tools)
 install: $(STAMP)
@@ -24,6 +24,13 @@ test: install
 	deploy/kafka.sh fetch >/dev/null
 	$(MAKE) --no-print-directory lint typecheck
 	$(PY) -m pytest tests
+
+## make test-frameworks: the Lightning and Hugging Face integrations in real DDP jobs on two
+## CPU ranks (tests/frameworks); installs the `frameworks` extra first (PyTorch, Lightning,
+## accelerate: a download of about 5 GB, as PyPI has no CPU-only torch for Linux)
+test-frameworks: install
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,frameworks]'
+	$(PY) -m pytest tests/frameworks
 
 unit: install
 	$(PY) -m pytest tests/unit

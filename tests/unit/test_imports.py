@@ -52,3 +52,16 @@ def test_the_cli_and_the_query_models_load_no_grpc_or_clickhouse() -> None:
     assert loaded("runstream.cli.main") == []
     assert loaded("runstream.query.models", "runstream.query.filters") == []
     assert loaded("runstream.consumer.liveness") == []
+
+
+def test_the_sdk_and_the_integrations_package_import_no_framework() -> None:
+    # Each integration module imports its framework; the package and the SDK import none.
+    code = (
+        "import sys, runstream, runstream.integrations, runstream.integrations._common;"
+        "frameworks = {'torch', 'lightning', 'pytorch_lightning', 'transformers', 'keras',"
+        " 'jax', 'tensorflow', 'accelerate'};"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & frameworks)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == []
