@@ -47,6 +47,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_range(n: int) -> int:
+    """The first of ``n`` consecutive TCP ports on 127.0.0.1 that nothing listens on now
+    (deploy/kafka.sh gives the nodes of a cluster consecutive ports)."""
+    import random
+
+    for _ in range(200):
+        first = random.randint(20_000, 60_000 - n)  # below the usual ephemeral range
+        socks = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
 # --- Kafka --------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runstream.consumer.topics import TopicConfig
 from runstream.proto import config as names
 
 # Consumer-only variables (the shared ones live in runstream.proto.config).
@@ -67,6 +68,8 @@ class ConsumerConfig:
     crash_timeout_s: float = DEFAULT_CRASH_TIMEOUT_S
     #: Seconds between progress rows (``ingest_progress``) and terminal progress lines.
     progress_interval_s: float = DEFAULT_PROGRESS_S
+    #: Partitions and replication of the topics the consumer creates (and checks).
+    topics: TopicConfig = field(default_factory=TopicConfig)
 
     def __post_init__(self) -> None:
         for server in self.kafka_bootstrap:
@@ -112,4 +115,5 @@ class ConsumerConfig:
             instance_id=env.get(INSTANCE_ID, ""),
             crash_timeout_s=names.env_float(env, CRASH_TIMEOUT_S, DEFAULT_CRASH_TIMEOUT_S),
             progress_interval_s=names.env_float(env, PROGRESS_S, DEFAULT_PROGRESS_S),
+            topics=TopicConfig.from_env(env),
         )

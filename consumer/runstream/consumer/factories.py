@@ -27,6 +27,7 @@ from runstream.consumer.pipeline import Pipeline
 from runstream.consumer.progress import ProgressReporter
 from runstream.consumer.sink import ClickHouseSink
 from runstream.consumer.sources import KafkaSource, SpoolSource
+from runstream.consumer.topics import ensure_topics
 from runstream.proto import config as names
 from runstream.proto.errors import ConfigError, UnavailableError
 
@@ -82,6 +83,8 @@ def build_kafka_pipeline(config: ConsumerConfig, *, client: Any | None = None) -
         {"group_instance_id": config.instance_id} if config.instance_id else {}
     )
     try:
+        ensure_topics(config.kafka_bootstrap, config.topics, config.topic, config.dlq_topic,
+                      client_id=config.client_id)
         source = KafkaSource(
             config.kafka_bootstrap, config.topic, config.group_id,
             max_poll_records=config.max_poll_records, client_id=config.client_id,

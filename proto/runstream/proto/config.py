@@ -44,6 +44,11 @@ QUERY_TLS_KEY = "RUNSTREAM_QUERY_TLS_KEY"
 QUERY_TLS_CA = "RUNSTREAM_QUERY_TLS_CA"
 # Kafka topic of run events; the dead-letter topic is "<topic>.dlq".
 TOPIC = "RUNSTREAM_TOPIC"
+# Partitions of the events topic and replicas of every Runstream topic, when the consumer
+# creates them (unset: the broker's defaults); a topic that exists with other settings
+# than these is an error (runstream.consumer.topics).
+TOPIC_PARTITIONS = "RUNSTREAM_TOPIC_PARTITIONS"
+TOPIC_REPLICATION = "RUNSTREAM_TOPIC_REPLICATION"
 # Root of every default local path below.
 HOME = "RUNSTREAM_HOME"
 # "1" = runstream.init continues the run named by RUNSTREAM_RUN_ID (or run_id=...) as a
