@@ -22,9 +22,17 @@ consumer pipeline and the embedded ClickHouse (chdb) in this process.
 * MLflow: ``MlflowClient.log_batch`` (1,000 metrics per call, sqlite store in a temp dir)
   on the same kind of points; points/s and sqlite bytes per point.
 
+* replay plans (``RUNSTREAM_BENCH_AB=1``: only this and the reads below): the ingest above
+  with the consumer recording replay plans (one extra offset commit per batch, before its
+  insert) and without, alternating, REPEATS each; medians.
+* FINAL on reads (also ``RUNSTREAM_BENCH_AB=1``): one key's history (the query service's
+  metric_history read) over copies of the ingested run's points inserted in 200,000-row
+  parts, merges stopped (as fresh ingest leaves them): without duplicates, and with every
+  point twice (a replay that was not dropped at insert); with FINAL and without. Medians.
+
 Environment: RUNSTREAM_BENCH_POINTS (2,000,000), RUNSTREAM_BENCH_REPEATS (5),
 RUNSTREAM_BENCH_RATE (100,000), RUNSTREAM_BENCH_FRESH_S (10),
-RUNSTREAM_BENCH_MLFLOW_POINTS (200,000).
+RUNSTREAM_BENCH_MLFLOW_POINTS (200,000), RUNSTREAM_BENCH_AB (unset).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ REPEATS = int(os.environ.get("RUNSTREAM_BENCH_REPEATS", "5"))
 RATE = int(os.environ.get("RUNSTREAM_BENCH_RATE", "100000"))
 FRESH_S = float(os.environ.get("RUNSTREAM_BENCH_FRESH_S", "10"))
 MLFLOW_POINTS = int(os.environ.get("RUNSTREAM_BENCH_MLFLOW_POINTS", "200000"))
+AB = os.environ.get("RUNSTREAM_BENCH_AB", "") == "1"
 KEYS = [f"k{i}" for i in range(10)]
 
 PRODUCER = r"""
@@ -123,9 +132,11 @@ def start_producer(bootstrap: str, topic: str, points: int, rate: float,
 
 
 def start_consumer(bootstrap: str, topic: str, client: Any, database: str,
-                   tmp: Path) -> tuple[Any, threading.Event, threading.Thread]:
+                   tmp: Path, replay_plans: bool = True,
+                   ) -> tuple[Any, threading.Event, threading.Thread]:
     from runstream.consumer.config import ConsumerConfig
     from runstream.consumer.factories import build_kafka_pipeline
+    from runstream.consumer.pipeline import Pipeline
 
     config = ConsumerConfig(kafka_bootstrap=(bootstrap,), topic=topic,
                             group_id=f"bench-{uuid.uuid4().hex[:8]}",
@@ -133,6 +144,9 @@ def start_consumer(bootstrap: str, topic: str, client: Any, database: str,
                             spool_dir=tmp / "spool", max_batch_rows=200_000,
                             max_batch_age_s=0.2)
     pipeline = build_kafka_pipeline(config, client=client)
+    if not replay_plans:  # the same parts, without recording plans
+        pipeline = Pipeline(pipeline.source, pipeline.sink, pipeline.dead_letters, config,
+                            name=pipeline.name, replay_plans=False)
     stop = threading.Event()
     return pipeline, stop, pipeline.start(stop)
 
@@ -179,12 +193,13 @@ def first_send(bootstrap: str, topic: str) -> float:
 
 
 def ingest_once(bootstrap: str, client: Any, probe: Any, database: str, tmp: Path,
-                points: int) -> tuple[float, float, str]:
+                points: int, replay_plans: bool = True) -> tuple[float, float, str]:
     """One producer process -> Kafka -> one consumer pipeline -> chdb. Returns seconds
     from the first send and from the first Run.log to the last row queryable, and the
     run id."""
     topic = make_topic(bootstrap)
-    pipeline, stop, thread = start_consumer(bootstrap, topic, client, database, tmp)
+    pipeline, stop, thread = start_consumer(bootstrap, topic, client, database, tmp,
+                                            replay_plans)
     run_id = f"ingest-{uuid.uuid4().hex[:8]}"
     cpu_self, cpu_children = cpu_s(resource.RUSAGE_SELF), cpu_s(resource.RUSAGE_CHILDREN)
     proc = start_producer(bootstrap, topic, points, 0, run_id, tmp / "home")
@@ -232,6 +247,96 @@ def bench_ingest(bootstrap: str, client: Any, database: str,
         from_log.append(POINTS / from_log_s)
     probe.close()
     return rates, from_log, run_id
+
+
+def bench_replay_plans(bootstrap: str, client: Any, database: str,
+                       tmp: Path) -> tuple[dict[bool, list[float]], str]:
+    """Ingest points/s with replay plans off and on, alternating (REPEATS each)."""
+    from runstream.consumer.factories import connect_clickhouse
+
+    probe = connect_clickhouse("chdb://" + str(tmp / "chdb"), database)
+    print("  warm-up:", end="")
+    ingest_once(bootstrap, client, probe, database, tmp, min(POINTS, 200_000))
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    run_id = ""
+    for i in range(REPEATS):
+        for plans in ((False, True) if i % 2 == 0 else (True, False)):
+            print(f"  replay plans {'on' if plans else 'off'}:", end="")
+            from_send_s, _, run_id = ingest_once(bootstrap, client, probe, database, tmp,
+                                                 POINTS, replay_plans=plans)
+            rates[plans].append(POINTS / from_send_s)
+    probe.close()
+    return rates, run_id
+
+
+HISTORY = ("SELECT rank, step, value, ts_ms, producer_id, seq, idx FROM {table}{final}"
+           " WHERE run_id = {{r:String}} AND key = 'k0'"
+           " ORDER BY rank, step, ts_ms, producer_id, seq, idx LIMIT 10000000")
+
+
+def bench_final_reads(client: Any, run_id: str) -> list[tuple[str, float, int]]:
+    """(label, median ms, rows returned) of one key's history read, FINAL or not, over
+    copies of ``run_id``'s points without and with a duplicate of every point."""
+    from runstream.proto import tables
+
+    cols = ", ".join(tables.METRICS.column_names)
+    steps = POINTS // len(KEYS)
+    chunk = 200_000 // len(KEYS)  # steps per part: 200,000 points, a consumer batch
+    out = []
+    for label, copies in (("no duplicates", 1), ("every point twice", 2)):
+        table = f"reads_{uuid.uuid4().hex[:8]}"
+        client.command(f"CREATE TABLE {table} AS metrics")
+        client.command(f"SYSTEM STOP MERGES {table}")
+        for _ in range(copies):
+            for first in range(0, steps, chunk):
+                client.command(
+                    f"INSERT INTO {table} SELECT {cols} FROM metrics"  # noqa: S608
+                    " WHERE run_id = {r:String} AND step >= {a:Int64} AND step < {b:Int64}"
+                    " SETTINGS insert_deduplicate = 0",
+                    parameters={"r": run_id, "a": first, "b": first + chunk})
+        for final in ("", " FINAL"):
+            sql = HISTORY.format(table=table, final=final)
+            times, rows = [], 0
+            for _ in range(7):
+                started = time.perf_counter()
+                rows = len(client.query(sql, parameters={"r": run_id}).result_rows)
+                times.append((time.perf_counter() - started) * 1000)
+            out.append((f"{label}, {'FINAL' if final else 'no FINAL'}",
+                        statistics.median(times), rows))
+        client.command(f"DROP TABLE {table}")
+    return out
+
+
+def main_ab() -> int:
+    """RUNSTREAM_BENCH_AB=1: replay plans off/on, and FINAL on reads (see the docstring)."""
+    from runstream.consumer.factories import connect_clickhouse
+    from runstream.consumer.sink import ClickHouseSink
+
+    results: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="runstream-bench-") as raw:
+        tmp = Path(raw)
+        database = "bench"
+        client = connect_clickhouse("chdb://" + str(tmp / "chdb"), database)
+        ClickHouseSink(client, database).ensure_schema()
+        broker = Broker(tmp / "kafka")
+        try:
+            rates, run_id = bench_replay_plans(broker.bootstrap, client, database, tmp)
+        finally:
+            broker.stop()
+        for plans in (False, True):
+            each = ", ".join(f"{r:,.0f}" for r in rates[plans])
+            results.append((f"ingest {POINTS:,} points, replay plans "
+                            f"{'on' if plans else 'off'} (median of {len(rates[plans])})",
+                            f"{statistics.median(rates[plans]):,.0f} points/s ({each})"))
+        for label, ms, rows in bench_final_reads(client, run_id):
+            results.append((f"history of one key ({POINTS // len(KEYS):,} points): {label}",
+                            f"{ms:,.1f} ms ({rows:,} rows)"))
+    width = max(len(a) for a, _ in results)
+    print(f"\n{'measurement'.ljust(width)} | result")
+    print(f"{'-' * width}-|-------")
+    for a, b in results:
+        print(f"{a.ljust(width)} | {b}")
+    return 0
 
 
 def bench_freshness(bootstrap: str, client: Any, database: str, tmp: Path) -> list[float]:
@@ -424,6 +529,8 @@ def bench_mlflow(tmp: Path) -> tuple[float, float]:
 
 def main() -> int:
     sys.path.insert(0, str(REPO))
+    if AB:
+        return main_ab()
     from runstream.consumer.factories import connect_clickhouse
 
     results: list[tuple[str, str]] = []

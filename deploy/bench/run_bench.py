@@ -3,6 +3,8 @@
 Each ``bench_<part>.py`` is a standalone script that measures one part against a
 baseline measured in the same run and prints a table of medians. Pass part names to
 run a subset: ``python deploy/bench/run_bench.py producer query``.
+``growth`` (bench_growth.py: how each cost grows with the store, up to 100M points and 1M
+runs; ~10 minutes and ~1 GiB of temp disk; BENCH_GROWTH_MAX=1M for a 3-minute run).
 """
 
 from __future__ import annotations

@@ -42,14 +42,17 @@ def build(msgs: list[Message], failures: list[Exception] | None = None, **kw: An
     return Pipeline(source, sink, dead, config(**kw)), source, client, dead
 
 
-def test_dedup_token_depends_on_ranges_not_order():
-    a = dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, 42)
-    b = dedup_token({("t", 1): (0, 3), ("t", 0): (5, 9)}, 42)
+def test_dedup_token_depends_on_ranges_and_bytes_not_order():
+    digests = {("t", 0): 42, ("t", 1): 7}
+    a = dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, digests)
+    b = dedup_token({("t", 1): (0, 3), ("t", 0): (5, 9)}, dict(reversed(digests.items())))
     assert a == b
-    assert a.startswith("rs1-")
-    assert a != dedup_token({("t", 0): (5, 10), ("t", 1): (0, 3)}, 42)
-    assert a != dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, 43)
-    assert a != dedup_token({("u", 0): (5, 9), ("t", 1): (0, 3)}, 42)
+    assert a.startswith("rs2-")
+    assert a != dedup_token({("t", 0): (5, 10), ("t", 1): (0, 3)}, digests)
+    assert a != dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, {("t", 0): 43, ("t", 1): 7})
+    assert a != dedup_token({("u", 0): (5, 9), ("t", 1): (0, 3)}, digests)
+    # The bytes are checksummed per partition: swapping them between partitions counts.
+    assert a != dedup_token({("t", 0): (5, 9), ("t", 1): (0, 3)}, {("t", 0): 7, ("t", 1): 42})
 
 
 def test_valid_events_stored_then_committed_last():
@@ -68,7 +71,7 @@ def test_valid_events_stored_then_committed_last():
     tokens = {tok for _, _, tok in client.inserts}
     assert len(tokens) == len(client.inserts)
     assert {tok.rsplit(":", 1)[0] for tok in tokens} == {
-        dedup_token({(TOPIC, 0): (0, 8)}, pipe_digest(events))}
+        dedup_token({(TOPIC, 0): (0, 8)}, {(TOPIC, 0): pipe_digest(events)})}
 
 
 def pipe_digest(events: list[Any]) -> int:

@@ -79,3 +79,37 @@ def test_param_values_keep_every_value_and_the_earliest_of_equal_ones():
     copy, rename = tables.migration_ddl("rs")
     assert copy.startswith("INSERT INTO `rs`.`param_values` (") and "FROM `rs`.`params`" in copy
     assert rename == "RENAME TABLE `rs`.`params` TO `rs`.`params_migrated`"
+
+
+def test_cluster_upgrade_adds_every_column_to_local_and_distributed_tables():
+    every = (*tables.TABLES, *tables.AUX_TABLES, *tables.AGGREGATE_TABLES)
+    ddl = tables.cluster_add_columns_ddl("rs", "main")
+    for t in every:
+        for name in (f"{t.name}_local", t.name):
+            (alter,) = [s for s in ddl if s.startswith(f"ALTER TABLE `rs`.`{name}` ON CLUSTER"
+                                                       " `main` ADD")]
+            for column, type_ in (*t.columns, *t.computed):
+                assert f"ADD COLUMN IF NOT EXISTS `{column}` {type_}" in alter
+    # Local tables first: a Distributed table's new column reads from its shards.
+    assert max(i for i, s in enumerate(ddl) if "_local` ON CLUSTER `main` ADD" in s) < min(
+        i for i, s in enumerate(ddl) if "ADD COLUMN" in s and "_local`" not in s)
+    upgrade = tables.cluster_upgrade_ddl("rs", "main")
+    assert upgrade == [*tables.cluster_ddl("rs", "main"), *ddl]
+    with pytest.raises(InvalidArgumentError):
+        tables.cluster_add_columns_ddl("rs", "main`; DROP")
+
+
+def test_print_ddl_upgrade_prints_the_cluster_upgrade(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "clickhouse" / "print_ddl.py"
+    spec = importlib.util.spec_from_file_location("print_ddl", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--cluster", "main", "--database", "rs", "--upgrade"]) == 0
+    printed = [s.strip() for s in capsys.readouterr().out.split(";\n") if s.strip()]
+    assert printed == tables.cluster_upgrade_ddl("rs", "main")
+    with pytest.raises(SystemExit):
+        module.main(["--upgrade"])  # a single node upgrades itself

@@ -20,7 +20,7 @@ import pytest
 from runstream.consumer.liveness import LIVENESS_SQL
 from runstream.proto import tables
 from runstream.query.filters import parse_filter, parse_order_by
-from runstream.query.repository import ClickHouseRepository
+from runstream.query.repository import SCOPE_SIZE_SQL, ClickHouseRepository
 from runstream.query.search_sql import compile_search
 from runstream.query.tokens import PointCursor
 
@@ -37,6 +37,11 @@ KNOWN = {
     "toUInt32", "toUInt128", "toFloat64", "toFloat64OrNull", "toString", "bitOr", "bitXor", "sum",
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
     "isFinite", "materialize", "exp2", "assumeNotNull", "nullIf", "toUInt8",
+    "toInt64", "arrayFilter", "argMinIf", "arrayJoin",
+    # rank health (GetRankHealth)
+    "OVER", "PARTITION", "quantilesIf", "quantiles", "median", "startsWith",
+    # lambda parameters (FORK_SUMMARIES_SQL)
+    "seg_owner", "seg_run", "seg_after", "seg_to",
 }
 
 
@@ -92,6 +97,29 @@ def repository_sql() -> list[str]:
             for cursors in ({}, {("loss", 0): 5}):
                 repo.new_points("r1", followed, ranks, cursors, -1, 10)
     repo.series_tips("r1")
+    from runstream.query.attempts import Segment
+
+    segments = (Segment("p", -1, 5), Segment("r1", 5))
+    for ranks in ((), (0, 1)):
+        for after in (None, cursor):
+            repo.metric_points("r1", "loss", ranks, after, 10, segments=segments)
+        for aggregate in ("", "mean"):
+            repo.series_range("r1", "loss", ranks, aggregate, segments=segments)
+            repo.buckets("r1", "loss", ranks, aggregate, 0, 10, segments=segments)
+    repo.run_starts(runs)
+    repo.status_events(runs)
+    repo.forks(runs)
+    repo.annotations(runs)
+    repo.archived(runs)
+    repo.produced_by("ab" * 32)
+    repo.used_by(["ab" * 32])
+    for some in ((), keys):
+        repo.fork_summaries({"r1": segments}, some)
+    repo.rank_value_stats("r1", ["a", "b"])
+    repo.rank_lags("r1", "a")
+    repo.first_non_finite("r1")
+    repo.rank_last_seen("r1")
+    repo.busiest_key("r1")
     repo.experiments(10)
     repo.ingest_progress(0)
     search = compile_search(
@@ -104,7 +132,7 @@ def repository_sql() -> list[str]:
         parse_order_by(["metrics.c DESC", "params.lr", "tags.t"]),
         [0, 1.0, 0, 2.0, 0, "x", 0, "t", 5, "run"], 10,
     )
-    return [*client.sql, search.sql]
+    return [*client.sql, search.sql, SCOPE_SIZE_SQL]
 
 
 def _identifiers(sql: str) -> tuple[set[str], set[str], set[str]]:
@@ -133,7 +161,8 @@ def test_every_repository_query_was_captured() -> None:
     # The table reads are what the service needs; a new method must be added above.
     read = set().union(*(_identifiers(sql)[0] for sql in repository_sql()))
     assert read == {"runs", "run_status", "param_values", "tags", "artifacts", "inputs",
-                    "metrics", "metric_counts", "metric_summaries", "ingest_progress"}
+                    "metrics", "metric_counts", "metric_summaries", "ingest_progress",
+                    "run_starts", "annotations", "rank_activity", "run_experiments"}
 
 
 def test_a_misspelled_column_is_caught() -> None:

@@ -6,6 +6,17 @@ offsets are committed last. A crash anywhere before the commit means the message
 delivered again; ClickHouse drops the re-insert of an identical batch by its token, and
 the ReplacingMergeTree keys collapse replays cut into different batches.
 
+Replays are cut the same way (with a :class:`~runstream.consumer.sources.PlanningSource`,
+i.e. Kafka): before a batch's insert starts, its offset ranges are recorded as a
+:class:`~runstream.consumer.sources.ReplayPlan` in the commit metadata of the partitions
+it covers (the offsets themselves do not move). Whoever is assigned those partitions
+next, after a crash or a rebalance, gets the plans back and cuts its first batches to
+exactly those ranges, whatever its own batch size and age, so the token is the same and
+ClickHouse drops the re-insert instead of storing duplicates for merges and FINAL to
+collapse. A plan whose partitions went to different consumers cannot be reproduced; the
+natural keys remain the second line of defence. Messages of a planned partition past its
+plan's end wait (in memory) until the plan's batch is sealed, so commits stay in order.
+
 Writes overlap decoding: a full batch is sealed and written on a writer thread while
 the pipeline thread polls and decodes the next one. Up to ``sink.concurrency`` batches
 are written at once (each on its own ClickHouse connection), but they complete in the
@@ -30,6 +41,7 @@ import logging
 import statistics
 import threading
 import time
+import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -41,19 +53,59 @@ from runstream.consumer.config import ConsumerConfig
 from runstream.consumer.dlq import DeadLetterSink
 from runstream.consumer.rows import RowBatch
 from runstream.consumer.sink import ClickHouseSink, StoreLostError
-from runstream.consumer.sources import Message, Position, Source
+from runstream.consumer.sources import Message, PlanningSource, Position, ReplayPlan, Source
 from runstream.proto import codec
 from runstream.proto.errors import DecodeError, RunstreamError, UnavailableError, ValidationError
 
 log = logging.getLogger(__name__)
 
 
-def dedup_token(ranges: Mapping[Position, tuple[int, int]], digest: int = 0) -> str:
-    """The insert token of a batch: a hash of its ``topic:partition:first-last`` ranges
-    (sorted, so the order messages arrived in does not matter) and of a checksum of the
-    message bytes (so a recreated topic reusing offsets never collides)."""
-    text = ",".join(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
-    return "rs1-" + hashlib.sha256(f"{text}|{digest:08x}".encode()).hexdigest()[:40]
+#: Longest a replayed plan waits for its messages before it is sealed as it is (its
+#: token then differs, and the natural keys collapse the replay), seconds.
+REPLAY_WAIT_S = 30.0
+
+
+def dedup_token(
+    ranges: Mapping[Position, tuple[int, int]], digests: Mapping[Position, int] | None = None
+) -> str:
+    """The insert token of a batch: a hash of its ``topic:partition:first-last`` ranges,
+    each with a checksum of that partition's message bytes in offset order (so a recreated
+    topic reusing offsets never collides). Sorted by position, and checksummed per
+    position, so the order in which partitions' messages interleaved does not matter: a
+    replay of the same ranges gets the same token."""
+    digests = digests or {}
+    text = ",".join(f"{t}:{p}:{a}-{b}:{digests.get((t, p), 0):08x}"
+                    for (t, p), (a, b) in sorted(ranges.items()))
+    return "rs2-" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+@dataclass(slots=True)
+class _OpenBatch:
+    """A batch being filled: its rows, offset ranges and per-position byte checksums."""
+
+    rows: RowBatch
+    ranges: dict[Position, tuple[int, int]]
+    digests: dict[Position, int]
+    started: float | None = None  # clock() at its first message
+    dead: int = 0
+
+    @classmethod
+    def empty(cls) -> _OpenBatch:
+        return cls(RowBatch(), {}, {})
+
+
+@dataclass(slots=True)
+class _Replay:
+    """A recorded plan being reproduced: its batch fills with exactly the plan's ranges."""
+
+    plan: ReplayPlan
+    batch: _OpenBatch
+    adopted: float  # clock() when adopted
+    done: set[Position]  # positions whose planned range is complete
+
+    @property
+    def complete(self) -> bool:
+        return len(self.done) == len(self.plan.ranges)
 
 
 @dataclass(slots=True)
@@ -66,6 +118,7 @@ class _SealedBatch:
     dead: int
     sealed_at: float  # time.perf_counter() when sealed, for the batch latency
     writing: Future[float] | None = None  # the running write; result: seconds it took
+    plan: ReplayPlan | None = None  # recorded before its first write started
 
 
 class Pipeline:
@@ -86,6 +139,7 @@ class Pipeline:
         *,
         name: str = "runstream-consumer",
         clock: Callable[[], float] = time.monotonic,
+        replay_plans: bool = True,
     ) -> None:
         self.source = source
         self.sink = sink
@@ -94,11 +148,17 @@ class Pipeline:
         self.name = name
         self._clock = clock
         self._stop = threading.Event()
-        self._batch = RowBatch()
-        self._ranges: dict[Position, tuple[int, int]] = {}
-        self._digest = 0
-        self._batch_started: float | None = None
-        self._batch_dead = 0
+        self._open = _OpenBatch.empty()
+        # Plans recorded with commits and reproduced on replay: only a PlanningSource
+        # can (replay_plans=False turns it off, for benchmarks).
+        self._planner: PlanningSource | None = (
+            source if replay_plans and isinstance(source, PlanningSource)
+            and source.records_plans else None)
+        self._incarnation = uuid.uuid4().hex[:8]
+        self._plan_seq = itertools.count(1)
+        self._plans_dirty = False  # the recorded plans changed since the last commit
+        self._replays: list[_Replay] = []  # being reproduced, oldest first
+        self._held: list[Message] = []  # past a planned range, waiting for its seal
         # Sealed, not yet written, oldest first; the first sink.concurrency may be writing.
         self._sealed: deque[_SealedBatch] = deque()
         # Written, not yet committed (a commit that failed is retried with the next one),
@@ -115,6 +175,8 @@ class Pipeline:
         self.dead_lettered = 0
         #: Batches written and committed.
         self.batches = 0
+        #: Recorded plans reproduced as batches (their inserts repeat a token).
+        self.replayed_plans = 0
         #: Seconds spent in sink writes, summed over writes (parallel writes overlap).
         self.write_s = 0.0
         #: The exception that ended ``run`` on a thread started by ``start``, if any.
@@ -129,6 +191,11 @@ class Pipeline:
         #: yet): ingestion is not backlogged while this is recent.
         self.last_unsaturated_poll: float | None = None
         source.set_revoke_callback(self._on_revoke)
+
+    @property
+    def _batch(self) -> RowBatch:
+        """The rows of the batch being filled (read by tests that stop a pipeline mid-batch)."""
+        return self._open.rows
 
     # --- driving ------------------------------------------------------------------------
 
@@ -164,18 +231,25 @@ class Pipeline:
         """Poll once (blocking up to the poll timeout or until the batch is due), process
         what came, and flush if the batch is full or old. Returns the messages polled."""
         timeout_s = self.config.poll_timeout_s
-        if self._batch_started is not None:
-            due_in = self._batch_started + self.config.max_batch_age_s - self._clock()
+        if self._open.started is not None:
+            due_in = self._open.started + self.config.max_batch_age_s - self._clock()
             timeout_s = max(0.0, min(timeout_s, due_in))
         messages = self.source.poll(timeout_s, self.config.max_poll_records)
+        if self._planner is not None:
+            self._adopt(self._planner.take_plans())  # before what this poll returned
         if len(messages) < self.config.max_poll_records:
             self.last_unsaturated_poll = self._clock()
         for message in messages:
             self._process(message)
-            if self._batch.rows >= self.config.max_batch_rows:
+            if self._open.rows.rows >= self.config.max_batch_rows:
                 self._seal()
                 self._complete_writes(in_flight=self.sink.concurrency)
         self.messages += len(messages)
+        if self._replays and self._clock() - self._replays[0].adopted >= REPLAY_WAIT_S:
+            log.warning("%s: replay plan %s still incomplete after %.0fs; sealing the "
+                        "replayed batches as they are", self.name, self._replays[0].plan.id,
+                        REPLAY_WAIT_S)
+            self._end_replays()
         if self._due():
             self._seal()
         self._complete_writes(in_flight=self.sink.concurrency)
@@ -209,6 +283,7 @@ class Pipeline:
         first in line (a retry reuses its token). A failed commit is logged and retried
         with the next one.
         """
+        self._end_replays()
         self._seal()
         self._complete_writes(in_flight=0)
 
@@ -244,46 +319,114 @@ class Pipeline:
     # --- internals ----------------------------------------------------------------------
 
     def _process(self, message: Message) -> None:
+        batch = self._route(message)
+        if batch is None:
+            return  # held until the plan covering its position is sealed
         position = message.position
-        span = self._ranges.get(position)
-        self._ranges[position] = (
+        span = batch.ranges.get(position)
+        batch.ranges[position] = (
             (message.offset, message.offset) if span is None else (span[0], message.offset)
         )
-        self._digest = zlib.crc32(message.value, self._digest)
-        if self._batch_started is None:
-            self._batch_started = self._clock()
+        batch.digests[position] = zlib.crc32(message.value, batch.digests.get(position, 0))
+        if batch.started is None:
+            batch.started = self._clock()
         if message.error is not None:
-            self._dead_letter(message, message.error)
-            return
-        try:
-            self._batch.add(codec.decode(message.value, message.content_type))
-        except (DecodeError, ValidationError) as e:
-            self._dead_letter(message, f"{type(e).__name__}: {e}")
-        except Exception as e:  # a poison message must not stop the partition for good
-            log.exception("%s: unexpected error on %s:%s@%s", self.name, message.topic,
-                          message.partition, message.offset)
-            self._dead_letter(message, f"unexpected {type(e).__name__}: {e}")
+            self._dead_letter(batch, message, message.error)
+        else:
+            try:
+                batch.rows.add(codec.decode(message.value, message.content_type))
+            except (DecodeError, ValidationError) as e:
+                self._dead_letter(batch, message, f"{type(e).__name__}: {e}")
+            except Exception as e:  # a poison message must not stop the partition for good
+                log.exception("%s: unexpected error on %s:%s@%s", self.name, message.topic,
+                              message.partition, message.offset)
+                self._dead_letter(batch, message, f"unexpected {type(e).__name__}: {e}")
+        if batch is not self._open:
+            self._seal_replays(only_complete=True)
 
-    def _dead_letter(self, message: Message, reason: str) -> None:
+    def _route(self, message: Message) -> _OpenBatch | None:
+        """The batch ``message`` belongs to: a replay's whose planned range holds its
+        offset, else the open batch; None (held) while a plan covering its position is
+        not sealed yet. A message before a planned range ends every replay (the plans do
+        not describe what is being read)."""
+        if not self._replays:
+            return self._open
+        position, offset = message.position, message.offset
+        for replay in self._replays:
+            span = replay.plan.ranges.get(position)
+            if span is None or position in replay.done:
+                continue
+            if offset < span[0]:
+                log.warning("%s: %s:%d@%d comes before replay plan %s; sealing the replayed"
+                            " batches as they are", self.name, message.topic,
+                            message.partition, offset, replay.plan.id)
+                self._end_replays()
+                return self._route(message)
+            if offset <= span[1]:
+                if offset == span[1]:
+                    replay.done.add(position)
+                return replay.batch
+            replay.done.add(position)  # past the end (offsets may have gaps): complete
+        if any(position in r.plan.ranges for r in self._replays):
+            self._held.append(message)
+            return None
+        return self._open
+
+    def _adopt(self, plans: list[ReplayPlan]) -> None:
+        """Start reproducing ``plans`` (oldest first), unless a position of one is already
+        being read into another batch (then its replay cannot be cut the same way)."""
+        busy = set(self._open.ranges).union(*(r.plan.ranges for r in self._replays))
+        for plan in plans:  # successive plans of one partition follow each other: fine
+            if busy & set(plan.ranges):
+                log.warning("%s: replay plan %s overlaps a batch in hand; not reproduced",
+                            self.name, plan.id)
+                continue
+            self._replays.append(_Replay(plan, _OpenBatch.empty(), self._clock(), set()))
+            log.info("%s: reproducing batch %s: %s", self.name, plan.id, ", ".join(
+                f"{t}:{p}@{a}-{b}" for (t, p), (a, b) in sorted(plan.ranges.items())))
+
+    def _seal_replays(self, *, only_complete: bool) -> None:
+        """Seal replays in plan order (all, or the complete ones up to the first that is
+        not), then process the messages they held back."""
+        while self._replays and (not only_complete or self._replays[0].complete):
+            replay = self._replays.pop(0)
+            if replay.batch.ranges:
+                self.replayed_plans += replay.complete
+                self._seal_batch(replay.batch)
+        if self._held and not self._replays:
+            held, self._held = self._held, []
+            for message in held:
+                self._process(message)
+
+    def _end_replays(self) -> None:
+        """Seal every replay as it is (incomplete ones get another token) and release the
+        held messages into the open batch."""
+        self._seal_replays(only_complete=False)
+
+    def _dead_letter(self, batch: _OpenBatch, message: Message, reason: str) -> None:
         self.dead_letters.add(message, reason)
-        self._batch_dead += 1
+        batch.dead += 1
 
     def _due(self) -> bool:
-        if self._batch_started is None:
+        if self._open.started is None:
             return False
-        if self._batch.rows >= self.config.max_batch_rows:
+        if self._open.rows.rows >= self.config.max_batch_rows:
             return True
-        return self._clock() - self._batch_started >= self.config.max_batch_age_s
+        return self._clock() - self._open.started >= self.config.max_batch_age_s
 
     def _seal(self) -> None:
-        """Close the batch being filled (if it holds anything) and queue it for writing."""
-        if not self._ranges:
+        """Close the batch being filled (if it holds anything) and queue it for writing.
+        Replays are not touched: the open batch shares no position with them."""
+        self._seal_batch(self._open)
+        self._open = _OpenBatch.empty()
+
+    def _seal_batch(self, batch: _OpenBatch) -> None:
+        if not batch.ranges:
             return
         self._sealed.append(_SealedBatch(
-            rows=self._batch, token=dedup_token(self._ranges, self._digest),
-            ranges=self._ranges, dead=self._batch_dead, sealed_at=time.perf_counter(),
+            rows=batch.rows, token=dedup_token(batch.ranges, batch.digests),
+            ranges=batch.ranges, dead=batch.dead, sealed_at=time.perf_counter(),
         ))
-        self._reset_batch()
 
     def _complete_writes(self, in_flight: int) -> None:
         """Write sealed batches, up to ``sink.concurrency`` at once, and complete them in
@@ -291,9 +434,17 @@ class Pipeline:
         wait for all). Blocks while waiting; raises a write's error with that batch kept
         first in line (its next write reuses the token)."""
         while self._sealed:
-            for batch in itertools.islice(self._sealed, self.sink.concurrency):
-                if batch.writing is None:
-                    batch.writing = self._start_write(batch)
+            starting = [b for b in itertools.islice(self._sealed, self.sink.concurrency)
+                        if b.writing is None]
+            if self._planner is not None and any(b.plan is None for b in starting):
+                for batch in starting:
+                    if batch.plan is None:
+                        batch.plan = ReplayPlan(f"{self._incarnation}.{next(self._plan_seq)}",
+                                                dict(batch.ranges))
+                self._plans_dirty = True
+                self._commit()  # record the plans before the inserts they describe
+            for batch in starting:
+                batch.writing = self._start_write(batch)
             head = self._sealed[0]
             writing = cast("Future[float]", head.writing)  # started just above
             if len(self._sealed) <= in_flight and not writing.done():
@@ -302,6 +453,7 @@ class Pipeline:
             self.write_s += writing.result()
             self.dead_letters.flush()  # a no-op when nothing is queued
             self._sealed.popleft()
+            self._plans_dirty = head.plan is not None or self._plans_dirty
             for position, (_first, last) in head.ranges.items():
                 self._uncommitted[position] = last
             self._uncommitted_since.append(head.sealed_at)
@@ -332,16 +484,32 @@ class Pipeline:
         return future
 
     def _commit(self) -> None:
-        if not self._uncommitted:
+        """Commit what is written, and record the plans of batches that may be inserted
+        and are not committed (a failed plan record only costs the first line of defence
+        on a replay: the insert goes ahead)."""
+        if not self._uncommitted and not self._plans_dirty:
             return
         # Rows written into a store that was removed are not stored: committing their
         # offsets would lose them. StoreLostError ends the pipeline, uncommitted.
         self.sink.check_store()
         try:
-            self.source.commit(self._uncommitted)
+            if self._planner is not None:
+                plans = [b.plan for b in self._sealed if b.plan is not None]
+                starts: dict[Position, int] = {}
+                for plan in plans:
+                    for position, (first, _last) in plan.ranges.items():
+                        starts[position] = min(starts.get(position, first), first)
+                # A planned position's offset does not move: it stays where its oldest
+                # plan starts (everything before that is written).
+                positions = {p: first - 1 for p, first in starts.items()}
+                positions.update(self._uncommitted)
+                self._planner.commit(positions, plans)
+            else:
+                self.source.commit(self._uncommitted)
         except UnavailableError as e:
             log.warning("%s: commit failed, retried with the next batch: %s", self.name, e)
             return
+        self._plans_dirty = False
         now = time.perf_counter()
         with self._progress_lock:
             self._latencies_ms.extend((now - t) * 1000 for t in self._uncommitted_since)
@@ -349,11 +517,9 @@ class Pipeline:
         self._uncommitted_since = []
 
     def _reset_batch(self) -> None:
-        self._batch = RowBatch()
-        self._ranges = {}
-        self._digest = 0
-        self._batch_started = None
-        self._batch_dead = 0
+        self._open = _OpenBatch.empty()
+        self._replays = []
+        self._held = []
 
     def _on_revoke(self) -> None:
         # Partitions are about to move: store and commit what we hold while we still own

@@ -148,6 +148,19 @@ class ClickHouseSink:
                      tables.PARAMS.name, tables.LEGACY_PARAMS_MIGRATED)
             for statement in tables.migration_ddl(self.database):
                 self.client.command(statement)
+        self._backfill_run_experiments()
+
+    def _backfill_run_experiments(self) -> None:
+        # A store made before run_experiments: its view feeds new runs from now on, and
+        # the runs already there are copied once (empty table, non-empty runs).
+        db = self.database
+        (empty, runs), = self.client.query(
+            f"SELECT (SELECT count() FROM `{db}`.`{tables.RUN_EXPERIMENTS.name}`) = 0,"  # noqa: S608
+            f" (SELECT count() FROM `{db}`.`{tables.RUNS.name}`)").result_rows
+        if empty and runs:
+            log.info("filling %s.%s from the %d rows of %s.%s", db,
+                     tables.RUN_EXPERIMENTS.name, runs, db, tables.RUNS.name)
+            self.client.command(tables.backfill_ddl(db))
 
     def _read_store_id(self) -> str:
         table = tables.STORE_IDENTITY

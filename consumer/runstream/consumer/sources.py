@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from kafka import ConsumerRebalanceListener
 
@@ -87,6 +87,108 @@ class Source(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class ReplayPlan:
+    """The offset ranges of one batch, recorded before its insert: if the insert happened
+    and the commit did not, whoever reads those offsets again cuts its batch to exactly
+    these ranges, so its insert token is the same and ClickHouse drops the re-insert.
+
+    ``id`` is ``"<incarnation>.<seq>"``: the recording pipeline's random incarnation and
+    the batch's number in it (plans of one incarnation replay in ``seq`` order).
+    ``ranges``: (first, last) offset per position, both inclusive.
+    """
+
+    id: str
+    ranges: Mapping[Position, tuple[int, int]]
+
+    @property
+    def order(self) -> tuple[str, int]:
+        incarnation, _, seq = self.id.partition(".")
+        return incarnation, int(seq) if seq.isdigit() else 0
+
+
+@runtime_checkable
+class PlanningSource(Source, Protocol):
+    """A source that can record :class:`ReplayPlan` objects with its commits and hand
+    back the plans recorded for positions it was just given (the Kafka source)."""
+
+    @property
+    def records_plans(self) -> bool:
+        """False when this source cannot record plans after all (a Kafka source without a
+        store id): the pipeline then commits as if it were a plain Source."""
+        ...
+
+    def commit(self, positions: Mapping[Position, int],
+               plans: Sequence[ReplayPlan] = ()) -> None:
+        """As :meth:`Source.commit`; also records ``plans`` (every plan whose batch may
+        have been inserted but is not committed) with the positions they cover, which
+        ``positions`` must include. Blocks until recorded."""
+        ...
+
+    def take_plans(self) -> list[ReplayPlan]:
+        """Plans recorded for positions assigned since the last call, each complete (this
+        source holds every position it covers) and starting at the committed offset or
+        later; oldest first. Call it after every poll, before processing what it returned."""
+        ...
+
+
+#: Commit-metadata field prefixes: ``runstream-plan:<entries>;runstream-store:<id>``.
+PLAN_METADATA_PREFIX = "runstream-plan:"
+STORE_METADATA_PREFIX = "runstream-store:"
+#: Longest plan field written into one partition's commit metadata (Kafka's
+#: ``offset.metadata.max.bytes`` defaults to 4096); longer: the plans are not recorded
+#: there, so they are incomplete and ignored on replay (natural keys collapse it).
+MAX_PLAN_METADATA = 1024
+
+
+def commit_metadata(store_id: str, position: Position, plans: Sequence[ReplayPlan]) -> str:
+    """The commit metadata of ``position``: the store id, and one entry
+    ``<id>.<partitions in the plan>.<first>-<last>`` per plan covering ``position``.
+    The plan field comes first, so a consumer that predates plans (which compared the
+    whole suffix after ``runstream-store:``) sees no store field and trusts the offset
+    instead of rewinding. Pure."""
+    if not store_id:
+        return ""
+    store = STORE_METADATA_PREFIX + store_id
+    entries = []
+    for plan in plans:
+        span = plan.ranges.get(position)
+        if span is not None:
+            entries.append(f"{plan.id}.{len(plan.ranges)}.{span[0]}-{span[1]}")
+    field_ = PLAN_METADATA_PREFIX + ",".join(entries)
+    if not entries or len(field_) > MAX_PLAN_METADATA:
+        return store
+    return f"{field_};{store}"
+
+
+def parse_commit_metadata(
+    text: str,
+) -> tuple[str | None, list[tuple[str, int, int, int]]]:
+    """(store id or None if none was recorded, [(plan id, partitions in the plan, first,
+    last)]) from commit metadata written by :func:`commit_metadata` (or by an older
+    consumer: ``runstream-store:<id>``, or anything else: no store). Malformed plan
+    entries are skipped. Pure."""
+    store: str | None = None
+    plans: list[tuple[str, int, int, int]] = []
+    raw_plans = ""
+    if text.startswith(PLAN_METADATA_PREFIX) and ";" + STORE_METADATA_PREFIX in text:
+        raw_plans, _, text = text.partition(";")
+        raw_plans = raw_plans[len(PLAN_METADATA_PREFIX):]
+    if text.startswith(STORE_METADATA_PREFIX):
+        store = text[len(STORE_METADATA_PREFIX):]
+    for entry in raw_plans.split(",") if raw_plans else ():
+        parts = entry.split(".")
+        span = parts[-1].split("-") if len(parts) == 4 else []
+        try:
+            first, last, n = int(span[0]), int(span[1]), int(parts[2])
+        except (IndexError, ValueError):
+            log.warning("ignoring a malformed replay plan in commit metadata: %r", entry[:80])
+            continue
+        if 0 <= first <= last and n >= 1:
+            plans.append((f"{parts[0]}.{parts[1]}", n, first, last))
+    return store, plans
+
+
 # --- Kafka ------------------------------------------------------------------------------
 
 
@@ -104,6 +206,12 @@ class KafkaSource:
     beginning: those offsets say nothing about what this store holds. Offsets committed
     without a store id (older consumers) are trusted.
 
+    The metadata also carries the :class:`ReplayPlan` entries of batches that may be
+    inserted but are not committed (see :func:`commit_metadata`): they sit with the
+    offset they follow, so a group reset or a store rewind drops them with it. After an
+    assignment, :meth:`take_plans` returns the plans whose every partition this consumer
+    now holds.
+
     The lag report (end offsets, and committed offsets of partitions not committed here)
     is read by a thread of its own, ``runstream-consumer-lag``, on a consumer of its own:
     :meth:`offsets` only returns its latest snapshot, so the polling thread never waits on
@@ -111,7 +219,7 @@ class KafkaSource:
     """
 
     #: Prefix of the commit metadata that names the store the rows went to.
-    STORE_METADATA_PREFIX = "runstream-store:"
+    STORE_METADATA_PREFIX = STORE_METADATA_PREFIX
 
     def __init__(
         self,
@@ -144,6 +252,7 @@ class KafkaSource:
         self._committed: dict[Position, int] = {}
         self._assigned: frozenset[Any] = frozenset()  # under the lock
         self._lag: dict[Position, tuple[int, int]] = {}  # the lag thread's latest snapshot
+        self._plans: list[ReplayPlan] = []  # read at an assignment, taken by the pipeline
         settings: dict[str, Any] = {
             "bootstrap_servers": list(bootstrap),
             "group_id": group_id,
@@ -244,6 +353,10 @@ class KafkaSource:
         if not self.store_id:
             return set()
         rewound: set[Any] = set()
+        # Plan entries per plan id: only from partitions read in this one call (an eager
+        # rebalance assigns them all at once); a partition read on a retry may have had
+        # records delivered already, so its plans are incomplete here and ignored.
+        entries: dict[str, list[tuple[int, Position, int, int]]] = {}
         for tp in sorted(unchecked):
             try:
                 committed = self._consumer.committed(tp, metadata=True, timeout_ms=10_000)
@@ -255,11 +368,14 @@ class KafkaSource:
                 continue
             if committed is None or committed.offset < 0:
                 continue
-            metadata = committed.metadata or ""
-            if not metadata.startswith(self.STORE_METADATA_PREFIX):
+            other, plans = parse_commit_metadata(committed.metadata or "")
+            if other is None:
                 continue  # committed by a consumer that did not record its store
-            other = metadata[len(self.STORE_METADATA_PREFIX):]
             if other == self.store_id:
+                for plan_id, n, first, last in plans:
+                    if first >= committed.offset:
+                        entries.setdefault(plan_id, []).append(
+                            (n, (tp.topic, tp.partition), first, last))
                 continue
             log.warning(
                 "%s:%d: offsets up to %d were committed for store %s, but this consumer "
@@ -267,17 +383,37 @@ class KafkaSource:
                 "beginning", tp.topic, tp.partition, committed.offset, other, self.store_id)
             self._consumer.seek_to_beginning(tp)
             rewound.add(tp)
+        found = []
+        for plan_id, covered in entries.items():
+            if all(n == len(covered) for n, _, _, _ in covered):
+                found.append(ReplayPlan(plan_id, {p: (a, b) for _, p, a, b in covered}))
+            else:  # some of its partitions went to other consumers
+                log.info("replay plan %s: this consumer holds %d of its %d partitions; "
+                         "not reproduced (ReplacingMergeTree keys collapse the replay)",
+                         plan_id, len(covered), covered[0][0])
+        found.sort(key=lambda plan: plan.order)
+        self._plans.extend(found)
         return rewound
 
-    def commit(self, positions: Mapping[Position, int]) -> None:
+    @property
+    def records_plans(self) -> bool:
+        """Plans travel with the store id (metadata of other stores is not read)."""
+        return bool(self.store_id)
+
+    def take_plans(self) -> list[ReplayPlan]:
+        plans, self._plans = self._plans, []
+        return plans
+
+    def commit(self, positions: Mapping[Position, int],
+               plans: Sequence[ReplayPlan] = ()) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
         from kafka.errors import CommitFailedError, KafkaError
 
         if not positions:
             return
-        metadata = self.STORE_METADATA_PREFIX + self.store_id if self.store_id else ""
         offsets = {
-            TopicPartition(topic, partition): OffsetAndMetadata(last + 1, metadata, -1)
+            TopicPartition(topic, partition): OffsetAndMetadata(
+                last + 1, commit_metadata(self.store_id, (topic, partition), plans), -1)
             for (topic, partition), last in positions.items()
         }
         try:

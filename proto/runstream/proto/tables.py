@@ -35,7 +35,21 @@ from dataclasses import dataclass
 from runstream.proto.config import IDENTIFIER
 from runstream.proto.errors import InvalidArgumentError
 
+#: Insert tokens remembered per table (``non_replicated_deduplication_window`` on a single
+#: node, ``replicated_deduplication_window`` on a cluster): a replay is dropped at insert
+#: if its batch is among the table's last this many inserts. Each consumer inserts about
+#: 1 / RUNSTREAM_CONSUMER_MAX_BATCH_AGE_S batches a second per table at most (2 by
+#: default), so N consumers cover replays of the last 10,000 / (2 N) seconds: 80 min
+#: for one consumer, 8 min for ten.
 DEDUP_WINDOW = 10_000
+#: ``replicated_deduplication_window_seconds`` of the cluster tables: Replicated tables also
+#: forget tokens older than this (the server default is 3,600 s in current ClickHouse
+#: releases, 7 days in older ones), which a single node never does; a week makes
+#: DEDUP_WINDOW the limit in practice, as on a single node (Keeper holds at most
+#: DEDUP_WINDOW block ids per table either way).
+DEDUP_WINDOW_S = 604_800
+_REPLICATED_SETTINGS = (f"replicated_deduplication_window = {DEDUP_WINDOW},"
+                        f" replicated_deduplication_window_seconds = {DEDUP_WINDOW_S}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +322,21 @@ STORE_IDENTITY = Table(
 #: service stops answering.
 STORE_MARKER = "runstream-store-id"
 
-AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, RANK_ACTIVITY)
+# Which runs an experiment holds, keyed by experiment: every other table is ordered by
+# run_id first, so a search inside one experiment reads this (a few granules) and then
+# only those runs' rows of the others (`run_id IN (...)`). Fed from every insert into
+# `runs` by a materialized view (consumers of older versions feed it too during an
+# upgrade); a replayed RunStarted collapses to the same row. Stores made before it are
+# filled at start (:func:`backfill_ddl`).
+RUN_EXPERIMENTS = Table(
+    "run_experiments",
+    (("experiment", "String"), ("run_id", "String")),
+    "ReplacingMergeTree",
+    "experiment, run_id",
+)
+
+#: Tables fed by materialized views (never written by the consumer itself).
+AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, RANK_ACTIVITY, RUN_EXPERIMENTS)
 AUX_TABLES: tuple[Table, ...] = (INGEST_PROGRESS, STORE_IDENTITY)
 
 
@@ -350,6 +378,10 @@ VIEWS: tuple[View, ...] = (
     View(
         "rank_activity_metrics_mv", METRICS.name, RANK_ACTIVITY.name,
         "SELECT run_id, rank, max(ts_ms) AS last_ms FROM {source} GROUP BY run_id, rank",
+    ),
+    View(
+        f"{RUN_EXPERIMENTS.name}_mv", RUNS.name, RUN_EXPERIMENTS.name,
+        "SELECT DISTINCT experiment, run_id FROM {source}",
     ),
     View(
         "rank_activity_status_mv", RUN_STATUS.name, RANK_ACTIVITY.name,
@@ -428,6 +460,17 @@ def migration_ddl(database: str) -> list[str]:
     ]
 
 
+def backfill_ddl(database: str) -> str:
+    """The INSERT ... SELECT that fills ``run_experiments`` from ``runs`` in a store made
+    before it (run after :func:`all_ddl`, which creates the view that feeds it from then
+    on; only while ``run_experiments`` is empty and ``runs`` is not). Copying a row twice
+    is harmless (ReplacingMergeTree). Raises InvalidArgumentError unless ``database`` is
+    an identifier."""
+    _check_identifier("database name", database)
+    return (f"INSERT INTO `{database}`.`{RUN_EXPERIMENTS.name}` (experiment, run_id)"  # noqa: S608
+            f" SELECT DISTINCT experiment, run_id FROM `{database}`.`{RUNS.name}`")
+
+
 # --- cluster ---------------------------------------------------------------------------
 
 LOCAL_SUFFIX = "_local"
@@ -472,6 +515,7 @@ def cluster_ddl(database: str, cluster: str) -> list[str]:
             f"CREATE TABLE IF NOT EXISTS `{database}`.`{local}`{on} (\n  {cols}\n)"
             f" ENGINE = {replicated_engine(t.engine, database, local)}"
             f" ORDER BY ({t.order_by})"
+            f" SETTINGS {_REPLICATED_SETTINGS}"
         )
         out.append(
             f"CREATE TABLE IF NOT EXISTS `{database}`.`{t.name}`{on}"
@@ -480,3 +524,39 @@ def cluster_ddl(database: str, cluster: str) -> list[str]:
         )
     out.extend(v.ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
     return out
+
+
+def _cluster_tables() -> tuple[Table, ...]:
+    return (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES)
+
+
+def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
+    """The upgrade of a cluster made by an older :func:`cluster_ddl`: for every table,
+    ``ALTER TABLE ... ON CLUSTER ... ADD COLUMN IF NOT EXISTS`` of every column (computed
+    ones included), first on ``<name>_local`` and then on the Distributed ``<name>``
+    (which does not follow its local table by itself), and ``MODIFY SETTING`` of the
+    deduplication window (count and seconds) on each ``_local`` table. Idempotent: existing
+    columns are left as they are (a changed type needs the table recreated). Tables a
+    cluster lacks altogether come from :func:`cluster_ddl` (all IF NOT EXISTS): run
+    that first (``print_ddl.py --upgrade`` prints both). Pure.
+
+    Raises InvalidArgumentError unless both names are plain identifiers.
+    """
+    _check_identifier("database name", database)
+    _check_identifier("cluster name", cluster)
+    on = f" ON CLUSTER `{cluster}`"
+    out = []
+    for suffix in (LOCAL_SUFFIX, ""):
+        for t in _cluster_tables():
+            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS `{c}` {ty}"
+                             for c, ty in (*t.columns, *t.computed))
+            out.append(f"ALTER TABLE `{database}`.`{t.name}{suffix}`{on} {adds}")
+    out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
+               f" MODIFY SETTING {_REPLICATED_SETTINGS}" for t in _cluster_tables())
+    return out
+
+
+def cluster_upgrade_ddl(database: str, cluster: str) -> list[str]:
+    """Everything that brings a cluster to these definitions, safe to run repeatedly:
+    :func:`cluster_ddl` (creates what is missing) then :func:`cluster_add_columns_ddl`."""
+    return [*cluster_ddl(database, cluster), *cluster_add_columns_ddl(database, cluster)]
