@@ -340,3 +340,50 @@ def seed_through_consumer(ch: Any, events: Sequence[pb.RunEvent]) -> None:
         columns = cast(list[list[Any]], data)
         ch.insert(table.name, [list(row) for row in zip(*columns, strict=True)],
                   column_names=list(table.column_names))
+
+
+# --- attempts, forks, annotations (the query side of issue 11) ------------------------------
+
+
+def started_event(run_id: str, rank: int, world_size: int, ts_ms: int, *, producer: str,
+                  restart: int = 0, resume: bool = False, fork_run_id: str = "",
+                  fork_step: int = 0, experiment: str = "exp", seq: int = 1) -> pb.RunEvent:
+    """A rank's RunStarted as the SDK sends it, with the launcher's restart count, resume
+    and fork."""
+    e = envelope(run_id=run_id, rank=rank, seq=seq, world_size=world_size,
+                 producer_id=producer, ts_ms=ts_ms)
+    e.experiment = experiment
+    e.node = f"node-{rank // 2}"
+    s = e.run_started
+    s.name = "elastic"
+    s.env.launcher = "torchrun"
+    s.restart, s.resume = restart, resume
+    s.fork_run_id, s.fork_step = fork_run_id, fork_step
+    validation.validate(e)
+    return e
+
+
+def finished_event(run_id: str, rank: int, world_size: int, ts_ms: int, *, producer: str,
+                   status: int = pb.FINISHED, error: str = "", seq: int = 9) -> pb.RunEvent:
+    e = envelope(run_id=run_id, rank=rank, seq=seq, world_size=world_size,
+                 producer_id=producer, ts_ms=ts_ms)
+    e.run_finished.status = cast(Any, status)
+    e.run_finished.error = error
+    validation.validate(e)
+    return e
+
+
+def annotation_event(run_id: str, ts_ms: int, *, producer: str, seq: int = 1,
+                     tags: Mapping[str, str] | None = None, note: str = "",
+                     archive: int = pb.ARCHIVE_ACTION_UNSPECIFIED, user: str = "ada",
+                     host: str = "ws-1", experiment: str = "exp") -> pb.RunEvent:
+    """An Annotation as `runstream tag` / `note` / `archive` sends it (rank 0, world 1)."""
+    e = envelope(run_id=run_id, rank=0, seq=seq, world_size=1, producer_id=producer,
+                 ts_ms=ts_ms)
+    e.experiment = experiment
+    a = e.annotation
+    for k, v in (tags or {}).items():
+        a.tags.add(key=k, value=v)
+    a.note, a.archive, a.user, a.host = note, cast(Any, archive), user, host
+    validation.validate(e)
+    return e

@@ -30,6 +30,8 @@ def _value(name: str, hint: Any, seed: int) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if name in ENUM_VALUES:
         return ENUM_VALUES[name]
+    if type(None) in args:  # X | None: an X
+        return _value(name, next(a for a in args if a is not type(None)), seed)
     if origin is tuple:
         return tuple(_value(name, args[0], seed + i) for i in range(2))
     if origin is list:
@@ -87,6 +89,24 @@ def test_follow_updates_carry_live_on_the_envelope() -> None:
         message = convert.follow_update_to_pb(update)
         assert message.live is update.live
         assert convert.follow_update_from_pb(message) == update
+
+
+def test_an_optional_nested_object_travels_unset_as_none() -> None:
+    match = models.LineageMatch(run_id="r", name="model.npz", rank=0, uri="file:///x")
+    pb = convert.to_pb(match, query_pb2.LineageMatch)
+    assert not pb.HasField("run")
+    assert convert.from_pb(pb, models.LineageMatch) == match
+    with_run = dataclasses.replace(match, run=populated(models.Run))
+    assert convert.from_pb(convert.to_pb(with_run, query_pb2.LineageMatch),
+                           models.LineageMatch) == with_run
+
+
+def test_views_travel_by_name() -> None:
+    assert [convert.view_to_pb(v) for v in convert.VIEWS] == [
+        query_pb2.ACTIVE_ONLY, query_pb2.ARCHIVED_ONLY, query_pb2.ALL]
+    assert convert.view_from_pb(query_pb2.ALL) == "ALL" and convert.view_from_pb(9) == "?"
+    with pytest.raises(ValueError, match="view"):
+        convert.view_to_pb("archived")
 
 
 def test_history_pages_keep_their_point_lists_as_lists() -> None:

@@ -70,6 +70,12 @@ class _EmptyRepository:
     def statuses(self, run_ids: object) -> list[StatusRow]:
         return []
 
+    def status_events(self, run_ids: list[str]) -> dict[str, list[object]]:
+        return {r: [] for r in run_ids}
+
+    def forks(self, run_ids: object) -> dict[str, tuple[str, int]]:
+        return {}
+
     def metric_points(self, *args: object) -> PointRows:
         return PointRows(ranks=[], steps=[], values=[], ts_ms=[], producer_ids=[], seqs=[], idxs=[])
 

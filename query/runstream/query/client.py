@@ -48,6 +48,7 @@ from runstream.query.convert import (
     from_pb,
     goal_to_pb,
     history_from_pb,
+    view_to_pb,
 )
 from runstream.query.limits import DEFAULT_HISTORY_PAGE_SIZE, DEFAULT_RUNS_PAGE_SIZE
 from runstream.query.models import (
@@ -55,8 +56,10 @@ from runstream.query.models import (
     ExperimentInfo,
     FollowUpdate,
     IngestPartition,
+    Lineage,
     MetricHistory,
     MetricSummary,
+    RankHealthReport,
     Run,
     RunInfo,
     RunPage,
@@ -158,10 +161,24 @@ class Client:
         except grpc.RpcError as e:
             raise error_from_rpc(e) from e
 
-    def get_run(self, run_id: str) -> Run:
-        """Everything recorded for one run. NotFoundError if unknown."""
-        response = self._call(self._stub.GetRun, query_pb2.GetRunRequest(run_id=run_id))
+    def get_run(self, run_id: str, all_attempts: bool = False) -> Run:
+        """Everything recorded for one run. NotFoundError if unknown.
+
+        ``info`` and ``ranks`` describe the run's latest attempt (``attempts`` lists them
+        all); ``all_attempts`` lists the ranks of every attempt, each with its ``attempt``.
+        """
+        request = query_pb2.GetRunRequest(run_id=run_id, all_attempts=all_attempts)
+        response = self._call(self._stub.GetRun, request)
         return from_pb(response.run, Run)
+
+    def get_lineage(self, sha256: str) -> Lineage:
+        """Where an artifact came from and where it went (see GetLineage): the runs that
+        logged content with this SHA-256 (64 lowercase hex digits; each with its ``run``
+        as :meth:`get_run` returns it) and the runs that used it as an input, oldest
+        first. An unknown digest gives empty lists; a malformed one InvalidArgumentError.
+        """
+        response = self._call(self._stub.GetLineage, query_pb2.GetLineageRequest(sha256=sha256))
+        return from_pb(response, Lineage)
 
     def search_runs(
         self,
@@ -172,17 +189,20 @@ class Client:
         filter: str = "",
         order_by: Sequence[str] = (),
         experiments: Sequence[str] = (),
+        view: str = "ACTIVE_ONLY",
     ) -> tuple[list[RunInfo], str]:
         """One page of runs matching ``filter`` (MLflow grammar), in ``order_by`` order.
 
         ``experiment``/``experiments`` restrict the experiments (none = all); default
-        order: newest start first. Returns the runs and the token of the next page (""
-        on the last page). ``page_size`` is 1..1000. A bad filter raises
-        InvalidArgumentError naming the offending position.
+        order: newest start first. ``view``: "ACTIVE_ONLY" (archived runs left out),
+        "ARCHIVED_ONLY" or "ALL" (ValueError for anything else). Returns the runs and
+        the token of the next page ("" on the last page). ``page_size`` is 1..1000. A
+        bad filter raises InvalidArgumentError naming the offending position.
         """
         request = query_pb2.SearchRunsRequest(
             experiment=experiment or "", page_size=page_size, page_token=page_token,
             filter=filter, order_by=list(order_by), experiments=list(experiments),
+            view=view_to_pb(view),
         )
         response = self._call(self._stub.SearchRuns, request)
         page = from_pb(response, RunPage)
@@ -195,12 +215,13 @@ class Client:
         *,
         filter: str = "",
         order_by: Sequence[str] = (),
+        view: str = "ACTIVE_ONLY",
     ) -> Iterator[RunInfo]:
-        """Every matching run, fetching pages as it goes."""
+        """Every matching run (archived ones as ``view`` says), fetching pages as it goes."""
         token = ""
         while True:
             runs, token = self.search_runs(
-                experiment, page_size, token, filter=filter, order_by=order_by
+                experiment, page_size, token, filter=filter, order_by=order_by, view=view
             )
             yield from runs
             if not token:
@@ -232,6 +253,17 @@ class Client:
         """Latest progress of every consumer partition heard from in the last minute."""
         response = self._call(self._stub.GetIngestStatus, query_pb2.GetIngestStatusRequest())
         return [from_pb(p, IngestPartition) for p in response.partitions]
+
+    def rank_health(self, run_id: str, step_time_key: str = "", lag_key: str = ""
+                    ) -> RankHealthReport:
+        """Which rank of a run is slow or broken (see GetRankHealth): per rank its step
+        time percentiles, lag behind the median rank, first NaN/inf per key, last sign
+        of life, status and problems, with the suspects slowest first. ``step_time_key``
+        "" = telemetry/step_time_s; ``lag_key`` "" = the step-time key if logged, else
+        the key with the most points. NotFoundError if the run is unknown."""
+        request = query_pb2.GetRankHealthRequest(run_id=run_id, step_time_key=step_time_key,
+                                                 lag_key=lag_key)
+        return from_pb(self._call(self._stub.GetRankHealth, request), RankHealthReport)
 
     def follow(
         self,
@@ -280,6 +312,7 @@ class Client:
         *,
         max_points: int = 0,
         aggregate: str = "",
+        own_points_only: bool = False,
     ) -> MetricHistory:
         """Points of one metric ordered by (rank, step, ts_ms), deduplicated.
 
@@ -291,30 +324,33 @@ class Client:
         GetMetricHistory comes back, with its ``next_page_token``. ``max_points``
         2..10,000 downsamples each series (LTTB plus the per-bucket min/max envelope) in
         one call;
-        ``aggregate`` "mean"/"min"/"max" merges ranks per step. NotFoundError for an
-        unknown run; a run without this metric gives an empty history.
+        ``aggregate`` "mean"/"min"/"max" merges ranks per step. A forked run's history
+        includes its parent's points up to the fork step, as one series;
+        ``own_points_only`` leaves them out. NotFoundError for an unknown run; a run
+        without this metric gives an empty history.
         """
         rank_list = sorted(set(ranks or ()))
         agg = aggregate_to_pb(aggregate)
         if max_points:
             request = query_pb2.GetMetricHistoryRequest(
-                run_id=run_id, key=key, ranks=rank_list, max_points=max_points, aggregate=agg
+                run_id=run_id, key=key, ranks=rank_list, max_points=max_points, aggregate=agg,
+                own_points_only=own_points_only,
             )
             response = self._call(self._stub.GetMetricHistory, request)
             return history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate)
         if page_token is None:
-            return self._export(run_id, key, rank_list, agg, aggregate)
+            return self._export(run_id, key, rank_list, agg, aggregate, own_points_only)
         request = query_pb2.GetMetricHistoryRequest(
             run_id=run_id, key=key, ranks=rank_list, page_size=page_size, page_token=page_token,
-            aggregate=agg,
+            aggregate=agg, own_points_only=own_points_only,
         )
         response = self._call(self._stub.GetMetricHistory, request)
         return history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate)
 
     def _export(self, run_id: str, key: str, ranks: list[int], agg: query_pb2.Aggregate,
-                aggregate: str) -> MetricHistory:
+                aggregate: str, own_points_only: bool = False) -> MetricHistory:
         request = query_pb2.ExportMetricHistoryRequest(
-            run_id=run_id, key=key, ranks=ranks, aggregate=agg
+            run_id=run_id, key=key, ranks=ranks, aggregate=agg, own_points_only=own_points_only
         )
         ranks_out: list[int] = []
         steps: list[int] = []

@@ -21,6 +21,7 @@ nothing here. Pure functions (protobuf only, never grpcio or ClickHouse); thread
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Callable
 from functools import cache
@@ -35,6 +36,8 @@ from runstream.query.models import (
     MAXIMIZE,
     MINIMIZE,
     Artifact,
+    Attempt,
+    Change,
     CodeVersion,
     ComparedField,
     ComparedMetric,
@@ -42,17 +45,23 @@ from runstream.query.models import (
     Drop,
     Environment,
     ExperimentInfo,
+    FirstNonFinite,
     FollowUpdate,
     Gpu,
     IngestPartition,
     Input,
+    Lineage,
+    LineageMatch,
     MetricHistory,
     MetricStats,
     MetricSummary,
+    Note,
     Package,
     Param,
     ParamConflict,
     PointsUpdate,
+    RankHealth,
+    RankHealthReport,
     RankInfo,
     Run,
     RunInfo,
@@ -90,6 +99,14 @@ PAIRS: tuple[tuple[type, type[Message]], ...] = (
     (StatusUpdate, query_pb2.StatusUpdate),
     (ExperimentInfo, query_pb2.ExperimentInfo),
     (IngestPartition, query_pb2.IngestPartition),
+    (FirstNonFinite, query_pb2.FirstNonFinite),
+    (RankHealth, query_pb2.RankHealth),
+    (RankHealthReport, query_pb2.GetRankHealthResponse),
+    (Attempt, query_pb2.Attempt),
+    (Note, query_pb2.Note),
+    (Change, query_pb2.Change),
+    (LineageMatch, query_pb2.LineageMatch),
+    (Lineage, query_pb2.GetLineageResponse),
 )
 
 #: Dataclass fields their message does not carry: a history answers a request that named
@@ -137,6 +154,23 @@ def goal_from_pb(value: int) -> str:
     return _GOAL_FROM_PB.get(value, "?")
 
 
+#: SearchRunsRequest.view by name.
+VIEWS = tuple(v.name for v in query_pb2.RunView.DESCRIPTOR.values)
+
+
+def view_to_pb(view: str) -> query_pb2.RunView:
+    """"ACTIVE_ONLY" / "ARCHIVED_ONLY" / "ALL" as the enum; ValueError for anything else."""
+    if view not in VIEWS:
+        raise ValueError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+    return cast(query_pb2.RunView, query_pb2.RunView.Value(view))
+
+
+def view_from_pb(value: int) -> str:
+    """The enum as its name; unknown numbers give "?" (rejected later)."""
+    return next((v.name for v in query_pb2.RunView.DESCRIPTOR.values if v.number == value),
+                "?")
+
+
 def _by_value_name(enum: Any) -> tuple[Callable[[str], int], Callable[[int], str]]:
     """(name -> number, number -> name) of an enum whose domain form is its value names;
     unknown ones map to its value 0 (``*_UNSPECIFIED``)."""
@@ -167,13 +201,25 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _optional(hint: Any) -> Any:
+    """``X`` of a hint ``X | None``; None for any other hint."""
+    args = typing.get_args(hint)
+    if len(args) == 2 and type(None) in args and typing.get_origin(hint) in (
+            typing.Union, types.UnionType):
+        return next(a for a in args if a is not type(None))
+    return None
+
+
 def to_pb(obj: Any, message_cls: type[M]) -> M:
     """The message ``message_cls`` with every field taken from ``obj``'s attribute of the
-    same name (nested dataclasses and sequences of them converted too)."""
+    same name (nested dataclasses and sequences of them converted too; an optional
+    nested object that is None leaves its field unset)."""
     values = {}
     field: Any
     for field in message_cls.DESCRIPTOR.fields:
         value = getattr(obj, field.name)
+        if value is None:
+            continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             nested = _message_class(field.message_type)
             if field.is_repeated:
@@ -202,6 +248,8 @@ def from_pb(message: Message, cls: type[D], **given: Any) -> D:
             if field.is_repeated:
                 item_cls = typing.get_args(hint)[0]
                 value = tuple(from_pb(item, item_cls) for item in value)
+            elif (inner := _optional(hint)) is not None:
+                value = from_pb(value, inner) if message.HasField(f.name) else None
             else:
                 value = from_pb(value, hint)
         elif field.type == FieldDescriptor.TYPE_ENUM:

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunInfo:
-    """One run's headline: rank 0 owns the status; ``start_ms`` is the earliest rank start."""
+    """One run's headline: rank 0 owns the status; ``start_ms`` is the earliest rank start.
+
+    ``status``, ``end_ms`` and ``world_size`` describe the run's latest attempt (see
+    :class:`Attempt`); ``attempts`` counts them. ``archived``: hidden from searches by
+    ``runstream archive``. A fork names its parent run and the last step inherited from
+    it (``fork_run_id`` "" and ``fork_step`` 0: not a fork).
+    """
 
     run_id: str
     experiment: str
@@ -25,6 +31,10 @@ class RunInfo:
     start_ms: int
     end_ms: int
     world_size: int
+    archived: bool = False
+    fork_run_id: str = ""
+    fork_step: int = 0
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +64,48 @@ class RankInfo:
     points_stored: int = 0
     dropped: tuple[Drop, ...] = ()
     producers_finished: int = 0
+    #: The attempt (:class:`Attempt`) this entry describes.
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One start of a run's job: a launcher restart or a resume starts a new one under the
+    same run id, numbered 0, 1, ... in start order (:mod:`runstream.query.attempts`).
+    ``status`` is its worst rank's (CRASHED > FAILED > KILLED > RUNNING > FINISHED; an
+    attempt still RUNNING when a later one started is CRASHED); ``start_ms`` its first
+    rank's start, ``end_ms`` its last rank's end (0 while running); ``error`` the first
+    error one of its ranks reported (what caused the restart)."""
+
+    attempt: int
+    restart: int = 0
+    resume: bool = False
+    world_size: int = 0
+    ranks: tuple[int, ...] = ()
+    status: str = ""
+    start_ms: int = 0
+    end_ms: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Note:
+    """A note kept with a run (``runstream note``): who wrote it, from where, when."""
+
+    text: str
+    user: str = ""
+    host: str = ""
+    ts_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One change made to a run after the fact: "tag k=v", "note", "archive", "restore"."""
+
+    ts_ms: int
+    user: str
+    host: str
+    what: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,6 +236,36 @@ class Run:
     #: Values logged for a param after its first one (by key, rank, time): params are
     #: immutable, so these were refused, and are shown beside the param.
     param_conflicts: tuple[ParamConflict, ...] = ()
+    #: Every attempt, oldest first; ``info`` and ``ranks`` describe the latest (unless
+    #: asked for all attempts: then ``ranks`` lists every attempt's, by attempt and rank).
+    attempts: tuple[Attempt, ...] = ()
+    #: Notes, oldest first, and every change made after the fact, oldest first.
+    notes: tuple[Note, ...] = ()
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineageMatch:
+    """A run that logged an artifact (or used it as an input): the artifact's name there,
+    the rank that logged it, where it is stored and when; ``run`` is the run as
+    :meth:`~runstream.query.service.QueryService.get_run` returns it (producers only)."""
+
+    run_id: str
+    name: str
+    rank: int
+    uri: str
+    size_bytes: int = 0
+    ts_ms: int = 0
+    run: Run | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lineage:
+    """GetLineage: the runs that produced content with a digest, and those that used it,
+    oldest first."""
+
+    produced_by: tuple[LineageMatch, ...] = ()
+    used_by: tuple[LineageMatch, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,3 +407,54 @@ class IngestPartition:
     points_per_s: float
     batch_latency_ms: float
     ts_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstNonFinite:
+    """The first non-finite value (NaN, inf or -inf) of one key on one rank, and its step."""
+
+    key: str
+    step: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankHealth:
+    """One rank as GetRankHealth sees it (:mod:`runstream.query.ranks` says how).
+
+    ``last_seen_ms``: its last heartbeat, point or status (epoch ms; 0 never). ``steps``:
+    points of the step-time key, whose percentiles are ``step_time_p50_s`` /
+    ``step_time_p95_s`` (seconds; 0 if none). ``lag_*_ms``: per step of the lag key,
+    this rank's first timestamp minus the median rank's, percentiles over steps
+    (negative = ahead). ``data_wait_p50_s``: median data-loading wait (seconds);
+    ``device_memory_max_bytes``: the highest device memory seen. ``problems``: what is
+    wrong, in words; empty = healthy.
+    """
+
+    rank: int
+    node: str = ""
+    status: str = ""
+    last_seen_ms: int = 0
+    steps: int = 0
+    step_time_p50_s: float = 0.0
+    step_time_p95_s: float = 0.0
+    lag_p50_ms: float = 0.0
+    lag_p95_ms: float = 0.0
+    lag_max_ms: float = 0.0
+    data_wait_p50_s: float = 0.0
+    device_memory_max_bytes: int = 0
+    first_non_finite: tuple[FirstNonFinite, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankHealthReport:
+    """GetRankHealth: every rank of the run's latest attempt, by rank; the median over
+    ranks of ``step_time_p50_s``; the lag key used ("" if none); the ranks with any
+    problem, slowest first; and the attempt described."""
+
+    ranks: tuple[RankHealth, ...] = ()
+    median_step_time_p50_s: float = 0.0
+    lag_key: str = ""
+    suspects: tuple[int, ...] = ()
+    attempt: int = 0

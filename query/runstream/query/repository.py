@@ -45,6 +45,7 @@ from clickhouse_connect.driver.query import QueryResult
 from runstream.proto import tables
 from runstream.proto.errors import DeadlineExceededError, RunstreamError, UnavailableError
 from runstream.query import deadline
+from runstream.query.attempts import AnnotationRow, Segment, StartRow, StatusEvent
 from runstream.query.downsample import Bucket
 from runstream.query.filters import Clause, OrderBy
 from runstream.query.models import (
@@ -53,16 +54,19 @@ from runstream.query.models import (
     Drop,
     Environment,
     ExperimentInfo,
+    FirstNonFinite,
     Gpu,
     IngestPartition,
     Input,
+    LineageMatch,
     MetricSummary,
     Package,
     Param,
     ParamConflict,
     Tag,
 )
-from runstream.query.search_sql import compile_search, keyset_value
+from runstream.query.ranks import Distribution
+from runstream.query.search_sql import ARCHIVED_RUNS, compile_search, keyset_value
 from runstream.query.sql import (
     MAX_VALUE_KEY,
     MIN_VALUE_KEY,
@@ -208,7 +212,7 @@ GROUP BY run_id, key
 _POINTS = """
 SELECT rank, step, value, ts_ms, producer_id, seq, idx
 FROM metrics FINAL
-WHERE run_id = {run_id:String} AND key = {key:String}$ranks$after
+WHERE $run AND key = {key:String}$ranks$after
 ORDER BY rank, step, ts_ms, producer_id, seq, idx
 LIMIT {limit:UInt32}
 """
@@ -217,9 +221,24 @@ _POINTS_AFTER = """
     AND rank >= {after_rank:UInt32}
     AND (rank, step, ts_ms, producer_id, seq, idx) > ({after_rank:UInt32}, {after_step:Int64},
         {after_ts_ms:Int64}, {after_producer_id:String}, {after_seq:UInt64}, {after_idx:UInt32})"""
+# One run's points, or a fork's history: the steps in (after, to] of each run of the
+# chain (runstream.query.attempts.fork_segments; each run once, steps disjoint).
+_ONE_RUN = "run_id = {run_id:String}"
+_SEGMENTS = """run_id IN {seg_runs:Array(String)}
+    AND step > transform(toString(run_id), {seg_runs:Array(String)}, {seg_after:Array(Int64)},
+        toInt64(0))
+    AND step <= transform(toString(run_id), {seg_runs:Array(String)}, {seg_to:Array(Int64)},
+        toInt64(0))"""
 #: (rank filter?, after a cursor?) -> the query.
 POINTS_SQL: Mapping[tuple[bool, bool], str] = {
-    (some_ranks, after): fill(_POINTS, ranks=_SOME_RANKS if some_ranks else "",
+    (some_ranks, after): fill(_POINTS, run=_ONE_RUN, ranks=_SOME_RANKS if some_ranks else "",
+                              after=_POINTS_AFTER if after else "")
+    for some_ranks in (False, True)
+    for after in (False, True)
+}
+#: The same over a fork's segments.
+FORK_POINTS_SQL: Mapping[tuple[bool, bool], str] = {
+    (some_ranks, after): fill(_POINTS, run=_SEGMENTS, ranks=_SOME_RANKS if some_ranks else "",
                               after=_POINTS_AFTER if after else "")
     for some_ranks in (False, True)
     for after in (False, True)
@@ -230,19 +249,23 @@ POINTS_SQL: Mapping[tuple[bool, bool], str] = {
 _EXPORT_POINTS = """
 SELECT rank, step, value, ts_ms
 FROM metrics FINAL
-WHERE run_id = {run_id:String} AND key = {key:String}$ranks
+WHERE $run AND key = {key:String}$ranks
 ORDER BY rank, step, ts_ms, producer_id, seq, idx
 """
 #: rank filter? -> the query.
 EXPORT_POINTS_SQL: Mapping[bool, str] = {
-    some_ranks: fill(_EXPORT_POINTS, ranks=_SOME_RANKS if some_ranks else "")
+    some_ranks: fill(_EXPORT_POINTS, run=_ONE_RUN, ranks=_SOME_RANKS if some_ranks else "")
+    for some_ranks in (False, True)
+}
+FORK_EXPORT_POINTS_SQL: Mapping[bool, str] = {
+    some_ranks: fill(_EXPORT_POINTS, run=_SEGMENTS, ranks=_SOME_RANKS if some_ranks else "")
     for some_ranks in (False, True)
 }
 
 # A series is one key of one run, all ranks or some ($ranks); aggregated, per (rank,
 # step) each rank's latest value at the step (idempotent under replays), then $agg
 # across ranks, as rank 0.
-_SERIES_WHERE = "run_id = {run_id:String} AND key = {key:String}$ranks"
+_SERIES_WHERE = "$run AND key = {key:String}$ranks"
 _AGGREGATED = """(
     SELECT toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
         SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
@@ -335,8 +358,10 @@ WHERE run_id = {run_id:String}
 GROUP BY rank, producer_id
 """
 
+# Runs counted as SearchRuns lists them by default: archived ones left out (an experiment
+# whose runs are all archived is listed with 0 runs); the last start is over every run.
 EXPERIMENTS_SQL = fill("""
-SELECT experiment, count() AS runs, max(start_ms) FROM (
+SELECT experiment, countIf(run_id NOT IN ($archived)) AS runs, max(start_ms) FROM (
     WITH $rank_newest AS rank_newest
     SELECT run_id, argMin(experiment, rank_newest) AS experiment, min(ts_ms) AS start_ms
     FROM runs
@@ -345,7 +370,7 @@ SELECT experiment, count() AS runs, max(start_ms) FROM (
 GROUP BY experiment
 ORDER BY experiment
 LIMIT {limit:UInt32}
-""", rank_newest=RANK_NEWEST_KEY)
+""", rank_newest=RANK_NEWEST_KEY, archived=ARCHIVED_RUNS)
 
 # The latest row per (consumer, source, topic, partition), every column of the table.
 _INGEST_KEY = tuple(c.strip() for c in tables.INGEST_PROGRESS.order_by.split(","))
@@ -359,6 +384,165 @@ ORDER BY $key
     c if c in _INGEST_KEY else "max(ts_ms)" if c == "ts_ms" else f"argMax({c}, ts_ms)"
     for c in tables.INGEST_PROGRESS.column_names
 ))
+
+# --- attempts, forks, annotations, lineage (runstream.query.attempts) ----------------------
+
+# Every RunStarted of these runs (FINAL: a replay is one row), in start order.
+RUN_STARTS_SQL = """
+SELECT run_id, rank, world_size, local_rank, node, restart, resume, producer_id, seq, ts_ms
+FROM run_starts FINAL
+WHERE run_id IN {run_ids:Array(String)}
+ORDER BY run_id, ts_ms, rank, producer_id, seq
+"""
+
+# Every status row of these runs, not only each rank's latest: attempts need them all.
+STATUS_EVENTS_SQL = """
+SELECT run_id, rank, experiment, status, error, producer_id, seq, ts_ms
+FROM run_status FINAL
+WHERE run_id IN {run_ids:Array(String)}
+ORDER BY run_id, ts_ms, seq
+"""
+
+# Each run's fork: the lowest rank's newest RunStarted that names one (a resumed fork
+# need not repeat it); "" / 0 when none does.
+FORKS_SQL = fill("""
+WITH $rank_newest AS rank_newest
+SELECT run_id, argMaxIf(fork_run_id, bitNot(rank_newest), fork_run_id != ''),
+    argMaxIf(fork_step, bitNot(rank_newest), fork_run_id != '')
+FROM runs
+WHERE run_id IN {run_ids:Array(String)}
+GROUP BY run_id
+""", rank_newest=RANK_NEWEST_KEY)
+
+ANNOTATIONS_SQL = """
+SELECT run_id, tag_keys, tag_values, note, archive, user, host, ts_ms
+FROM annotations FINAL
+WHERE run_id IN {run_ids:Array(String)}
+ORDER BY run_id, ts_ms, producer_id, seq
+"""
+
+# How many runs the experiments searched hold, and the store. Restricting a search to an
+# experiment's runs (search_sql.SCOPE) makes it follow the experiment's size, but costs
+# ~1.8x when the experiment is the whole store (a set of every run id, probed in every
+# subquery) and about breaks even at a quarter of it (deploy/bench/bench_growth.py):
+# SearchRuns scopes when the experiments hold at most 1/SCOPE_SHARE of the runs. Counts
+# of run_experiments (replays not yet merged count twice: an estimate is enough).
+SCOPE_SIZE_SQL = """SELECT
+    (SELECT count() FROM run_experiments WHERE experiment IN {experiments:Array(String)}),
+    (SELECT count() FROM run_experiments)"""
+SCOPE_SHARE = 10
+
+# Which of these runs are archived (as search_sql.ARCHIVED_RUNS decides, for fewer runs).
+ARCHIVED_SQL = """
+SELECT run_id FROM annotations
+WHERE run_id IN {run_ids:Array(String)} AND archive != ''
+GROUP BY run_id HAVING argMax(archive, tuple(ts_ms, producer_id, seq)) = 'ARCHIVE'
+"""
+
+# GetLineage: runs whose artifacts have this content (a name logged by several ranks:
+# once, with its lowest rank and first time), and runs that used it as an input.
+PRODUCED_BY_SQL = """
+SELECT run_id, name, min(rank), uri, size_bytes, min(ts_ms) AS first_ms
+FROM artifacts FINAL
+WHERE sha256 = {sha256:String}
+GROUP BY run_id, name, uri, size_bytes
+ORDER BY first_ms, run_id, name
+"""
+USED_BY_SQL = """
+SELECT run_id, name, min(rank), uri, min(ts_ms) AS first_ms
+FROM inputs FINAL
+WHERE digest IN {digests:Array(String)}
+GROUP BY run_id, name, uri
+ORDER BY first_ms, run_id, name
+"""
+
+# CompareRuns of forks: per (fork, key) the summary of its whole history, read from the
+# points of each run of its chain within its segment (owners: the fork each segment
+# belongs to; one point may be in several forks' histories). As SUMMARIES_SQL and
+# BEST_STEPS_SQL give for a run's own points: last at the highest (step, ts_ms), min,
+# max, and the lowest step at the min and at the max (NaN never wins those).
+FORK_SUMMARIES_SQL = """
+SELECT owner, key, argMax(value, tuple(step, ts_ms)), max(step), min(value), max(value),
+    argMinIf(step, tuple(value, step), NOT isNaN(value)),
+    argMaxIf(step, tuple(value, -step), NOT isNaN(value))
+FROM (
+    SELECT arrayJoin(arrayFilter(
+            (seg_owner, seg_run, seg_after, seg_to) -> seg_run = toString(run_id)
+                AND step > seg_after AND step <= seg_to,
+            {owners:Array(String)}, {seg_runs:Array(String)}, {seg_after:Array(Int64)},
+            {seg_to:Array(Int64)})) AS owner,
+        key, step, value, ts_ms
+    FROM metrics
+    WHERE run_id IN {seg_runs:Array(String)}$keys
+)
+GROUP BY owner, key
+ORDER BY owner, key
+"""
+
+
+# --- GetRankHealth (runstream.query.ranks) ---------------------------------------------
+# Per (rank, key) of the asked keys, the finite values' count, p50/p95 and maximum; FINAL
+# collapses replayed points (same producer_id, seq, idx). quantiles() keeps at most 8192
+# values per group (exact below that), so a long run costs bounded memory.
+RANK_VALUE_STATS_SQL = """
+SELECT rank, key, countIf(isFinite(value)),
+    quantilesIf(0.5, 0.95)(value, isFinite(value)), maxIf(value, isFinite(value))
+FROM metrics FINAL
+WHERE run_id = {run_id:String} AND key IN {keys:Array(String)} AND ts_ms >= {since_ms:Int64}
+GROUP BY rank, key
+ORDER BY rank, key
+"""
+
+# Lag: per step of the key, each rank's first timestamp (min: idempotent under replays)
+# minus the median over the ranks that logged the step, then per rank its percentiles
+# over the steps that two ranks or more logged.
+RANK_LAGS_SQL = """
+SELECT rank, count(), quantiles(0.5, 0.95)(lag_ms), max(lag_ms) FROM (
+    SELECT rank, first_ms - median(first_ms) OVER (PARTITION BY step) AS lag_ms,
+        count() OVER (PARTITION BY step) AS ranks_at_step
+    FROM (
+        SELECT rank, step, min(ts_ms) AS first_ms
+        FROM metrics
+        WHERE run_id = {run_id:String} AND key = {key:String} AND ts_ms >= {since_ms:Int64}
+        GROUP BY rank, step
+    )
+)
+WHERE ranks_at_step > 1
+GROUP BY rank
+ORDER BY rank
+"""
+
+# The first NaN/inf of every (rank, key) of the run: the lowest step holding one and
+# its value (min/argMin: idempotent under replays).
+FIRST_NON_FINITE_SQL = """
+SELECT rank, key, min(step) AS first_step, argMin(value, tuple(step, ts_ms, seq, idx))
+FROM metrics
+WHERE run_id = {run_id:String} AND ts_ms >= {since_ms:Int64} AND NOT isFinite(value)
+GROUP BY rank, key
+ORDER BY rank, first_step, key
+LIMIT {limit:UInt32}
+"""
+#: At most this many (rank, key) first non-finite values per GetRankHealth.
+MAX_NON_FINITE = 10_000
+
+# Last sign of life per rank: heartbeats, points and the run's own status rows.
+RANK_LAST_SEEN_SQL = """
+SELECT rank, max(last_ms)
+FROM rank_activity
+WHERE run_id = {run_id:String}
+GROUP BY rank
+"""
+
+# The key with the most points (system/* metrics left out: their steps count samples,
+# not training steps), for the lag when the step-time key was not logged.
+BUSIEST_KEY_SQL = """
+SELECT key, sum(points) AS n
+FROM metric_counts FINAL
+WHERE run_id = {run_id:String} AND ts_ms >= {since_ms:Int64} AND NOT startsWith(key, 'system/')
+GROUP BY key
+ORDER BY n DESC, key
+LIMIT 1
+"""
 
 
 class ClickHouseRepository:
@@ -681,9 +865,13 @@ class ClickHouseRepository:
         order_by: Sequence[OrderBy],
         after: Sequence[Any] | None,
         limit: int,
+        *,
+        view: str = "ACTIVE_ONLY",
     ) -> list[SearchRow]:
-        """Runs matching every clause, in order_by order then newest start first."""
-        compiled = compile_search(experiments, clauses, order_by, after, limit)
+        """Runs matching every clause, in order_by order then newest start first; archived
+        runs only as ``view`` says ("ACTIVE_ONLY", "ARCHIVED_ONLY", "ALL")."""
+        compiled = compile_search(experiments, clauses, order_by, after, limit, view=view,
+                                  scoped=bool(experiments) and self._scope_pays(experiments))
         width = len(compiled.keyset)
         out = []
         for row in self._rows(compiled.sql, compiled.parameters):
@@ -696,6 +884,12 @@ class ClickHouseRepository:
             ))
         return out
 
+    def _scope_pays(self, experiments: Sequence[str]) -> bool:
+        """Whether the experiments searched hold at most 1/SCOPE_SHARE of the store's runs
+        (two cheap counts: a primary-key range and a table's row count)."""
+        (inside, total), = self._rows(SCOPE_SIZE_SQL, {"experiments": list(experiments)})
+        return int(inside) * SCOPE_SHARE <= int(total)
+
     # --- GetMetricHistory: every point, downsampling buckets, aggregates across ranks ---
 
     def metric_points(
@@ -705,10 +899,14 @@ class ClickHouseRepository:
         ranks: Sequence[int],
         after: PointCursor | None,
         limit: int,
+        *,
+        segments: Sequence[Segment] = (),
     ) -> PointRows:
+        """A page of points; ``segments``: a fork's history (else the run's own points)."""
         params: dict[str, Any] = {"run_id": run_id, "key": key, "limit": limit}
         if ranks:
             params["ranks"] = list(ranks)
+        _add_segments(params, segments)
         if after is not None:
             params.update(
                 after_rank=after.rank,
@@ -718,38 +916,43 @@ class ClickHouseRepository:
                 after_seq=after.seq,
                 after_idx=after.idx,
             )
-        sql = POINTS_SQL[(bool(ranks), after is not None)]
+        sql = (FORK_POINTS_SQL if segments else POINTS_SQL)[(bool(ranks), after is not None)]
         r, s, v, t, p, q, i = self._column_blocks(sql, params, 7)
         # The identity columns only serve the page's cursor: they stay in blocks, read by
         # index, never converted point by point.
         return PointRows(ranks=_flat(r), steps=_flat(s), values=_flat(v), ts_ms=_flat(t),
                          producer_ids=_Blocks(p), seqs=_Blocks(q), idxs=_Blocks(i))
 
-    def _series(self, run_id: str, key: str, ranks: Sequence[int],
-                aggregate: str) -> tuple[str, str, dict[str, Any]]:
-        """(source, where-on-source, parameters) of one (possibly aggregated) series."""
+    def _series(self, run_id: str, key: str, ranks: Sequence[int], aggregate: str,
+                segments: Sequence[Segment] = ()) -> tuple[str, str, dict[str, Any]]:
+        """(source, where-on-source, parameters) of one (possibly aggregated) series: the
+        run's own points, or a fork's history over ``segments``."""
         params: dict[str, Any] = {"run_id": run_id, "key": key}
         if ranks:
             params["ranks"] = list(ranks)
-        where = fill(_SERIES_WHERE, ranks=_SOME_RANKS if ranks else "")
+        _add_segments(params, segments)
+        where = fill(_SERIES_WHERE, run=_SEGMENTS if segments else _ONE_RUN,
+                     ranks=_SOME_RANKS if ranks else "")
         if aggregate:
             source = fill(_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where)
             return source, "NOT isNaN(value)", params
         return "metrics", where + " AND NOT isNaN(value)", params
 
     def series_range(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
+        segments: Sequence[Segment] = (),
     ) -> tuple[int, int, int]:
         """(min step, max step, point count) of the series' non-NaN points; count 0 if none."""
-        source, where, params = self._series(run_id, key, ranks, aggregate)
+        source, where, params = self._series(run_id, key, ranks, aggregate, segments)
         row = self._rows(fill(RANGE_SQL, source=source, where=where), params)[0]
         return int(row[0]), int(row[1]), int(row[2])
 
     def buckets(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int,
+        *, segments: Sequence[Segment] = (),
     ) -> list[Bucket]:
         """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
-        source, where, params = self._series(run_id, key, ranks, aggregate)
+        source, where, params = self._series(run_id, key, ranks, aggregate, segments)
         params.update(lo=lo, width=width)
         out = []
         for (rank, bucket, n, lo_v, hi_v, min_s, min_v, min_t, max_s, max_v, max_t, avg_step,
@@ -766,16 +969,16 @@ class ClickHouseRepository:
 
     def aggregate_points(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
-        limit: int,
+        limit: int, *, segments: Sequence[Segment] = (),
     ) -> tuple[list[int], list[float], list[int]]:
         """Steps, aggregated values and latest ts_ms after ``after_step``, by step."""
-        source, _, params = self._series(run_id, key, ranks, aggregate)
+        source, _, params = self._series(run_id, key, ranks, aggregate, segments)
         params.update(after_step=after_step, limit=limit)
         steps, values, ts = self._columns(fill(AGGREGATE_PAGE_SQL, source=source), params, 3)
         return steps, values, ts
 
     def export_points(
-        self, run_id: str, key: str, ranks: Sequence[int]
+        self, run_id: str, key: str, ranks: Sequence[int], *, segments: Sequence[Segment] = ()
     ) -> Iterator[tuple[list[int], list[int], list[float], list[int]]]:
         """Every point of the series as :meth:`metric_points` orders them, streamed:
         (ranks, steps, values, ts_ms) per ClickHouse block. Close it before the thread's
@@ -783,15 +986,18 @@ class ClickHouseRepository:
         params: dict[str, Any] = {"run_id": run_id, "key": key}
         if ranks:
             params["ranks"] = list(ranks)
+        _add_segments(params, segments)
+        sql = (FORK_EXPORT_POINTS_SQL if segments else EXPORT_POINTS_SQL)[bool(ranks)]
         return cast(Iterator[tuple[list[int], list[int], list[float], list[int]]],
-                    self._stream(EXPORT_POINTS_SQL[bool(ranks)], params))
+                    self._stream(sql, params))
 
     def export_aggregate(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
+        segments: Sequence[Segment] = (),
     ) -> Iterator[tuple[list[int], list[float], list[int]]]:
         """Every (step, aggregated value, latest ts_ms) of the series by step, streamed
         per block, as :meth:`aggregate_points` computes them."""
-        source, _, params = self._series(run_id, key, ranks, aggregate)
+        source, _, params = self._series(run_id, key, ranks, aggregate, segments)
         return cast(Iterator[tuple[list[int], list[float], list[int]]],
                     self._stream(fill(AGGREGATE_EXPORT_SQL, source=source), params))
 
@@ -846,6 +1052,136 @@ class ClickHouseRepository:
         names = tables.INGEST_PROGRESS.column_names
         return [IngestPartition(**dict(zip(names, row, strict=True)))
                 for row in result.result_rows]
+
+    # --- attempts, forks, annotations, lineage ---
+
+    def run_starts(self, run_ids: Sequence[str]) -> dict[str, list[StartRow]]:
+        """Every RunStarted of these runs, in start order."""
+        out: dict[str, list[StartRow]] = {r: [] for r in run_ids}
+        if not run_ids:
+            return out
+        for run_id, rank, ws, local, node, restart, resume, producer, seq, ts in self._rows(
+                RUN_STARTS_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(StartRow(
+                run_id=run_id, rank=int(rank), world_size=int(ws), local_rank=int(local),
+                node=node, restart=int(restart), resume=bool(resume), producer_id=producer,
+                seq=int(seq), ts_ms=int(ts)))
+        return out
+
+    def status_events(self, run_ids: Sequence[str]) -> dict[str, list[StatusEvent]]:
+        """Every status row of these runs, by (ts_ms, seq)."""
+        out: dict[str, list[StatusEvent]] = {r: [] for r in run_ids}
+        if not run_ids:
+            return out
+        for run_id, rank, experiment, status, error, producer, seq, ts in self._rows(
+                STATUS_EVENTS_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(StatusEvent(
+                run_id=run_id, rank=int(rank), experiment=experiment, status=status, error=error,
+                producer_id=producer, seq=int(seq), ts_ms=int(ts)))
+        return out
+
+    def forks(self, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """run id -> (fork_run_id, fork_step) of the runs among these that are forks."""
+        if not run_ids:
+            return {}
+        return {r: (p, int(step)) for r, p, step
+                in self._rows(FORKS_SQL, {"run_ids": list(run_ids)}) if p}
+
+    def annotations(self, run_ids: Sequence[str]) -> dict[str, list[AnnotationRow]]:
+        """Every after-the-fact change of these runs, oldest first."""
+        out: dict[str, list[AnnotationRow]] = {r: [] for r in run_ids}
+        if not run_ids:
+            return out
+        for run_id, keys, values, note, archive, user, host, ts in self._rows(
+                ANNOTATIONS_SQL, {"run_ids": list(run_ids)}):
+            out.setdefault(run_id, []).append(AnnotationRow(
+                run_id=run_id, tags=tuple(zip(keys, values, strict=False)), note=note,
+                archive=archive, user=user, host=host, ts_ms=int(ts)))
+        return out
+
+    def archived(self, run_ids: Sequence[str]) -> set[str]:
+        """The runs among these that are archived."""
+        if not run_ids:
+            return set()
+        return {r for (r,) in self._rows(ARCHIVED_SQL, {"run_ids": list(run_ids)})}
+
+    def produced_by(self, sha256: str) -> list[LineageMatch]:
+        """The artifacts with this content, oldest first (``run`` unset)."""
+        return [LineageMatch(run_id=r, name=n, rank=int(k), uri=u, size_bytes=int(b),
+                             ts_ms=int(t))
+                for r, n, k, u, b, t in self._rows(PRODUCED_BY_SQL, {"sha256": sha256})]
+
+    def used_by(self, digests: Sequence[str]) -> list[LineageMatch]:
+        """The inputs whose digest is one of ``digests``, oldest first."""
+        return [LineageMatch(run_id=r, name=n, rank=int(k), uri=u, ts_ms=int(t))
+                for r, n, k, u, t in self._rows(USED_BY_SQL, {"digests": list(digests)})]
+
+    def fork_summaries(
+        self, segments: Mapping[str, Sequence[Segment]], keys: Sequence[str] = ()
+    ) -> dict[str, list[tuple[MetricSummary, tuple[int, int]]]]:
+        """Per fork, each key's summary over its whole history (all keys, or only
+        ``keys``), by key, with (lowest step at the min, lowest step at the max)."""
+        out: dict[str, list[tuple[MetricSummary, tuple[int, int]]]] = {r: [] for r in segments}
+        pairs = [(owner, s) for owner, segs in segments.items() for s in segs]
+        if not pairs:
+            return out
+        params: dict[str, Any] = {"owners": [o for o, _ in pairs]}
+        _add_segments(params, [s for _, s in pairs])
+        if keys:
+            params["keys"] = list(keys)
+        sql = fill(FORK_SUMMARIES_SQL, keys=_SOME_KEYS if keys else "")
+        for owner, k, last, step, lo, hi, at_min, at_max in self._rows(sql, params):
+            out.setdefault(owner, []).append((
+                MetricSummary(key=k, last=float(last), last_step=int(step), min=float(lo),
+                              max=float(hi)), (int(at_min), int(at_max))))
+        return out
+
+    # --- GetRankHealth ---
+
+    def rank_value_stats(self, run_id: str, keys: Sequence[str], since_ms: int = 0
+                         ) -> dict[tuple[int, str], Distribution]:
+        """(rank, key) -> the distribution of its finite values, for each of ``keys``."""
+        if not keys:
+            return {}
+        rows = self._rows(RANK_VALUE_STATS_SQL, {"run_id": run_id, "keys": list(keys),
+                                                 "since_ms": since_ms})
+        return {(int(r), k): Distribution(count=int(n), p50=float(q[0]), p95=float(q[1]),
+                                          max=float(hi))
+                for r, k, n, q, hi in rows}
+
+    def rank_lags(self, run_id: str, key: str, since_ms: int = 0) -> dict[int, Distribution]:
+        """rank -> its lag behind the median rank (ms) over the steps of ``key``."""
+        rows = self._rows(RANK_LAGS_SQL, {"run_id": run_id, "key": key, "since_ms": since_ms})
+        return {int(r): Distribution(count=int(n), p50=float(q[0]), p95=float(q[1]),
+                                     max=float(hi))
+                for r, n, q, hi in rows}
+
+    def first_non_finite(self, run_id: str, since_ms: int = 0
+                         ) -> dict[int, list[FirstNonFinite]]:
+        """rank -> the first NaN/inf of each of its keys, by step then key."""
+        out: dict[int, list[FirstNonFinite]] = {}
+        for r, k, step, value in self._rows(FIRST_NON_FINITE_SQL, {
+                "run_id": run_id, "since_ms": since_ms, "limit": MAX_NON_FINITE}):
+            out.setdefault(int(r), []).append(
+                FirstNonFinite(key=k, step=int(step), value=float(value)))
+        return out
+
+    def rank_last_seen(self, run_id: str) -> dict[int, int]:
+        """rank -> its last heartbeat, point or status (epoch ms, the producer's clock)."""
+        return {int(r): int(t) for r, t in self._rows(RANK_LAST_SEEN_SQL, {"run_id": run_id})}
+
+    def busiest_key(self, run_id: str, since_ms: int = 0) -> str:
+        """The run's key with the most points, system/* left out; "" if none."""
+        rows = self._rows(BUSIEST_KEY_SQL, {"run_id": run_id, "since_ms": since_ms})
+        return str(rows[0][0]) if rows else ""
+
+
+def _add_segments(params: dict[str, Any], segments: Sequence[Segment]) -> None:
+    """Bind a fork's segments (run ids and their step bounds) as three parallel arrays."""
+    if segments:
+        params["seg_runs"] = [s.run_id for s in segments]
+        params["seg_after"] = [s.after_step for s in segments]
+        params["seg_to"] = [s.to_step for s in segments]
 
 
 def _read_settings() -> dict[str, Any]:

@@ -4,8 +4,9 @@ Every name and value of the filter is a bound parameter (``{c<i>_k:String}``, ..
 SQL text is assembled only from the constants below, chosen by the AST's enums, and from
 placeholder names generated from clause indexes, never from input. (That is why S608 is
 silenced on those f-strings.) The query reads ``runs`` (a run's head row: lowest rank,
-newest), rank 0's latest status from ``run_status``, and one pass over
-``metric_summaries`` for every metric the filter and the order-by name.
+newest), rank 0's latest status in the run's latest attempt from ``run_status``, one
+pass over ``metric_summaries`` for every metric the filter and the order-by name, and
+``annotations`` for the archived runs it leaves out (or keeps: :data:`VIEW_WHERE`).
 
 Pages are keyset pages: :attr:`CompiledSearch.keyset` lists the sort columns (the
 order-by items, then MLflow's natural order: start_ms descending, run_id ascending, so
@@ -52,10 +53,10 @@ _POSITIVE: Mapping[Op, Op] = {
     Op.NE: Op.EQ, Op.NOT_LIKE: Op.LIKE, Op.NOT_ILIKE: Op.ILIKE, Op.NOT_IN: Op.IN,
 }
 _USER_JOIN = """
-LEFT JOIN (SELECT run_id, value AS v FROM tags FINAL WHERE key = {user_tag:String}) AS u
+LEFT JOIN (SELECT run_id, value AS v FROM tags FINAL WHERE key = {user_tag:String}$scope) AS u
     ON u.run_id = r.run_id"""
 _ARTIFACT_JOIN = """
-LEFT JOIN (SELECT run_id, min(uri) AS v FROM artifacts FINAL GROUP BY run_id) AS a
+LEFT JOIN (SELECT run_id, min(uri) AS v FROM artifacts FINAL WHERE 1$scope GROUP BY run_id) AS a
     ON a.run_id = r.run_id"""
 _DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
 
@@ -80,7 +81,7 @@ LEFT JOIN (
     WITH $ts_seq AS ts_seq
     SELECT run_id, argMax(status, ts_seq) AS status, max(ts_ms) AS last_ms
     FROM run_status
-    WHERE rank = 0
+    WHERE rank = 0$scope
     GROUP BY run_id
 ) AS s ON s.run_id = r.run_id$joins
 WHERE 1$where
@@ -89,6 +90,21 @@ LIMIT {limit:UInt32}
 SETTINGS join_use_nulls = 1
 """
 _EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
+#: The runs of the experiments searched, read from run_experiments (ordered by experiment):
+#: every other table is ordered by run_id first, so each subquery restricted to these runs
+#: reads only their granules and aggregates only them, instead of the whole store.
+SCOPE = ("run_id IN (SELECT run_id FROM run_experiments"
+         " WHERE experiment IN {experiments:Array(String)})")
+#: The runs whose latest archive action (by ts_ms; annotations.archive "" = none) is
+#: ARCHIVE: what SearchRuns leaves out unless asked for, and ListExperiments' counts too.
+ARCHIVED_RUNS = """SELECT run_id FROM annotations WHERE archive != ''
+    GROUP BY run_id HAVING argMax(archive, tuple(ts_ms, producer_id, seq)) = 'ARCHIVE'"""
+#: SearchRunsRequest.view (its value names) -> the condition on the run, chosen by code.
+VIEW_WHERE: Mapping[str, str] = {
+    "ACTIVE_ONLY": f"r.run_id NOT IN ({ARCHIVED_RUNS})",
+    "ARCHIVED_ONLY": f"r.run_id IN ({ARCHIVED_RUNS})",
+    "ALL": "",
+}
 # Every metric the filter and the order_by name, read in one pass over metric_summaries:
 # reading the argMax states costs far more than merging them, and each pass reads the
 # states of every key (keys interleave within a run's rows).
@@ -96,7 +112,7 @@ _METRICS_JOIN = """
 LEFT JOIN (
     SELECT run_id$columns
     FROM metric_summaries
-    WHERE key IN {metric_keys:Array(String)}
+    WHERE key IN {metric_keys:Array(String)}$scope
     GROUP BY run_id
 ) AS m ON m.run_id = r.run_id"""
 
@@ -146,7 +162,10 @@ class _MetricColumns:
         return f"m.{name}_has", f"m.{name}_m"
 
 
-def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _MetricColumns) -> str:
+def _clause_sql(
+    i: int, clause: Clause, params: dict[str, Any], metrics: _MetricColumns, scope: str
+) -> str:
+    """One filter clause; ``scope`` (" AND run_id IN (...)" or "") restricts its subquery."""
     op = _OPS_SQL[clause.op]
     field = clause.field
     k, v = f"c{i}_k", f"c{i}_v"
@@ -155,7 +174,7 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
         positive = _POSITIVE.get(clause.op, clause.op)
         match = "NOT IN" if positive is not clause.op else "IN"
         return (f"r.run_id {match} (SELECT run_id FROM artifacts FINAL"  # noqa: S608
-                f" WHERE uri {_OPS_SQL[positive]} {placeholder})")
+                f" WHERE uri {_OPS_SQL[positive]} {placeholder}{scope})")
     if field.kind is Kind.ATTRIBUTE:
         numeric = _ATTRIBUTE_TYPE[field.name] != "String"
         placeholder, params[v] = _value_param(clause, v, numeric)
@@ -167,7 +186,7 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
         placeholder, params[v] = _value_param(clause, v, False)
         column = _DATASET_SQL[field.name]
         return (f"r.run_id IN (SELECT run_id FROM inputs FINAL"  # noqa: S608
-                f" WHERE {column} {op} {placeholder})")
+                f" WHERE {column} {op} {placeholder}{scope})")
     if field.kind is Kind.METRIC:
         placeholder, params[v] = _value_param(clause, v, True)
         has, value = metrics.add(f"c{i}", field.name, field.agg)
@@ -178,23 +197,23 @@ def _clause_sql(i: int, clause: Clause, params: dict[str, Any], metrics: _Metric
         # MLflow: IS NULL = the run has no such key, IS NOT NULL = it has one.
         match = "NOT IN" if clause.op is Op.IS_NULL else "IN"
         return (f"r.run_id {match} (SELECT run_id FROM {table} FINAL"  # noqa: S608
-                f" WHERE key = {{{k}:String}})")
+                f" WHERE key = {{{k}:String}}{scope})")
     if field.kind is Kind.PARAM:
         placeholder, params[v] = _value_param(clause, v, clause.numeric)
         # The param's value: the first logged by the lowest rank (params are immutable).
         first = f"argMin(value, {PARAM_FIRST_KEY})"
         value = f"toFloat64OrNull({first})" if clause.numeric else first
         return (f"r.run_id IN (SELECT run_id FROM {tables.PARAMS.name} FINAL"  # noqa: S608
-                f" WHERE key = {{{k}:String}}"
+                f" WHERE key = {{{k}:String}}{scope}"
                 f" GROUP BY run_id HAVING {value} {op} {placeholder})")
     # tags
     placeholder, params[v] = _value_param(clause, v, False)
     return (f"r.run_id IN (SELECT run_id FROM tags FINAL WHERE key = {{{k}:String}}"  # noqa: S608
-            f" AND value {op} {placeholder})")
+            f" AND value {op} {placeholder}{scope})")
 
 
 def _order_sql(
-    j: int, item: OrderBy, params: dict[str, Any], metrics: _MetricColumns
+    j: int, item: OrderBy, params: dict[str, Any], metrics: _MetricColumns, scope: str
 ) -> tuple[str, list[tuple[str, str]]]:
     """(join, [(expression, ClickHouse type)]) for one order-by item; expressions may be NULL."""
     field = item.field
@@ -210,12 +229,13 @@ def _order_sql(
     params[k] = field.name
     if field.kind is Kind.PARAM:
         join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, {PARAM_FIRST_KEY}) AS v"  # noqa: S608
-                f" FROM {tables.PARAMS.name} FINAL WHERE key = {{{k}:String}} GROUP BY run_id)"
+                f" FROM {tables.PARAMS.name} FINAL WHERE key = {{{k}:String}}{scope}"
+                f" GROUP BY run_id)"
                 f" AS o{j} ON o{j}.run_id = r.run_id")
         # Numbers first, in numeric order; then text in text order.
         return join, [(f"toFloat64OrNull(o{j}.v)", "Float64"), (f"o{j}.v", "String")]
     join = (f"\nLEFT JOIN (SELECT run_id, value AS v FROM tags FINAL"  # noqa: S608
-            f" WHERE key = {{{k}:String}}) AS o{j} ON o{j}.run_id = r.run_id")
+            f" WHERE key = {{{k}:String}}{scope}) AS o{j} ON o{j}.run_id = r.run_id")
     return join, [(f"o{j}.v", "String")]
 
 
@@ -228,18 +248,36 @@ def compile_search(
     order_by: Sequence[OrderBy],
     after: Sequence[Any] | None,
     limit: int,
+    *,
+    view: str = "ACTIVE_ONLY",
+    scoped: bool = True,
 ) -> CompiledSearch:
     """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
-    row served, as :attr:`CompiledSearch.keyset` lists them."""
+    row served, as :attr:`CompiledSearch.keyset` lists them. ``view``: "ACTIVE_ONLY"
+    (archived runs left out), "ARCHIVED_ONLY" or "ALL" (InvalidArgumentError else).
+    ``scoped``: restrict every subquery to the runs of ``experiments`` read from
+    run_experiments (:data:`SCOPE`), which pays when they are a small part of the store
+    (the repository decides); the rows are the same either way.
+
+    A run's status is rank 0's latest status row, which is its latest attempt's: every
+    start writes a RUNNING row, so the latest row is at or after the latest start. (Not
+    checked here, to keep the search one pass over run_status: a row of an earlier
+    attempt stamped after the latest start, from a clock running ahead, shows until the
+    new attempt's rank 0 reports again; GetRun assigns rows by producer and is exact.)"""
+    if view not in VIEW_WHERE:
+        raise InvalidArgumentError(f"view {view!r} is not one of {', '.join(VIEW_WHERE)}")
     params: dict[str, Any] = {"limit": limit, "terminal": sorted(status.ENDED_OR_CRASHED),
                               "unspecified": status.UNSPECIFIED}
     metrics = _MetricColumns(params)
-    where = [_clause_sql(i, c, params, metrics) for i, c in enumerate(clauses)]
+    scope = f" AND {SCOPE}" if experiments and scoped else ""
+    where = [_clause_sql(i, c, params, metrics, scope) for i, c in enumerate(clauses)]
+    if VIEW_WHERE[view]:
+        where.insert(0, VIEW_WHERE[view])
     joins: list[str] = []
     sort_cols: list[str] = []
     keyset: list[SortColumn] = []
     for j, item in enumerate(order_by):
-        join, exprs = _order_sql(j, item, params, metrics)
+        join, exprs = _order_sql(j, item, params, metrics, scope)
         joins.append(join)
         for m, (expr, ch_type) in enumerate(exprs):
             # Nulls (runs without the field) sort last in either direction, NaN just before.
@@ -276,19 +314,22 @@ def compile_search(
     attributes |= {o.field.name for o in order_by if o.field.kind is Kind.ATTRIBUTE}
     if "user_id" in attributes:
         params["user_tag"] = USER_TAG
-        joins.insert(0, _USER_JOIN)
+        joins.insert(0, fill(_USER_JOIN, scope=scope))
     if any(o.field.kind is Kind.ATTRIBUTE and o.field.name == "artifact_uri" for o in order_by):
-        joins.insert(0, _ARTIFACT_JOIN)
+        joins.insert(0, fill(_ARTIFACT_JOIN, scope=scope))
     if metrics.columns:
         params["metric_keys"] = sorted(set(metrics.keys))
         joins.insert(0, fill(_METRICS_JOIN,
-                             columns="".join(",\n        " + c for c in metrics.columns)))
+                             columns="".join(",\n        " + c for c in metrics.columns),
+                             scope=scope))
     sql = fill(
         _SEARCH_BASE,
         rank_newest=RANK_NEWEST_KEY,
         ts_seq=TS_SEQ_KEY,
         sort_cols="".join(",\n    " + c for c in sort_cols),
-        experiment_where=_EXPERIMENT_WHERE if experiments else "",
+        # Both: the head row's experiment, as before, and the scope (what prunes).
+        experiment_where=f"{_EXPERIMENT_WHERE}{scope}" if experiments else "",
+        scope=scope,
         joins="".join(joins),
         where="".join(f"\n    AND {w}" for w in where),
         order=", ".join(f"{c.alias} {'DESC' if c.descending else 'ASC'}" for c in keyset),

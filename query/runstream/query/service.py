@@ -11,11 +11,14 @@ Every method blocks on the repository.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
+from runstream.proto import config as names
 from runstream.proto.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -23,7 +26,21 @@ from runstream.proto.errors import (
 )
 from runstream.proto.status import ENDED, ENDED_OR_CRASHED, UNSPECIFIED
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_WORLD_SIZE, check_key, check_run_id
-from runstream.query import compare, filters, tokens
+from runstream.query import compare, filters, ranks, tokens
+from runstream.query.attempts import (
+    MAX_FORK_DEPTH,
+    AnnotationRow,
+    AttemptStore,
+    RunAttempts,
+    Segment,
+    StartRow,
+    StatusEvent,
+    fork_segments,
+    group_starts,
+    is_forked,
+    number_attempts,
+    run_status,
+)
 from runstream.query.downsample import Bucket, bucket_width, select_points
 from runstream.query.limits import (
     DEFAULT_HISTORY_PAGE_SIZE,
@@ -47,6 +64,7 @@ from runstream.query.models import (
     AGGREGATES,
     MAXIMIZE,
     MINIMIZE,
+    Change,
     CodeVersion,
     Comparison,
     Drop,
@@ -54,9 +72,12 @@ from runstream.query.models import (
     ExperimentInfo,
     FollowUpdate,
     IngestPartition,
+    Lineage,
     MetricHistory,
     MetricSummary,
+    Note,
     PointsUpdate,
+    RankHealthReport,
     RankInfo,
     Run,
     RunInfo,
@@ -209,6 +230,138 @@ def assemble_ranks(
     return tuple(out)
 
 
+# --- attempts, annotations, lineage (pure) ------------------------------------------------
+
+#: SearchRunsRequest.view names.
+VIEWS = ("ACTIVE_ONLY", "ARCHIVED_ONLY", "ALL")
+#: GetLineage: at most this many matches per list, and runs filled in (``run``) for at
+#: most this many distinct producing runs (each is a GetRun).
+MAX_LINEAGE_MATCHES = 1000
+MAX_LINEAGE_RUNS = 50
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_view(view: str) -> str:
+    """"ACTIVE_ONLY" / "ARCHIVED_ONLY" / "ALL", or InvalidArgumentError."""
+    if view not in VIEWS:
+        raise InvalidArgumentError(f"view {view!r} is not one of {', '.join(VIEWS)}")
+    return view
+
+
+def validate_sha256(sha256: str) -> str:
+    """64 lowercase hex digits, or InvalidArgumentError."""
+    if not _SHA256.fullmatch(sha256):
+        raise InvalidArgumentError(
+            f"sha256 must be 64 lowercase hex digits, not {sha256[:80]!r}")
+    return sha256
+
+
+def legacy_starts(ranks: Sequence[RankRow]) -> list[StartRow]:
+    """Starts standing in for a run stored before ``run_starts`` existed: each rank's
+    latest RunStarted, at its first start (one attempt)."""
+    return [StartRow(run_id=r.run_id, rank=r.rank, world_size=r.world_size,
+                     local_rank=r.local_rank, node=r.node, ts_ms=r.start_ms) for r in ranks]
+
+
+def is_archived(rows: Iterable[AnnotationRow]) -> bool:
+    """Whether the latest archive action (by ts_ms) among these changes is ARCHIVE."""
+    actions = [(a.ts_ms, i, a.archive) for i, a in enumerate(rows) if a.archive]
+    return bool(actions) and max(actions)[2] == "ARCHIVE"
+
+
+def notes_and_changes(rows: Iterable[AnnotationRow]) -> tuple[tuple[Note, ...],
+                                                               tuple[Change, ...]]:
+    """Notes and changes of a run, oldest first: one change per tag set ("tag k=v"), per
+    note ("note") and per archive action ("archive" / "restore")."""
+    notes: list[Note] = []
+    changes: list[Change] = []
+    for a in sorted(rows, key=lambda a: a.ts_ms):
+        def change(what: str, a: AnnotationRow = a) -> None:
+            changes.append(Change(ts_ms=a.ts_ms, user=a.user, host=a.host, what=what))
+        for key, value in a.tags:
+            change(f"tag {key}={value}")
+        if a.note:
+            notes.append(Note(text=a.note, user=a.user, host=a.host, ts_ms=a.ts_ms))
+            change("note")
+        if a.archive:
+            change(a.archive.lower())
+    return tuple(notes), tuple(changes)
+
+
+def assemble_attempt_ranks(
+    numbered: RunAttempts,
+    rows: Sequence[RankRow],
+    accounts: Sequence[AccountRow] = (),
+    stored: Mapping[tuple[int, str], int] | None = None,
+    *,
+    attempts: Iterable[int] | None = None,
+) -> tuple[RankInfo, ...]:
+    """One RankInfo per (attempt, rank) of ``attempts`` (None: every attempt), by attempt
+    and rank. Each producer's points and account count in its own attempt (a producer
+    without a RunStarted: in its rank's latest). ``rows``: each rank's latest ``runs``
+    row, where a rank has no start of its own. Pure."""
+    wanted = set(range(len(numbered.attempts))) if attempts is None else set(attempts)
+    by_rank = {r.rank: r for r in rows}
+    states = {(s.attempt, s.rank): s for s in numbered.ranks}
+    mine: dict[tuple[int, int], list[AccountRow]] = {}
+    for a in accounts:
+        mine.setdefault((numbered.attempt_of_producer(a.rank, a.producer_id), a.rank),
+                        []).append(a)
+    points: dict[tuple[int, int], int] = {}
+    for (rank, producer), n in (stored or {}).items():
+        at = (numbered.attempt_of_producer(rank, producer), rank)
+        points[at] = points.get(at, 0) + n
+    out = []
+    for at in sorted(states.keys() | mine.keys() | points.keys()):
+        if at[0] not in wanted:
+            continue
+        st, row, acc = states.get(at), by_rank.get(at[1]), mine.get(at, [])
+        start = st.start if st else None
+        out.append(RankInfo(
+            rank=at[1],
+            local_rank=start.local_rank if start else (row.local_rank if row else 0),
+            node=start.node if start and start.node else (row.node if row else ""),
+            status=st.status if st else UNSPECIFIED,
+            start_ms=start.ts_ms if start else (st.first_ms if st else 0),
+            end_ms=st.end_ms if st else 0,
+            error=st.error if st else "",
+            points_logged=sum(a.points_logged for a in acc),
+            points_stored=points.get(at, 0),
+            dropped=sum_drops(acc),
+            producers_finished=len(acc),
+            attempt=at[0],
+        ))
+    return tuple(out)
+
+
+def assemble_attempt_info(
+    run_id: str, rows: Sequence[RankRow], numbered: RunAttempts,
+    statuses: Sequence[StatusEvent] = (), *, archived: bool = False,
+    fork: tuple[str, int] = ("", 0),
+) -> RunInfo:
+    """RunInfo from per-rank rows and the run's attempts: the lowest rank's metadata, the
+    earliest start, and of the latest attempt its world size and rank 0's status (the
+    lowest rank's if rank 0 did not start in it). Pure."""
+    head = min(rows, key=lambda r: r.rank) if rows else None
+    owner = run_status(numbered.ranks_of(numbered.latest))
+    latest = numbered.attempts[-1] if numbered.attempts else None
+    starts = [r.start_ms for r in rows] + [a.start_ms for a in numbered.attempts]
+    return RunInfo(
+        run_id=run_id,
+        experiment=head.experiment if head else (statuses[0].experiment if statuses else ""),
+        name=head.name if head else "",
+        status=owner.status if owner else UNSPECIFIED,
+        start_ms=min(starts) if starts else 0,
+        end_ms=owner.end_ms if owner else 0,
+        world_size=(latest.world_size if latest and latest.world_size
+                    else (head.world_size if head else 0)),
+        archived=archived,
+        fork_run_id=fork[0],
+        fork_step=fork[1],
+        attempts=max(len(numbered.attempts), 1),
+    )
+
+
 class QueryService:
     """Answers every QueryService RPC from a :class:`RunRepository`.
 
@@ -227,30 +380,76 @@ class QueryService:
     def repository(self) -> RunRepository:
         return self._repo
 
-    def get_run(self, run_id: str) -> Run:
-        """Everything recorded for one run. NotFoundError if no rank has reported it."""
+    @property
+    def _store(self) -> AttemptStore:
+        return cast(AttemptStore, self._repo)  # ClickHouseRepository is one
+
+    def get_run(self, run_id: str, *, all_attempts: bool = False) -> Run:
+        """Everything recorded for one run. NotFoundError if no rank has reported it.
+
+        ``info`` (status, end, world size) and ``ranks`` describe the latest attempt;
+        ``all_attempts`` lists the ranks of every attempt (by attempt, then rank).
+        ``attempts``, ``notes`` and ``changes`` are oldest first.
+        """
         validate_run_id(run_id)
         one = [run_id]
         ranks = self._repo.rank_rows(one)
-        statuses = self._repo.statuses(one)
-        if not ranks and not statuses and not self._repo.run_exists(run_id):
+        events = self._store.status_events(one)[run_id]
+        if not ranks and not events and not self._repo.run_exists(run_id):
             raise NotFoundError(f"run {run_id!r} not found")
         head = min(ranks, key=lambda r: r.rank) if ranks else None
-        stored: dict[int, int] = {}
-        for (rank, _producer), n in self._repo.producer_points(run_id).items():
-            stored[rank] = stored.get(rank, 0) + n
+        numbered = self._number(run_id, ranks, events)
+        annotations = self._store.annotations(one)[run_id]
+        notes, changes = notes_and_changes(annotations)
+        rank_infos = assemble_attempt_ranks(
+            numbered, ranks, self._repo.accounts(one), self._repo.producer_points(run_id),
+            attempts=None if all_attempts else (numbered.latest,))
         return Run(
-            info=assemble_run_info(run_id, ranks, statuses),
+            info=assemble_attempt_info(run_id, ranks, numbered, events,
+                                       archived=is_archived(annotations),
+                                       fork=self._store.forks(one).get(run_id, ("", 0))),
             params=tuple(self._repo.params(one)[run_id]),
             tags=tuple(self._repo.tags(one)[run_id]),
             artifacts=tuple(self._repo.artifacts(run_id)),
             inputs=tuple(self._repo.inputs(one)[run_id]),
             metrics=tuple(self._repo.metric_summaries(one)[run_id]),
-            ranks=assemble_ranks(ranks, statuses, self._repo.accounts(one), stored),
+            ranks=rank_infos,
             code=head.code if head else CodeVersion(),
             env=head.env if head else Environment(),
             param_conflicts=tuple(self._repo.param_conflicts(one)[run_id]),
+            attempts=numbered.attempts,
+            notes=notes,
+            changes=changes,
         )
+
+    def _number(self, run_id: str, ranks: Sequence[RankRow], events: Sequence[StatusEvent],
+                starts: Sequence[StartRow] | None = None) -> RunAttempts:
+        """The run's attempts; a run stored before run_starts existed is one attempt."""
+        if starts is None:
+            starts = self._store.run_starts([run_id])[run_id]
+        return number_attempts(starts or legacy_starts(ranks), events)
+
+    def get_lineage(self, sha256: str) -> Lineage:
+        """Where content with this SHA-256 came from (runs whose artifacts have it, each
+        with the run as :meth:`get_run` returns it) and where it went (runs that recorded
+        it as an input, its digest stored as "sha256:<hex>" or bare hex), oldest first.
+        At most 1,000 matches per list; ``run`` is filled for the first 50 producing
+        runs. An unknown digest gives empty lists. InvalidArgumentError unless 64
+        lowercase hex digits.
+        """
+        validate_sha256(sha256)
+        produced = self._store.produced_by(sha256)[:MAX_LINEAGE_MATCHES]
+        used = self._store.used_by([sha256, f"sha256:{sha256}"])[:MAX_LINEAGE_MATCHES]
+        runs: dict[str, Run | None] = {}
+        out = []
+        for m in produced:
+            if m.run_id not in runs and len(runs) < MAX_LINEAGE_RUNS:
+                try:
+                    runs[m.run_id] = self.get_run(m.run_id)
+                except NotFoundError:  # an artifact row whose run left nothing else
+                    runs[m.run_id] = None
+            out.append(dataclasses.replace(m, run=runs.get(m.run_id)))
+        return Lineage(produced_by=tuple(out), used_by=tuple(used))
 
     def search_runs(
         self,
@@ -261,8 +460,12 @@ class QueryService:
         filter_text: str = "",
         order_by: Sequence[str] = (),
         experiments: Sequence[str] = (),
+        view: str = "ACTIVE_ONLY",
     ) -> RunPage:
         """Runs matching ``filter_text`` (MLflow grammar, see :mod:`filters`), keyset-paged.
+
+        ``view``: "ACTIVE_ONLY" leaves archived runs out, "ARCHIVED_ONLY" lists only
+        them, "ALL" both. Status, end and world size are the latest attempt's.
 
         ``experiment`` and ``experiments`` together restrict the experiments (none = all).
         ``order_by``: up to 3 fields, then newest start first, then run id ascending (MLflow's
@@ -278,14 +481,23 @@ class QueryService:
         for name in wanted:
             validate_experiment(name)
         limit = page_size_or_default(page_size, DEFAULT_RUNS_PAGE_SIZE, MAX_RUNS_PAGE_SIZE)
+        validate_view(view)
         clauses = filters.parse_filter(filter_text)
         ordering = filters.parse_order_by(tuple(order_by))
-        scope = tokens.search_scope(wanted, filter_text, tuple(order_by))
+        # The view is part of the request a token belongs to (the default's scope as before).
+        scoped = filter_text if view == "ACTIVE_ONLY" else f"{filter_text}\n{view}"
+        scope = tokens.search_scope(wanted, scoped, tuple(order_by))
         arity = 2 + sum(4 if o.field.kind is filters.Kind.PARAM else 2 for o in ordering)
         after = tokens.decode_search_token(page_token, scope, arity)
-        rows = self._repo.search(wanted, clauses, ordering, after, limit + 1)
+        rows = self._store.search(wanted, clauses, ordering, after, limit + 1, view=view)
         more = len(rows) > limit
         rows = rows[:limit]
+        ids = [r.run_id for r in rows]
+        # Three small reads of the page's runs: what the search SQL does not carry.
+        starts = self._store.run_starts(ids) if ids else {}
+        forks = self._store.forks(ids) if ids else {}
+        archived = (set(ids) if view == "ARCHIVED_ONLY" else
+                    self._store.archived(ids) if view == "ALL" and ids else set())
         runs = tuple(
             RunInfo(
                 run_id=r.run_id,
@@ -295,6 +507,10 @@ class QueryService:
                 start_ms=r.start_ms,
                 end_ms=r.end_ms,
                 world_size=r.world_size,
+                archived=r.run_id in archived,
+                fork_run_id=forks.get(r.run_id, ("", 0))[0],
+                fork_step=forks.get(r.run_id, ("", 0))[1],
+                attempts=max(len(group_starts(starts.get(r.run_id, []))), 1),
             )
             for r in rows
         )
@@ -311,8 +527,13 @@ class QueryService:
         *,
         max_points: int = 0,
         aggregate: str = "",
+        own_points_only: bool = False,
     ) -> MetricHistory:
         """A metric's points: every point paged (``max_points`` 0), or downsampled.
+
+        A fork's history is its parent's points up to the fork step (and the parent's
+        parent's, ...) and its own after it, as one series (:func:`fork_segments`);
+        ``own_points_only`` reads only the run's own points.
 
         Lossless: one page ordered by (rank, step, ts_ms), deduplicated; ``page_size`` 0 =
         100,000, else 1..1,000,000. Downsampled (``max_points`` 2..10,000): at most that
@@ -331,17 +552,28 @@ class QueryService:
                     f"max_points {max_points} out of range {MIN_MAX_POINTS}..{MAX_MAX_POINTS}"
                     " (0 = every point, paged)"
                 )
-            return self._downsampled(run_id, key, rank_filter, max_points, aggregate)
+            return self._downsampled(run_id, key, rank_filter, max_points, aggregate,
+                                     self._segments(run_id, own_points_only))
         limit = page_size_or_default(page_size, DEFAULT_HISTORY_PAGE_SIZE, MAX_HISTORY_PAGE_SIZE)
+        # A token belongs to its history: the fork's (as before for a run that is none)
+        # or the run's own points.
+        scope_key = f"{key}\nown" if own_points_only else key
         if aggregate:
-            return self._aggregate_page(run_id, key, rank_filter, aggregate, limit, page_token)
-        after = tokens.decode_history_token(page_token, run_id, key, rank_filter)
-        page = self._repo.metric_points(run_id, key, rank_filter, after, limit + 1)
+            after_agg = tokens.decode_history_token(page_token, run_id,
+                                                    f"{scope_key}\n{aggregate}", rank_filter)
+            return self._aggregate_page(run_id, key, rank_filter, aggregate, limit, after_agg,
+                                        scope_key, self._segments(run_id, own_points_only))
+        after = tokens.decode_history_token(page_token, run_id, scope_key, rank_filter)
+        seg = self._segments(run_id, own_points_only)
+        page = (self._store.metric_points(run_id, key, rank_filter, after, limit + 1,
+                                          segments=seg) if seg else
+                self._repo.metric_points(run_id, key, rank_filter, after, limit + 1))
         if not page.steps and after is None:
             self._check_exists(run_id)
         token = ""
         if len(page.steps) > limit:
-            token = tokens.encode_history_token(run_id, key, rank_filter, page.cursor(limit - 1))
+            token = tokens.encode_history_token(run_id, scope_key, rank_filter,
+                                                page.cursor(limit - 1))
         return MetricHistory(
             run_id=run_id,
             key=key,
@@ -360,13 +592,16 @@ class QueryService:
         *,
         aggregate: str = "",
         chunk_points: int = MAX_EXPORT_CHUNK,
+        own_points_only: bool = False,
     ) -> Iterator[MetricHistory]:
         """Every point of a metric as chunks of at most ``chunk_points`` (1..65,536):
         the lossless pages of :meth:`metric_history` joined (same order, dedup, ranks,
         aggregate), read as a stream, so memory stays about one chunk per call. The
         request is validated here, before the first chunk; NotFoundError (raised by the
         iterator) for an unknown run; a known run without this key gives no chunk. Close
-        the iterator if it is not exhausted: it holds a query open on this thread.
+        the iterator if it is not exhausted: it holds a query open on this thread. A fork's
+        history includes its parent's points as :meth:`metric_history` says
+        (``own_points_only``: not).
         """
         validate_run_id(run_id)
         validate_metric_key(key)
@@ -376,14 +611,12 @@ class QueryService:
         if not 1 <= chunk_points <= MAX_EXPORT_CHUNK:
             raise InvalidArgumentError(
                 f"chunk_points {chunk_points} out of range 1..{MAX_EXPORT_CHUNK}")
-        return self._export(run_id, key, rank_filter, aggregate, chunk_points)
+        return self._export(run_id, key, rank_filter, aggregate, chunk_points, own_points_only)
 
     def _export(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
-                chunk_points: int) -> Iterator[MetricHistory]:
-        blocks: Iterator[tuple[list[Any], ...]] = (
-            self._repo.export_aggregate(run_id, key, ranks, aggregate) if aggregate
-            else self._repo.export_points(run_id, key, ranks)
-        )
+                chunk_points: int, own_points_only: bool = False) -> Iterator[MetricHistory]:
+        blocks = self._export_blocks(run_id, key, ranks, aggregate,
+                                     self._segments(run_id, own_points_only))
         sent = 0
         try:
             for block in blocks:
@@ -407,18 +640,55 @@ class QueryService:
         if not sent:
             self._check_exists(run_id)
 
+    def _export_blocks(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
+                       seg: tuple[Segment, ...]) -> Iterator[tuple[list[Any], ...]]:
+        if seg:
+            return (self._store.export_aggregate(run_id, key, ranks, aggregate, segments=seg)
+                    if aggregate else
+                    self._store.export_points(run_id, key, ranks, segments=seg))
+        return (self._repo.export_aggregate(run_id, key, ranks, aggregate) if aggregate
+                else self._repo.export_points(run_id, key, ranks))
+
+    def _segments(self, run_id: str, own_points_only: bool) -> tuple[Segment, ...]:
+        """The segments of a fork's history; () for a run that is no fork, or when only
+        its own points are asked for."""
+        if own_points_only:
+            return ()
+        seg = fork_segments(run_id, self._fork_walk([run_id]))
+        return seg if is_forked(seg) else ()
+
+    def _fork_walk(self, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """(fork_run_id, fork_step) of these runs and of every run up their fork chains,
+        one level per query (all runs at once; at most MAX_FORK_DEPTH levels)."""
+        read = getattr(self._repo, "forks", None)
+        if read is None:  # a repository that knows no forks (a test double)
+            return {}
+        known: dict[str, tuple[str, int]] = {}
+        asked: set[str] = set()
+        frontier = set(run_ids)
+        for _ in range(MAX_FORK_DEPTH):
+            todo = sorted(frontier - asked)
+            if not todo:
+                break
+            asked.update(todo)
+            found: dict[str, tuple[str, int]] = read(todo)
+            known.update(found)
+            frontier = {parent for parent, _ in found.values()}
+        return known
+
     def _check_exists(self, run_id: str) -> None:
         if not self._repo.run_exists(run_id):
             raise NotFoundError(f"run {run_id!r} not found")
 
     def _aggregate_page(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
-                        limit: int, page_token: str) -> MetricHistory:
-        scoped_key = f"{key}\n{aggregate}"
-        after = tokens.decode_history_token(page_token, run_id, scoped_key, ranks)
+                        limit: int, after: PointCursor | None, scope_key: str,
+                        seg: tuple[Segment, ...]) -> MetricHistory:
+        scoped_key = f"{scope_key}\n{aggregate}"
         after_step = after.step if after is not None else -(1 << 63)
-        steps, values, ts = self._repo.aggregate_points(
-            run_id, key, ranks, aggregate, after_step, limit + 1
-        )
+        steps, values, ts = (
+            self._store.aggregate_points(run_id, key, ranks, aggregate, after_step, limit + 1,
+                                         segments=seg) if seg else
+            self._repo.aggregate_points(run_id, key, ranks, aggregate, after_step, limit + 1))
         if not steps and after is None:
             self._check_exists(run_id)
         token = ""
@@ -429,8 +699,10 @@ class QueryService:
                              ts_ms=ts[:limit], next_page_token=token, aggregate=aggregate)
 
     def _downsampled(self, run_id: str, key: str, ranks: tuple[int, ...], max_points: int,
-                     aggregate: str) -> MetricHistory:
-        lo, hi, count = self._repo.series_range(run_id, key, ranks, aggregate)
+                     aggregate: str, seg: tuple[Segment, ...] = ()) -> MetricHistory:
+        lo, hi, count = (
+            self._store.series_range(run_id, key, ranks, aggregate, segments=seg) if seg
+            else self._repo.series_range(run_id, key, ranks, aggregate))
         out = MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate,
                             total_points=count)
         if count == 0:
@@ -438,7 +710,8 @@ class QueryService:
             return out
         width = bucket_width(lo, hi, max_points)
         by_rank: dict[int, list[Bucket]] = {}
-        for b in self._repo.buckets(run_id, key, ranks, aggregate, lo, width):
+        for b in (self._store.buckets(run_id, key, ranks, aggregate, lo, width, segments=seg)
+                  if seg else self._repo.buckets(run_id, key, ranks, aggregate, lo, width)):
             by_rank.setdefault(b.rank, []).append(b)
         for rank, buckets in sorted(by_rank.items()):
             for b, (step, value, ts) in zip(buckets, select_points(buckets), strict=True):
@@ -482,20 +755,25 @@ class QueryService:
             if goal not in ("", MINIMIZE, MAXIMIZE):
                 raise InvalidArgumentError(f"goal of {key!r} must be minimize or maximize")
         rank_rows = self._repo.rank_rows(ids)
-        statuses = self._repo.statuses(ids)
+        events = self._store.status_events(ids)
         ranks_of: dict[str, list[RankRow]] = {r: [] for r in ids}
-        status_of: dict[str, list[StatusRow]] = {r: [] for r in ids}
         for row in rank_rows:
             ranks_of[row.run_id].append(row)
-        for st in statuses:
-            status_of[st.run_id].append(st)
         for run_id in ids:
-            if not ranks_of[run_id] and not status_of[run_id]:
+            if not ranks_of[run_id] and not events.get(run_id):
                 raise NotFoundError(f"run {run_id!r} not found")
         summaries = self._repo.metric_summaries(ids, list(metric_keys))
+        # A fork's stats cover its whole history (its parents' points up to the fork step).
+        known = self._fork_walk(ids)
+        chains = {r: seg for r in ids if is_forked(seg := fork_segments(r, known))}
+        fork_stats = self._store.fork_summaries(chains, list(metric_keys)) if chains else {}
+        for run_id, stats in fork_stats.items():
+            summaries[run_id] = [m for m, _ in stats]
         keys = list(metric_keys) or sorted({m.key for ms in summaries.values() for m in ms})
         keys = keys[:MAX_COMPARED_METRICS]
-        best = self._repo.best_steps(ids, keys)
+        best = {k: v for k, v in self._repo.best_steps(ids, keys).items() if k[0] not in chains}
+        for run_id, stats in fork_stats.items():
+            best.update({(run_id, m.key): steps for m, steps in stats})
         params, tags, inputs = (self._repo.params(ids), self._repo.tags(ids),
                                 self._repo.inputs(ids))
         heads = [min(ranks_of[r], key=lambda x: x.rank) if ranks_of[r] else None for r in ids]
@@ -514,7 +792,13 @@ class QueryService:
             [{k: v for (rid, k), v in best.items() if rid == r} for r in ids],
             goal_map,
         )
-        runs = tuple(assemble_run_info(r, ranks_of[r], status_of[r]) for r in ids)
+        starts = self._store.run_starts(ids)
+        archived = self._store.archived(ids)
+        runs = tuple(
+            assemble_attempt_info(
+                r, ranks_of[r], self._number(r, ranks_of[r], events.get(r, []), starts.get(r)),
+                events.get(r, []), archived=r in archived, fork=known.get(r, ("", 0)))
+            for r in ids)
         return Comparison(runs=runs, fields=tuple(fields), metrics=tuple(metrics))
 
     # --- small listings ---
@@ -658,3 +942,83 @@ class QueryService:
 
     def _stopping(self, cancelled: threading.Event) -> bool:
         return cancelled.is_set() or self._closing.is_set()
+
+    # --- GetRankHealth ---
+
+    def rank_health(
+        self,
+        run_id: str,
+        step_time_key: str = "",
+        lag_key: str = "",
+        *,
+        now_ms: int | None = None,
+        thresholds: ranks.Thresholds = ranks.DEFAULT_THRESHOLDS,
+    ) -> RankHealthReport:
+        """Which rank is slow or broken (:mod:`runstream.query.ranks` has the rules).
+
+        ``step_time_key`` "" = telemetry/step_time_s; ``lag_key`` "" = the step-time key
+        if logged, else the key with the most points (system/* left out). The ranks are
+        those of the run's latest attempt (and every rank below its world size), with
+        their status there; after a restart or resume only points stamped at or after
+        the latest attempt's start count. ``now_ms`` (default: now) is what "no sign of
+        life" is measured against. InvalidArgumentError for a bad run id or key,
+        NotFoundError for an unknown run. Blocks on about eight reads.
+        """
+        validate_run_id(run_id)
+        step_key = validate_metric_key(step_time_key) if step_time_key else (
+            names.TELEMETRY_STEP_TIME)
+        if lag_key:
+            validate_metric_key(lag_key)
+        one = [run_id]
+        rank_rows = self._repo.rank_rows(one)
+        events = self._store.status_events(one)[run_id]
+        if not rank_rows and not events and not self._repo.run_exists(run_id):
+            raise NotFoundError(f"run {run_id!r} not found")
+        numbered = self._number(run_id, rank_rows, events)
+        attempt = numbered.latest
+        states = numbered.ranks_of(attempt)
+        head = numbered.attempts[attempt] if numbered.attempts else None
+        world_size = head.world_size if head else max((r.world_size for r in rank_rows),
+                                                      default=0)
+        # The first attempt reads every point (no clock skew can drop one).
+        since_ms = head.start_ms if head is not None and attempt > 0 else 0
+        keep = {s.rank for s in states} | set(range(world_size))
+        nodes = {r.rank: r.node for r in rank_rows}
+        nodes.update({s.rank: s.start.node for s in states if s.start is not None})
+
+        def mine(m: Mapping[int, Any]) -> dict[int, Any]:
+            return {rank: v for rank, v in m.items() if rank in keep}
+
+        store = cast(ranks.RankHealthStore, self._repo)  # ClickHouseRepository is one
+        stats = store.rank_value_stats(
+            run_id, list(dict.fromkeys((step_key, names.TELEMETRY_DATA_WAIT,
+                                        names.TELEMETRY_DEVICE_MEMORY))), since_ms)
+
+        def of(key: str) -> dict[int, ranks.Distribution]:
+            return mine({rank: d for (rank, k), d in stats.items() if k == key})
+
+        step_times = of(step_key)
+        used_lag_key = lag_key or (
+            step_key if any(d.count for d in step_times.values())
+            else store.busiest_key(run_id, since_ms))
+        lags = mine(store.rank_lags(run_id, used_lag_key, since_ms)) if used_lag_key else {}
+        health = ranks.assemble(
+            world_size,
+            nodes=mine(nodes),
+            statuses={s.rank: s.status for s in states},
+            last_seen=mine(store.rank_last_seen(run_id)),
+            step_times=step_times,
+            data_waits=of(names.TELEMETRY_DATA_WAIT),
+            device_memory=of(names.TELEMETRY_DEVICE_MEMORY),
+            lags=lags,
+            non_finite=mine(store.first_non_finite(run_id, since_ms)),
+        )
+        return ranks.diagnose(
+            health,
+            now_ms=int(time.time() * 1000) if now_ms is None else now_ms,
+            errors={s.rank: s.error for s in states},
+            lag_key=used_lag_key,
+            lag_ranks=[r for r, d in lags.items() if d.count],
+            attempt=attempt,
+            thresholds=thresholds,
+        )

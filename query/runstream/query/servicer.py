@@ -21,7 +21,13 @@ import grpc
 from runstream.proto.errors import GRPC_STATUS, RunstreamError
 from runstream.proto.v1 import query_pb2, query_pb2_grpc
 from runstream.query import deadline
-from runstream.query.convert import aggregate_from_pb, follow_update_to_pb, goal_from_pb, to_pb
+from runstream.query.convert import (
+    aggregate_from_pb,
+    follow_update_to_pb,
+    goal_from_pb,
+    to_pb,
+    view_from_pb,
+)
 from runstream.query.service import QueryService
 
 log = logging.getLogger(__name__)
@@ -38,13 +44,14 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
     def GetRun(
         self, request: query_pb2.GetRunRequest, context: grpc.ServicerContext
     ) -> query_pb2.GetRunResponse:
-        return _answer(
-            context,
-            "GetRun",
-            lambda: query_pb2.GetRunResponse(
-                run=to_pb(self._service.get_run(request.run_id), query_pb2.Run)
-            ),
-        )
+        def call() -> query_pb2.GetRunResponse:
+            # The keyword only when asked for: a service (subclass) of one argument serves
+            # the plain request as before.
+            run = (self._service.get_run(request.run_id, all_attempts=True)
+                   if request.all_attempts else self._service.get_run(request.run_id))
+            return query_pb2.GetRunResponse(run=to_pb(run, query_pb2.Run))
+
+        return _answer(context, "GetRun", call)
 
     def SearchRuns(
         self, request: query_pb2.SearchRunsRequest, context: grpc.ServicerContext
@@ -57,6 +64,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 filter_text=request.filter,
                 order_by=tuple(request.order_by),
                 experiments=tuple(request.experiments),
+                view=view_from_pb(request.view),
             )
             return to_pb(page, query_pb2.SearchRunsResponse)
 
@@ -77,6 +85,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     request.page_token,
                     max_points=request.max_points,
                     aggregate=aggregate_from_pb(request.aggregate),
+                    own_points_only=request.own_points_only,
                 ),
                 query_pb2.GetMetricHistoryResponse,
             ),
@@ -88,7 +97,8 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
         chunks = _answer(context, "ExportMetricHistory",
                          lambda: self._service.export_metric_history(
                              request.run_id, request.key, request.ranks,
-                             aggregate=aggregate_from_pb(request.aggregate)))
+                             aggregate=aggregate_from_pb(request.aggregate),
+                             own_points_only=request.own_points_only))
         try:
             while True:
                 chunk = _answer(context, "ExportMetricHistory", lambda: next(chunks, None))
@@ -153,6 +163,29 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 partitions=[to_pb(p, query_pb2.IngestPartition)
                             for p in self._service.ingest_status()]
             ),
+        )
+
+    def GetRankHealth(
+        self, request: query_pb2.GetRankHealthRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetRankHealthResponse:
+        return _answer(
+            context,
+            "GetRankHealth",
+            lambda: to_pb(
+                self._service.rank_health(request.run_id, request.step_time_key,
+                                          request.lag_key),
+                query_pb2.GetRankHealthResponse,
+            ),
+        )
+
+    def GetLineage(
+        self, request: query_pb2.GetLineageRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetLineageResponse:
+        return _answer(
+            context,
+            "GetLineage",
+            lambda: to_pb(self._service.get_lineage(request.sha256),
+                          query_pb2.GetLineageResponse),
         )
 
     def FollowRun(
