@@ -26,9 +26,11 @@ import runstream
 from runstream.launcher import detect_launcher
 info = detect_launcher(os.environ)
 run = runstream.init(experiment="launchers")
-print(json.dumps({"run_id": run.id, "rank": run.rank, "world_size": run.world_size,
-                  "restart": info.restart, "launcher": info.launcher, "pid": os.getpid()}),
-      flush=True)
+# One write() under PIPE_BUF, so sibling ranks sharing the pipe never interleave lines
+# (print writes the text and its newline separately).
+os.write(1, (json.dumps({"run_id": run.id, "rank": run.rank, "world_size": run.world_size,
+                         "restart": info.restart, "launcher": info.launcher,
+                         "pid": os.getpid()}) + "\n").encode())
 run.finish()
 """
 
