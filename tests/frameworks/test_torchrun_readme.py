@@ -24,14 +24,14 @@ TRAIN = """
 import os, sys
 import runstream
 
-with runstream.init(experiment=%r, params={"lr": 0.1}) as run:
+with runstream.init(experiment="readme-torchrun", params={"lr": 0.1}) as run:
     for step in range(20):
         run.log({"train/loss": 1.0 / (step + 1)}, step=step)
     marker = sys.argv[1] if len(sys.argv) > 1 else ""
     # The elastic case: rank 1 fails in the first attempt, so torchrun restarts both.
     if marker and os.environ["RANK"] == "1" and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
         raise SystemExit(3)
-""" % EXPERIMENT
+"""
 
 
 @pytest.fixture
