@@ -4,6 +4,7 @@ RowBatch holds. Kafka is imported only by the helpers that talk to it."""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -45,6 +46,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def local_store_env(root: Path, **extra: str) -> dict[str, str]:
+    """os.environ without any RUNSTREAM_* variable, pointing everything at a store of its
+    own under ``root`` (home, chdb, spool, artifacts) and a free query address: what a
+    `runstream serve` and the SDK processes feeding it share. ``extra``: more variables
+    (RUNSTREAM_SYSTEM_METRICS_S="0", a token, ...)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    env.update({
+        "RUNSTREAM_HOME": str(root / "home"),
+        "RUNSTREAM_CLICKHOUSE": f"chdb://{root / 'chdb'}",
+        "RUNSTREAM_SPOOL_DIR": str(root / "spool"),
+        "RUNSTREAM_ARTIFACTS": str(root / "artifacts"),
+        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
+        **extra,
+    })
+    return env
 
 
 def free_port_range(n: int) -> int:

@@ -173,19 +173,10 @@ def start_rank(env: dict[str, str], rank: int) -> subprocess.Popen[str]:
 
 def test_silent_ranks_become_crashed_and_running_again(tmp_path: Path) -> None:
     from runstream.query.client import Client
-    from tests.conftest import free_port
+    from tests.helpers import local_store_env
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
     run_id = f"live-{uuid.uuid4().hex[:8]}"
-    env.update({
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(tmp_path / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-        "RUNSTREAM_CRASH_TIMEOUT_S": "3",
-        "RUNSTREAM_RUN_ID": run_id,
-    })
+    env = local_store_env(tmp_path, RUNSTREAM_CRASH_TIMEOUT_S="3", RUNSTREAM_RUN_ID=run_id)
     serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env,
                              stdout=subprocess.DEVNULL)
     ranks: list[subprocess.Popen[str]] = []

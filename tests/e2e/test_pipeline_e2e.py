@@ -7,7 +7,6 @@ the ranks spool locally and `runstream serve` ingests the spool.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from runstream.proto.errors import NotFoundError
 from runstream.query.client import Client
 from runstream.query.models import MetricHistory
 from tests.e2e.rank_job import value
-from tests.helpers import free_port, wait_for
+from tests.helpers import local_store_env, wait_for
 
 WORLD_SIZE = 4
 
@@ -47,14 +46,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 @pytest.fixture
 def service_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
-    env.update({
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(tmp_path / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-    })
+    env = local_store_env(tmp_path)
     yield env
 
 

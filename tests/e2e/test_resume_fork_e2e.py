@@ -8,7 +8,6 @@ runstream.query.Client.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from runstream.proto.errors import ConfigError, InvalidArgumentError, NotFoundEr
 from runstream.query import models
 from runstream.query.client import Client
 from tests.e2e.resume_rank import value
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, local_store_env, wait_for
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "e2e-resume-token"
@@ -36,16 +35,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running `runstream serve` on the spool; yields the environment its SDK users get
     (spool dir, query address, token; no system-metrics sampler)."""
     root = tmp_path_factory.mktemp("resume-fork")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
-    env.update({
-        "RUNSTREAM_HOME": str(root / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{root / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(root / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(root / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-        "RUNSTREAM_TOKEN": TOKEN,
-        "RUNSTREAM_SYSTEM_METRICS_S": "0",
-    })
+    env = local_store_env(root, RUNSTREAM_TOKEN=TOKEN, RUNSTREAM_SYSTEM_METRICS_S="0")
     log = (root / "serve.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env,
                             stdout=log, stderr=subprocess.STDOUT)

@@ -13,7 +13,6 @@ lag.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from runstream.query.client import Client
 from runstream.query.models import RankHealthReport
 from runstream.query.ranks import STRAGGLER_RATIO
 from tests.e2e.test_pipeline_e2e import start_serve, stop
-from tests.helpers import free_port, wait_for
+from tests.helpers import local_store_env, wait_for
 
 WORLD_SIZE = 4
 STEPS = 80
@@ -60,15 +59,7 @@ with runstream.init(experiment="straggler") as run:
 
 @pytest.fixture
 def service_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
-    env.update({
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(tmp_path / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-        "RUNSTREAM_SYSTEM_METRICS_S": "0",
-    })
+    env = local_store_env(tmp_path, RUNSTREAM_SYSTEM_METRICS_S="0")
     yield env
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 
 from runstream.proto import codec, spool
 from runstream.query.client import Client
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, local_store_env, wait_for
 
 #: A training script: one run with a param and a point, finished.
 JOB = """
@@ -54,15 +53,7 @@ def shown(env: dict[str, str], run_id: str) -> dict[str, Any] | None:
 
 @pytest.fixture
 def serve_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
-    env.update({
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(tmp_path / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-        "RUNSTREAM_SYSTEM_METRICS_S": "0",
-    })
+    env = local_store_env(tmp_path, RUNSTREAM_SYSTEM_METRICS_S="0")
     return env
 
 

@@ -24,7 +24,7 @@ from runstream.proto.config import TELEMETRY_DATA_WAIT, TELEMETRY_STEP_TIME
 from runstream.proto.errors import NotFoundError
 from runstream.query.client import Client
 from runstream.query.models import Run
-from tests.helpers import free_port, wait_for
+from tests.helpers import local_store_env, wait_for
 
 EPOCHS = 2
 SAMPLES = 128
@@ -56,16 +56,10 @@ def job() -> None:
 @contextlib.contextmanager
 def serving(tmp_path: Path) -> Iterator[dict[str, str]]:
     """`runstream serve` over a spool dir; yields the SDK's environment pointing at it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTREAM_", "KERAS"))}
-    env.update({
-        "RUNSTREAM_HOME": str(tmp_path / "home"),
-        "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
-        "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
-        "RUNSTREAM_ARTIFACTS": str(tmp_path / "artifacts"),
-        "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
-        "RUNSTREAM_SYSTEM_METRICS_S": "0",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    })
+    env = {k: v for k, v in local_store_env(
+        tmp_path, RUNSTREAM_SYSTEM_METRICS_S="0",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2])).items()
+        if not k.startswith("KERAS")}
     serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env)
     try:
         yield env
