@@ -13,6 +13,7 @@ import enum
 import json
 import logging
 import os
+import sys
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,18 @@ from runstream.run import Run
 log = logging.getLogger(__name__)
 
 _SCALARS = (bool, int, float, str)
+
+
+def process_group() -> Any:
+    """torch.distributed when a process group of more than one rank is up, else None.
+    Never imports torch (the framework running the job has, if it uses one)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return dist
 
 
 def rank0_run_id(run_id: str | None, environ: Mapping[str, str]) -> str:

@@ -47,6 +47,7 @@ from runstream.integrations._common import (
     join_run,
     loggable_params,
     numeric_metrics,
+    process_group,
     rank0_run_id,
 )
 from runstream.run import Run
@@ -56,17 +57,6 @@ log = logging.getLogger(__name__)
 
 #: Lightning's finalize() status -> the run status this rank ends with.
 STATUS = {"success": "FINISHED", "failed": "FAILED", "finished": "KILLED"}
-
-
-def _process_group() -> Any:
-    """torch.distributed when a process group of more than one rank is up, else None."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return dist
 
 
 def run_status(status: str, exc: BaseException | None) -> tuple[str, str]:
@@ -138,12 +128,12 @@ class RunstreamLogger(Logger):
         """This rank's :class:`runstream.Run` (joined on first use; Lightning's setup does
         that on every rank at once, which the run id broadcast relies on)."""
         run = self._run
-        if run is None or run.finished or (not self._shared and _process_group() is not None):
+        if run is None or run.finished or (not self._shared and process_group() is not None):
             run = self._join()
         return run
 
     def _join(self) -> Run:
-        dist = _process_group()
+        dist = process_group()
         rank = world_size = local_rank = None
         if dist is not None:
             rank, world_size = dist.get_rank(), dist.get_world_size()

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from runstream.integrations._common import (
     join_run,
     loggable_params,
     numeric_metrics,
+    process_group,
     rank0_run_id,
 )
 from runstream.run import Run
@@ -55,16 +55,6 @@ log = logging.getLogger(__name__)
 
 #: transformers.trainer_utils.PREFIX_CHECKPOINT_DIR
 CHECKPOINT_PREFIX = "checkpoint"
-
-
-def _process_group() -> Any:
-    torch = sys.modules.get("torch")  # never imported here: the Trainer has, if it runs
-    if torch is None:
-        return None
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return None
-    return dist
 
 
 def dataset_input(dataset: Any) -> tuple[str, str, str | None] | None:
@@ -117,7 +107,7 @@ class RunstreamCallback(TrainerCallback):
         run = self.run
         if run is not None and not run.finished:
             return run
-        dist = _process_group()
+        dist = process_group()
         rank = world_size = local_rank = None
         if dist is not None:
             rank, world_size = dist.get_rank(), dist.get_world_size()
