@@ -25,6 +25,7 @@ from runstream.query import models
 from runstream.query.client import Client
 from tests.e2e.resume_rank import value
 from tests.helpers import free_port, local_store_env, wait_for
+from tests.unit.test_producer_dvc import DVC_LOCK, TRAIN_CSV, TRAIN_DVC
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "e2e-resume-token"
@@ -270,35 +271,12 @@ def test_a_fork_of_an_unknown_run_is_refused(sdk_env: dict[str, str]):
     assert runstream.active_run() is None
 
 
-# --- DVC inputs ---------------------------------------------------------------------------
-
-TRAIN_DVC = """outs:
-- md5: b202f333fba4fd38d4b8e5e693077aab
-  size: 10
-  hash: md5
-  path: train.csv
-"""
-DVC_LOCK = """schema: '2.0'
-stages:
-  prepare:
-    cmd: python prep.py
-    deps:
-    - path: data/train.csv
-      hash: md5
-      md5: b202f333fba4fd38d4b8e5e693077aab
-      size: 10
-    outs:
-    - path: out/prepared
-      hash: md5
-      md5: f43e9e033aaa003c8f0747a0613fb5b1.dir
-      size: 10
-      nfiles: 1
-"""
+# --- DVC inputs (the files a real DVC 3 wrote, kept by tests/unit/test_producer_dvc.py) --
 
 
 def test_dvc_inputs_keep_dvcs_md5(client: Client, sdk_env: dict[str, str], tmp_path: Path):
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.csv").write_bytes(b"a,b\r\n1,2\r\n")
+    (tmp_path / "data" / "train.csv").write_bytes(TRAIN_CSV)
     (tmp_path / "data" / "train.csv.dvc").write_text(TRAIN_DVC)  # as `dvc add` wrote it
     (tmp_path / "dvc.lock").write_text(DVC_LOCK)
     run_id = f"dvc-{uuid.uuid4().hex[:8]}"
@@ -313,6 +291,8 @@ def test_dvc_inputs_keep_dvcs_md5(client: Client, sdk_env: dict[str, str], tmp_p
          "md5:b202f333fba4fd38d4b8e5e693077aab", "train"),
         ("data/train.csv", (root / "data/train.csv").as_uri(),
          "md5:b202f333fba4fd38d4b8e5e693077aab", "train"),
+        ("prep.py", (root / "prep.py").as_uri(), "md5:05b53e21236e0a75d57672875a7136fc",
+         "train"),
         ("out/prepared", (root / "out/prepared").as_uri(),
          "md5:f43e9e033aaa003c8f0747a0613fb5b1.dir", "output"),
     ])
