@@ -8,11 +8,12 @@ from typing import Any, cast
 import pytest
 
 from runstream.proto.errors import InvalidArgumentError, NotFoundError
-from runstream.query.models import CodeVersion, Environment
+from runstream.query.attempts import StartRow, StatusEvent, number_attempts
+from runstream.query.models import CodeVersion, Environment, RunInfo
 from runstream.query.service import (
     QueryService,
-    assemble_ranks,
-    assemble_run_info,
+    assemble_attempt_info,
+    assemble_attempt_ranks,
     page_size_or_default,
     validate_ranks,
 )
@@ -94,18 +95,26 @@ def _rank(rank: int, start_ms: int) -> RankRow:
                    node="h", code=CodeVersion(), env=Environment(), start_ms=start_ms)
 
 
-def _status(rank: int, status: str, last_ms: int) -> StatusRow:
-    return StatusRow(run_id="r", rank=rank, experiment="e", status=status, error="",
-                     first_ms=10, last_ms=last_ms)
+def _status(rank: int, status: str, ts_ms: int) -> StatusEvent:
+    return StatusEvent(run_id="r", rank=rank, experiment="e", status=status,
+                       producer_id=f"p{rank}", seq=ts_ms, ts_ms=ts_ms)
 
 
 def test_rank_zero_owns_the_run_status() -> None:
     ranks = [_rank(1, 5), _rank(0, 7)]
-    info = assemble_run_info("r", ranks, [_status(0, "RUNNING", 7), _status(1, "FAILED", 9)])
+    starts = [StartRow(run_id="r", rank=r.rank, world_size=2, producer_id=f"p{r.rank}",
+                       ts_ms=r.start_ms) for r in ranks]
+
+    def info_of(*statuses: StatusEvent) -> RunInfo:
+        return assemble_attempt_info("r", ranks, number_attempts(starts, statuses), statuses)
+
+    info = info_of(_status(0, "RUNNING", 7), _status(1, "FAILED", 9))
     assert (info.name, info.status, info.start_ms, info.end_ms) == ("n0", "RUNNING", 5, 0)
-    info = assemble_run_info("r", ranks, [_status(0, "KILLED", 20)])
+    info = info_of(_status(0, "KILLED", 20))
     assert (info.status, info.end_ms) == ("KILLED", 20)
-    per_rank = assemble_ranks(ranks, [_status(1, "FAILED", 9), _status(2, "RUNNING", 3)])
+    numbered = number_attempts(starts, [_status(1, "FAILED", 9), _status(2, "RUNNING", 3)])
+    per_rank = assemble_attempt_ranks(numbered, ranks)
+    # Rank 0 started and has said nothing since: RUNNING (its start is its status row).
     assert [(r.rank, r.status, r.end_ms) for r in per_rank] == [
-        (0, "RUN_STATUS_UNSPECIFIED", 0), (1, "FAILED", 9), (2, "RUNNING", 0),
+        (0, "RUNNING", 0), (1, "FAILED", 9), (2, "RUNNING", 0),
     ]

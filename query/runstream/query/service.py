@@ -24,7 +24,7 @@ from runstream.proto.errors import (
     NotFoundError,
     UnavailableError,
 )
-from runstream.proto.status import ENDED, ENDED_OR_CRASHED, UNSPECIFIED
+from runstream.proto.status import ENDED, UNSPECIFIED
 from runstream.proto.validation import MAX_EXPERIMENT_LEN, MAX_WORLD_SIZE, check_key, check_run_id
 from runstream.query import compare, filters, ranks, tokens
 from runstream.query.attempts import (
@@ -84,7 +84,7 @@ from runstream.query.models import (
     RunPage,
     StatusUpdate,
 )
-from runstream.query.storage import AccountRow, RankRow, RunRepository, StatusRow
+from runstream.query.storage import AccountRow, RankRow, RunRepository
 from runstream.query.tokens import PointCursor
 
 DEFAULT_MAX_FOLLOWERS = 8
@@ -144,32 +144,6 @@ def _head(items: list[Any], n: int) -> list[Any]:
     return items if len(items) <= n else items[:n]
 
 
-def run_end_ms(status: StatusRow | None) -> int:
-    """When the rank reached a terminal status; 0 while it runs (or has no status yet)."""
-    if status is None or status.status not in ENDED_OR_CRASHED:
-        return 0
-    return status.last_ms
-
-
-def assemble_run_info(
-    run_id: str, ranks: Sequence[RankRow], statuses: Sequence[StatusRow]
-) -> RunInfo:
-    """RunInfo from per-rank rows: lowest rank's metadata, rank 0's status, earliest start."""
-    by_rank = sorted(ranks, key=lambda r: r.rank)
-    status0 = next((s for s in statuses if s.rank == 0), None)
-    head = by_rank[0] if by_rank else None
-    starts = [r.start_ms for r in by_rank] or [s.first_ms for s in statuses]
-    return RunInfo(
-        run_id=run_id,
-        experiment=head.experiment if head else (statuses[0].experiment if statuses else ""),
-        name=head.name if head else "",
-        status=status0.status if status0 else UNSPECIFIED,
-        start_ms=min(starts) if starts else 0,
-        end_ms=run_end_ms(status0),
-        world_size=head.world_size if head else 0,
-    )
-
-
 def points_missing(accounts: Iterable[AccountRow], stored: Mapping[tuple[int, str], int]
                    ) -> dict[int, int]:
     """Per rank, the points its finished producers reported logging (less those they
@@ -192,42 +166,6 @@ def sum_drops(accounts: Iterable[AccountRow]) -> tuple[Drop, ...]:
             events, points = by_reason.get(d.reason, (0, 0))
             by_reason[d.reason] = (events + d.events, points + d.points)
     return tuple(Drop(reason=r, events=e, points=p) for r, (e, p) in sorted(by_reason.items()))
-
-
-def assemble_ranks(
-    ranks: Sequence[RankRow],
-    statuses: Sequence[StatusRow],
-    accounts: Sequence[AccountRow] = (),
-    stored: Mapping[int, int] | None = None,
-) -> tuple[RankInfo, ...]:
-    """One RankInfo per rank seen in ``runs``, ``run_status`` or ``stored`` (points per
-    rank), by rank, with each rank's account summed over its finished producers."""
-    rows = {r.rank: r for r in ranks}
-    status = {s.rank: s for s in statuses}
-    stored = stored or {}
-    by_rank: dict[int, list[AccountRow]] = {}
-    for account in accounts:
-        by_rank.setdefault(account.rank, []).append(account)
-    out = []
-    for rank in sorted(rows.keys() | status.keys() | stored.keys()):
-        row, st = rows.get(rank), status.get(rank)
-        mine = by_rank.get(rank, [])
-        out.append(
-            RankInfo(
-                rank=rank,
-                local_rank=row.local_rank if row else 0,
-                node=row.node if row else "",
-                status=st.status if st else UNSPECIFIED,
-                start_ms=row.start_ms if row else (st.first_ms if st else 0),
-                end_ms=run_end_ms(st),
-                error=st.error if st else "",
-                points_logged=sum(a.points_logged for a in mine),
-                points_stored=stored.get(rank, 0),
-                dropped=sum_drops(mine),
-                producers_finished=len(mine),
-            )
-        )
-    return tuple(out)
 
 
 # --- attempts, annotations, lineage (pure) ------------------------------------------------
