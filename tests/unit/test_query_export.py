@@ -66,6 +66,9 @@ class FakeRepository:
     def run_exists(self, run_id: str) -> bool:
         return self.exists
 
+    def forks(self, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        return {}  # no run here is a fork
+
 
 def block(lo: int, hi: int) -> tuple[list[Any], ...]:
     steps = list(range(lo, hi))

@@ -598,9 +598,6 @@ class QueryService:
     def _fork_walk(self, run_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
         """(fork_run_id, fork_step) of these runs and of every run up their fork chains,
         one level per query (all runs at once; at most MAX_FORK_DEPTH levels)."""
-        read = getattr(self._repo, "forks", None)
-        if read is None:  # a repository that knows no forks (a test double)
-            return {}
         known: dict[str, tuple[str, int]] = {}
         asked: set[str] = set()
         frontier = set(run_ids)
@@ -609,7 +606,7 @@ class QueryService:
             if not todo:
                 break
             asked.update(todo)
-            found: dict[str, tuple[str, int]] = read(todo)
+            found: dict[str, tuple[str, int]] = self._store.forks(todo)
             known.update(found)
             frontier = {parent for parent, _ in found.values()}
         return known
