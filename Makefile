@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-frameworks unit lint typecheck proto bench kafka-start kafka-stop clean
+.PHONY: install browser demo test test-frameworks unit lint typecheck proto bench kafka-start kafka-stop clean
 
 ## make install: the venv with everything (SDK, server extras, dev tools)
 install: $(STAMP)
@@ -15,15 +15,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
+## make browser: Debian's Chromium at /usr/bin/chromium for tests/browser (apt-get if missing)
+browser:
+	deploy/browser.sh
+
 ## make demo: the main job on the embedded default (no Kafka, no server to install)
 demo: install
 	$(PY) deploy/demo/run_demo.py
 
-## make test: lint + types + the whole suite against a real Kafka broker and chdb
-test: install
+## make test: lint + types + the whole suite against a real Kafka broker and chdb, on two
+## pytest-xdist workers (a file stays on one worker; each worker starts its own broker and
+## opens its own chdb path)
+test: install browser
 	deploy/kafka.sh fetch >/dev/null
 	$(MAKE) --no-print-directory lint typecheck
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 ## make test-frameworks: the Lightning and Hugging Face integrations in real DDP jobs on two
 ## CPU ranks (tests/frameworks); installs the `frameworks` extra first (PyTorch, Lightning,

@@ -4,10 +4,14 @@ RowBatch holds. Kafka is imported only by the helpers that talk to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,9 +64,45 @@ def local_store_env(root: Path, **extra: str) -> dict[str, str]:
         "RUNSTREAM_SPOOL_DIR": str(root / "spool"),
         "RUNSTREAM_ARTIFACTS": str(root / "artifacts"),
         "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
+        # The web UI on a port of its own (its default, 8080, is one port for everyone).
+        "RUNSTREAM_UI_ADDR": "127.0.0.1:0",
         **extra,
     })
     return env
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``runstream serve`` with ``env`` (see local_store_env), yielded once its query
+    service answers the health check (the import of chdb and the table creation take
+    seconds on a loaded machine: a query sent before that is refused); stopped with SIGTERM
+    afterwards, and it must exit 0. ``log``: where its output goes (else the test's)."""
+    from runstream.query.client import Client
+
+    out = log.open("ab") if log is not None else None
+    serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env,
+                             stdout=out, stderr=subprocess.STDOUT if out else None)
+    try:
+        with Client(env["RUNSTREAM_QUERY_ADDR"], environ=env, timeout_s=30) as client:
+
+            def healthy() -> bool:
+                if serve.poll() is not None:  # no use waiting for a process that is gone
+                    raise AssertionError(f"runstream serve exited {serve.returncode} at start")
+                return client.healthy()
+
+            wait_for(healthy, timeout_s=120, what="runstream serve")
+        yield serve
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            code = serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            raise
+        finally:
+            if out is not None:
+                out.close()
+        assert code == 0, f"runstream serve exited {code}"
 
 
 def free_port_range(n: int) -> int:

@@ -8,7 +8,6 @@ runstream.query.Client.
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import uuid
@@ -24,7 +23,7 @@ from runstream.proto.errors import ConfigError, InvalidArgumentError, NotFoundEr
 from runstream.query import models
 from runstream.query.client import Client
 from tests.e2e.resume_rank import value
-from tests.helpers import free_port, local_store_env, wait_for
+from tests.helpers import free_port, local_store_env, serving, wait_for
 from tests.unit.test_producer_dvc import DVC_LOCK, TRAIN_CSV, TRAIN_DVC
 
 HERE = Path(__file__).resolve().parent
@@ -37,21 +36,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     (spool dir, query address, token; no system-metrics sampler)."""
     root = tmp_path_factory.mktemp("resume-fork")
     env = local_store_env(root, RUNSTREAM_TOKEN=TOKEN, RUNSTREAM_SYSTEM_METRICS_S="0")
-    log = (root / "serve.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with Client(env["RUNSTREAM_QUERY_ADDR"], environ=env) as client:
-            wait_for(client.healthy, timeout_s=120, what="runstream serve")
+    with serving(env, root / "serve.log"):
         yield env
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=60) == 0
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        log.close()
 
 
 @pytest.fixture

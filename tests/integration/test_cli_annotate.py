@@ -5,10 +5,8 @@ runs`` read the changes back. Also through the real Kafka broker."""
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -20,8 +18,7 @@ from typing import Any
 import pytest
 
 from runstream.proto import codec, spool
-from runstream.query.client import Client
-from tests.helpers import free_port, local_store_env, wait_for
+from tests.helpers import free_port, local_store_env, serving, wait_for
 
 #: A training script: one run with a param and a point, finished.
 JOB = """
@@ -55,24 +52,6 @@ def shown(env: dict[str, str], run_id: str) -> dict[str, Any] | None:
 def serve_env(tmp_path: Path) -> dict[str, str]:
     env = local_store_env(tmp_path, RUNSTREAM_SYSTEM_METRICS_S="0")
     return env
-
-
-@contextlib.contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A running ``runstream serve``, stopped (SIGTERM) afterwards."""
-    serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env,
-                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    try:
-        with Client(env["RUNSTREAM_QUERY_ADDR"], timeout_s=30) as client:
-            wait_for(client.healthy, timeout_s=120, what="runstream serve")
-        yield serve
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            raise
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from runstream import artifacts as store
-from tests.helpers import wait_for
-from tests.integration.test_cli_annotate import cli, cli_json, serve_env, serving
+from tests.helpers import serving, wait_for
+from tests.integration.test_cli_annotate import cli, cli_json, serve_env
 
 __all__ = ["serve_env"]  # the fixture, shared
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -24,6 +23,7 @@ from runstream.proto.config import TELEMETRY_DATA_WAIT, TELEMETRY_STEP_TIME
 from runstream.proto.errors import NotFoundError
 from runstream.query.client import Client
 from runstream.query.models import Run
+from tests import helpers
 from tests.helpers import local_store_env, wait_for
 
 EPOCHS = 2
@@ -55,17 +55,14 @@ def job() -> None:
 
 @contextlib.contextmanager
 def serving(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """`runstream serve` over a spool dir; yields the SDK's environment pointing at it."""
+    """`runstream serve` over a spool dir, healthy; yields the SDK's environment pointing
+    at it."""
     env = {k: v for k, v in local_store_env(
         tmp_path, RUNSTREAM_SYSTEM_METRICS_S="0",
         PYTHONPATH=str(Path(__file__).resolve().parents[2])).items()
         if not k.startswith("KERAS")}
-    serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env)
-    try:
+    with helpers.serving(env):
         yield env
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        assert serve.wait(timeout=60) == 0
 
 
 @pytest.fixture
