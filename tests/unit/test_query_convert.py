@@ -3,6 +3,7 @@ every one round-trips through protobuf unchanged (pure, no gRPC)."""
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import inspect
 import typing
@@ -32,6 +33,8 @@ def _value(name: str, hint: Any, seed: int) -> Any:
         return ENUM_VALUES[name]
     if type(None) in args:  # X | None: an X
         return _value(name, next(a for a in args if a is not type(None)), seed)
+    if origin is collections.abc.Mapping:  # RunPage.columns: prefixed names as the wire keeps them
+        return {"metrics.m": 0.5 + seed, "params.p": f"v{seed}", "tags.t": f"t{seed}"}
     if origin is tuple:
         return tuple(_value(name, args[0], seed + i) for i in range(2))
     if origin is list:

@@ -37,7 +37,8 @@ KNOWN = {
     "toUInt32", "toUInt128", "toFloat64", "toFloat64OrNull", "toString", "bitOr", "bitXor", "sum",
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
     "isFinite", "materialize", "exp2", "assumeNotNull", "nullIf", "toUInt8",
-    "toInt64", "arrayFilter", "argMinIf", "arrayJoin",
+    "toInt64", "arrayFilter", "argMinIf", "arrayJoin", "greatest", "abs", "row_number",
+    "arrayElement",
     # rank health (GetRankHealth)
     "OVER", "PARTITION", "quantilesIf", "quantiles", "median", "startsWith",
     # lambda parameters (FORK_SUMMARIES_SQL)
@@ -122,6 +123,29 @@ def repository_sql() -> list[str]:
     repo.busiest_key("r1")
     repo.experiments(10)
     repo.ingest_progress(0)
+    # The web UI's reads (step ranges, several series, envelope, lag, columns, keys).
+    for ranks in ((), (0, 1)):
+        for steps in (None, (5, 9)):
+            for after in (None, cursor):
+                repo.metric_points("r1", "loss", ranks, after, 10, steps=steps)
+                repo.metric_points("r1", "loss", ranks, after, 10, segments=segments,
+                                   steps=steps)
+            for aggregate in ("", "mean"):
+                repo.series_range("r1", "loss", ranks, aggregate, steps=steps)
+                repo.buckets("r1", "loss", ranks, aggregate, 0, 10, segments=segments,
+                             steps=steps)
+                repo.aggregate_points("r1", "loss", ranks, "mean", -1, 10, steps=steps)
+                repo.series_ranges(runs, keys, ranks, aggregate, steps=steps)
+                repo.series_buckets({("r1", "loss"): (0, 10)}, ranks, aggregate, steps=steps)
+    repo.existing_runs(runs)
+    for steps in (None, (5, 9)):
+        repo.envelope("r1", "loss", 100, steps=steps)
+        repo.rank_spread("r1", "loss", steps=steps)
+        repo.key_non_finite("r1", "loss", steps=steps)
+    repo.rank_lag_cells("r1", "loss", 100)
+    repo.column_values(runs, ["lr"], ["team"])
+    for experiments in ((), ("exp",)):
+        repo.run_keys(experiments, 10)
     search = compile_search(
         ["exp"],
         parse_filter("metrics.a > 1 AND min(metrics.b) < 2 AND params.lr = '0.1' AND "

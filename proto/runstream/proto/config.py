@@ -31,6 +31,8 @@ CLICKHOUSE = "RUNSTREAM_CLICKHOUSE"
 CLICKHOUSE_DATABASE = "RUNSTREAM_CLICKHOUSE_DATABASE"
 # host:port the query server listens on and the client dials.
 QUERY_ADDR = "RUNSTREAM_QUERY_ADDR"
+# host:port the web UI (the query server's HTTP JSON/SSE gateway) listens on.
+UI_ADDR = "RUNSTREAM_UI_ADDR"
 SPOOL_DIR = "RUNSTREAM_SPOOL_DIR"
 ARTIFACTS = "RUNSTREAM_ARTIFACTS"
 RUN_ID = "RUNSTREAM_RUN_ID"
@@ -64,6 +66,7 @@ TELEMETRY_DEVICE_MEMORY = "telemetry/device_memory_bytes"
 
 DEFAULT_TOPIC = "runstream.events"
 DEFAULT_QUERY_ADDR = "127.0.0.1:50051"
+DEFAULT_UI_ADDR = "127.0.0.1:8080"
 DEFAULT_DATABASE = "runstream"
 ENCODINGS = ("protobuf", "avro")
 

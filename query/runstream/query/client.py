@@ -50,7 +50,12 @@ from runstream.query.convert import (
     history_from_pb,
     view_to_pb,
 )
-from runstream.query.limits import DEFAULT_HISTORY_PAGE_SIZE, DEFAULT_RUNS_PAGE_SIZE
+from runstream.query.limits import (
+    DEFAULT_HISTORY_PAGE_SIZE,
+    DEFAULT_LAG_STEPS,
+    DEFAULT_RUNS_PAGE_SIZE,
+    DEFAULT_UI_MAX_POINTS,
+)
 from runstream.query.models import (
     Comparison,
     ExperimentInfo,
@@ -59,9 +64,12 @@ from runstream.query.models import (
     Lineage,
     MetricHistory,
     MetricSummary,
+    RankEnvelope,
     RankHealthReport,
+    RankLag,
     Run,
     RunInfo,
+    RunKeys,
     RunPage,
 )
 
@@ -84,6 +92,29 @@ SERVICE_CONFIG = json.dumps({
     "methodConfig": [{"name": [{"service": "runstream.v1.QueryService"}],
                       "retryPolicy": RETRY_POLICY}],
 })
+
+
+class RunList(list[RunInfo]):
+    """The runs of a SearchRuns page (a list), with ``columns``: parallel to the runs, each
+    run's values of the columns asked for ("params.X" / "tags.X" -> str, "metrics.X" ->
+    float; a value the run lacks has no entry); empty when none were asked for."""
+
+    columns: list[Mapping[str, str | float]]
+
+    def __init__(self, runs: Iterable[RunInfo] = (),
+                 columns: Iterable[Mapping[str, str | float]] = ()) -> None:
+        super().__init__(runs)
+        self.columns = list(columns)
+
+
+def _step_range(start_step: int | None, end_step: int | None) -> dict[str, int]:
+    """The optional start_step / end_step fields of a request, only those given."""
+    out = {}
+    if start_step is not None:
+        out["start_step"] = start_step
+    if end_step is not None:
+        out["end_step"] = end_step
+    return out
 
 
 def error_from_rpc(error: grpc.RpcError) -> RunstreamError:
@@ -190,7 +221,8 @@ class Client:
         order_by: Sequence[str] = (),
         experiments: Sequence[str] = (),
         view: str = "ACTIVE_ONLY",
-    ) -> tuple[list[RunInfo], str]:
+        columns: Sequence[str] = (),
+    ) -> tuple[RunList, str]:
         """One page of runs matching ``filter`` (MLflow grammar), in ``order_by`` order.
 
         ``experiment``/``experiments`` restrict the experiments (none = all); default
@@ -198,15 +230,17 @@ class Client:
         "ARCHIVED_ONLY" or "ALL" (ValueError for anything else). Returns the runs and
         the token of the next page ("" on the last page). ``page_size`` is 1..1000. A
         bad filter raises InvalidArgumentError naming the offending position.
+        ``columns`` ("params.X", "metrics.X", "tags.X"; at most 50): the runs' values of
+        them come back as the runs list's ``columns`` (see :class:`RunList`).
         """
         request = query_pb2.SearchRunsRequest(
             experiment=experiment or "", page_size=page_size, page_token=page_token,
             filter=filter, order_by=list(order_by), experiments=list(experiments),
-            view=view_to_pb(view),
+            view=view_to_pb(view), columns=list(columns),
         )
         response = self._call(self._stub.SearchRuns, request)
         page = from_pb(response, RunPage)
-        return list(page.runs), page.next_page_token
+        return RunList(page.runs, page.columns), page.next_page_token
 
     def iter_runs(
         self,
@@ -265,6 +299,58 @@ class Client:
                                                  lag_key=lag_key)
         return from_pb(self._call(self._stub.GetRankHealth, request), RankHealthReport)
 
+    def metric_histories(
+        self,
+        run_ids: Sequence[str],
+        keys: Sequence[str],
+        *,
+        max_points: int = DEFAULT_UI_MAX_POINTS,
+        ranks: Iterable[int] = (),
+        aggregate: str = "",
+        start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> list[MetricHistory]:
+        """Downsampled histories of several runs x keys in one call (see
+        GetMetricHistories): one per (run, key), run-major, each as
+        :meth:`metric_history` with ``max_points`` gives it, within the inclusive step
+        range. 1..50 runs, 1..20 keys, at most 200 series."""
+        request = query_pb2.GetMetricHistoriesRequest(
+            run_ids=list(run_ids), keys=list(keys), max_points=max_points,
+            ranks=sorted(set(ranks)), aggregate=aggregate_to_pb(aggregate),
+            **_step_range(start_step, end_step))
+        response = self._call(self._stub.GetMetricHistories, request)
+        return [history_from_pb(s.history, run_id=s.run_id, key=s.key, aggregate=aggregate)
+                for s in response.series]
+
+    def rank_envelope(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_points: int = DEFAULT_UI_MAX_POINTS,
+        start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> RankEnvelope:
+        """A key's spread across a run's ranks per step (see GetRankEnvelope): mean, min,
+        max and the rank at each extreme, bucketed to ``max_points``, with the departing
+        rank and each rank's first NaN/inf. NotFoundError if the run is unknown."""
+        request = query_pb2.GetRankEnvelopeRequest(
+            run_id=run_id, key=key, max_points=max_points, **_step_range(start_step, end_step))
+        return from_pb(self._call(self._stub.GetRankEnvelope, request), RankEnvelope)
+
+    def rank_lag(self, run_id: str, key: str = "", *, max_steps: int = DEFAULT_LAG_STEPS
+                 ) -> RankLag:
+        """Each rank's lag behind the median rank per step bucket (see GetRankLag); ``key``
+        "" = GetRankHealth's lag key. NotFoundError if the run is unknown."""
+        request = query_pb2.GetRankLagRequest(run_id=run_id, key=key, max_steps=max_steps)
+        return from_pb(self._call(self._stub.GetRankLag, request), RankLag)
+
+    def run_keys(self, experiments: Sequence[str] = ()) -> RunKeys:
+        """The param, metric and tag keys used by runs of these experiments (none = all),
+        sorted, at most 1,000 each (see ListRunKeys)."""
+        request = query_pb2.ListRunKeysRequest(experiments=list(experiments))
+        return from_pb(self._call(self._stub.ListRunKeys, request), RunKeys)
+
     def follow(
         self,
         run_id: str,
@@ -313,6 +399,8 @@ class Client:
         max_points: int = 0,
         aggregate: str = "",
         own_points_only: bool = False,
+        start_step: int | None = None,
+        end_step: int | None = None,
     ) -> MetricHistory:
         """Points of one metric ordered by (rank, step, ts_ms), deduplicated.
 
@@ -327,25 +415,50 @@ class Client:
         ``aggregate`` "mean"/"min"/"max" merges ranks per step. A forked run's history
         includes its parent's points up to the fork step, as one series;
         ``own_points_only`` leaves them out. NotFoundError for an unknown run; a run
-        without this metric gives an empty history.
+        without this metric gives an empty history. ``start_step`` / ``end_step``: only
+        steps in that inclusive range (downsampled over the range alone); a range is
+        read page by page (GetMetricHistory) even without ``page_token``.
         """
         rank_list = sorted(set(ranks or ()))
         agg = aggregate_to_pb(aggregate)
+        ranged = _step_range(start_step, end_step)
         if max_points:
             request = query_pb2.GetMetricHistoryRequest(
                 run_id=run_id, key=key, ranks=rank_list, max_points=max_points, aggregate=agg,
-                own_points_only=own_points_only,
+                own_points_only=own_points_only, start_step=start_step, end_step=end_step,
             )
             response = self._call(self._stub.GetMetricHistory, request)
             return history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate)
+        if page_token is None and ranged:
+            return self._all_pages(run_id, key, rank_list, page_size, agg, aggregate,
+                                   own_points_only, ranged)
         if page_token is None:
             return self._export(run_id, key, rank_list, agg, aggregate, own_points_only)
         request = query_pb2.GetMetricHistoryRequest(
             run_id=run_id, key=key, ranks=rank_list, page_size=page_size, page_token=page_token,
-            aggregate=agg, own_points_only=own_points_only,
+            aggregate=agg, own_points_only=own_points_only, **ranged,
         )
         response = self._call(self._stub.GetMetricHistory, request)
         return history_from_pb(response, run_id=run_id, key=key, aggregate=aggregate)
+
+    def _all_pages(self, run_id: str, key: str, ranks: list[int], page_size: int,
+                   agg: query_pb2.Aggregate, aggregate: str, own_points_only: bool,
+                   ranged: Mapping[str, int]) -> MetricHistory:
+        """Every point of a step range, page after page of GetMetricHistory, joined."""
+        out = MetricHistory(run_id=run_id, key=key, aggregate=aggregate)
+        token = ""
+        while True:
+            request = query_pb2.GetMetricHistoryRequest(
+                run_id=run_id, key=key, ranks=ranks, page_size=page_size, page_token=token,
+                aggregate=agg, own_points_only=own_points_only, **ranged)
+            response = self._call(self._stub.GetMetricHistory, request)
+            out.ranks.extend(response.ranks)
+            out.steps.extend(response.steps)
+            out.values.extend(response.values)
+            out.ts_ms.extend(response.ts_ms)
+            token = response.next_page_token
+            if not token:
+                return out
 
     def _export(self, run_id: str, key: str, ranks: list[int], agg: query_pb2.Aggregate,
                 aggregate: str, own_points_only: bool = False) -> MetricHistory:

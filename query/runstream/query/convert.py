@@ -60,11 +60,16 @@ from runstream.query.models import (
     Param,
     ParamConflict,
     PointsUpdate,
+    RankDeparture,
+    RankEnvelope,
     RankHealth,
     RankHealthReport,
     RankInfo,
+    RankLag,
+    RankNonFinite,
     Run,
     RunInfo,
+    RunKeys,
     RunPage,
     StatusUpdate,
     Tag,
@@ -107,6 +112,11 @@ PAIRS: tuple[tuple[type, type[Message]], ...] = (
     (Change, query_pb2.Change),
     (LineageMatch, query_pb2.LineageMatch),
     (Lineage, query_pb2.GetLineageResponse),
+    (RankDeparture, query_pb2.RankDeparture),
+    (RankNonFinite, query_pb2.RankNonFinite),
+    (RankEnvelope, query_pb2.GetRankEnvelopeResponse),
+    (RankLag, query_pb2.GetRankLagResponse),
+    (RunKeys, query_pb2.ListRunKeysResponse),
 )
 
 #: Dataclass fields their message does not carry: a history answers a request that named
@@ -188,6 +198,43 @@ _ENUMS: dict[str, tuple[Callable[[Any], int], Callable[[int], Any]]] = {
     "runstream.v1.Aggregate": (aggregate_to_pb, aggregate_from_pb),
 }
 
+# --- messages whose domain form is no dataclass ---------------------------------------------
+
+#: A run's SearchRuns columns: one mapping, "params.X" / "tags.X" -> str, "metrics.X" ->
+#: float, on the wire as three maps keyed without the prefix.
+_COLUMN_KINDS = ("params", "metrics", "tags")
+
+
+def columns_to_pb(columns: Any) -> query_pb2.RunColumns:
+    """A run's column mapping as RunColumns (a name without a known prefix is skipped)."""
+    out = query_pb2.RunColumns()
+    for name, value in columns.items():
+        kind, _, key = name.partition(".")
+        if kind == "metrics":
+            out.metrics[key] = float(value)
+        elif kind in ("params", "tags"):
+            getattr(out, kind)[key] = str(value)
+    return out
+
+
+def columns_from_pb(message: Any) -> dict[str, str | float]:
+    """RunColumns as one mapping keyed by prefixed name, params, metrics, tags, each sorted."""
+    out: dict[str, str | float] = {}
+    for kind in _COLUMN_KINDS:
+        values = getattr(message, kind)
+        for key in sorted(values):
+            out[f"{kind}.{key}"] = values[key]
+    return out
+
+
+#: message full name -> (domain -> message, message -> domain), for repeated fields whose
+#: items are a mapping (RunColumns) or a list of floats (a row of the lag matrix).
+_CUSTOM: dict[str, tuple[Callable[[Any], Message], Callable[[Any], Any]]] = {
+    "runstream.v1.RunColumns": (columns_to_pb, columns_from_pb),
+    "runstream.v1.RankLagRow": (lambda row: query_pb2.RankLagRow(lag_ms=row),
+                                lambda m: m.lag_ms[:]),
+}
+
 # --- the mechanism ------------------------------------------------------------------------
 
 
@@ -222,7 +269,10 @@ def to_pb(obj: Any, message_cls: type[M]) -> M:
             continue
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             nested = _message_class(field.message_type)
-            if field.is_repeated:
+            custom = _CUSTOM.get(field.message_type.full_name)
+            if custom is not None:
+                value = [custom[0](item) for item in value]
+            elif field.is_repeated:
                 value = [to_pb(item, nested) for item in value]
             else:
                 value = to_pb(value, nested)
@@ -244,7 +294,12 @@ def from_pb(message: Message, cls: type[D], **given: Any) -> D:
         field = fields_by_name[f.name]
         value = getattr(message, f.name)
         hint = hints[f.name]
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        custom = (_CUSTOM.get(field.message_type.full_name)
+                  if field.type == FieldDescriptor.TYPE_MESSAGE else None)
+        if custom is not None:
+            items = [custom[1](item) for item in value]
+            value = items if typing.get_origin(hint) is list else tuple(items)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
             if field.is_repeated:
                 item_cls = typing.get_args(hint)[0]
                 value = tuple(from_pb(item, item_cls) for item in value)

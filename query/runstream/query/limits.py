@@ -32,3 +32,19 @@ MAX_FOLLOW_KEYS = 1000
 MAX_EXPERIMENTS_LISTED = 10_000
 #: GetIngestStatus: consumers heard from within this window.
 INGEST_WINDOW_MS = 60_000
+#: GetMetricHistories: distinct runs, distinct keys and (run, key) series in one call;
+#: the max_points of the UI calls when none is given.
+MAX_HISTORIES_RUNS = 50
+MAX_HISTORIES_KEYS = 20
+MAX_HISTORIES_SERIES = 200
+#: ... and series x max_points (a 64 MiB answer holds about 1.4 million downsampled points).
+MAX_HISTORIES_POINTS = 1_000_000
+DEFAULT_UI_MAX_POINTS = 1000
+#: GetRankLag: step buckets.
+MIN_LAG_STEPS = 2
+MAX_LAG_STEPS = 2000
+DEFAULT_LAG_STEPS = 200
+#: SearchRuns: columns asked for beside each run.
+MAX_SEARCH_COLUMNS = 50
+#: ListRunKeys: keys of each kind.
+MAX_RUN_KEYS = 1000

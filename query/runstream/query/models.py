@@ -11,6 +11,7 @@ read-only).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -270,10 +271,16 @@ class Lineage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunPage:
-    """One page of runs, newest start first; ``next_page_token`` is "" on the last page."""
+    """One page of runs, newest start first; ``next_page_token`` is "" on the last page.
+
+    ``columns`` (when asked for) is parallel to ``runs``: per run, "params.X" / "tags.X"
+    -> str and "metrics.X" -> float (the run's latest value of X); a value the run lacks
+    has no entry.
+    """
 
     runs: tuple[RunInfo, ...]
     next_page_token: str = ""
+    columns: tuple[Mapping[str, str | float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -458,3 +465,74 @@ class RankHealthReport:
     lag_key: str = ""
     suspects: tuple[int, ...] = ()
     attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankDeparture:
+    """The first step at which a rank departs from the others (see
+    :meth:`~runstream.query.service.QueryService.rank_envelope`): its value there and the
+    median over ranks."""
+
+    rank: int
+    step: int
+    value: float
+    median: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankNonFinite:
+    """The first NaN/inf of a key on one rank."""
+
+    rank: int
+    step: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankEnvelope:
+    """GetRankEnvelope: a key's spread across ranks, per step (or bucket of steps from
+    ``steps[i]`` when ``downsampled``), columnar. Over each rank's latest finite value at a
+    step: ``mean`` (bucket: mean of means), ``min``/``max`` (bucket: min of mins, max of
+    maxes) and the rank holding each (``min_rank``/``max_rank``), ``count`` the ranks
+    reporting (bucket: the most at one step). ``total_steps``: steps in the range before
+    bucketing. ``outlier_rank`` -1 = none."""
+
+    run_id: str
+    key: str
+    ranks: tuple[int, ...] = ()
+    steps: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    min: list[float] = field(default_factory=list)
+    max: list[float] = field(default_factory=list)
+    min_rank: list[int] = field(default_factory=list)
+    max_rank: list[int] = field(default_factory=list)
+    count: list[int] = field(default_factory=list)
+    downsampled: bool = False
+    total_steps: int = 0
+    outlier_rank: int = -1
+    departures: tuple[RankDeparture, ...] = ()
+    first_non_finite: tuple[RankNonFinite, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankLag:
+    """GetRankLag: ``lag_ms[i][j]`` is rank ``ranks[i]``'s mean, over the step bucket
+    starting at ``steps[j]``, of its first ts_ms at a step minus the median over ranks of
+    the first ts_ms at that step (ms; NaN: no point of the rank in the bucket)."""
+
+    run_id: str
+    key: str
+    ranks: tuple[int, ...] = ()
+    steps: list[int] = field(default_factory=list)
+    lag_ms: list[list[float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunKeys:
+    """ListRunKeys: the param, metric and tag keys runs use, sorted, at most 1,000 each
+    (``truncated``: a list was cut)."""
+
+    params: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    truncated: bool = False

@@ -63,10 +63,12 @@ from runstream.query.models import (
     Package,
     Param,
     ParamConflict,
+    RankDeparture,
+    RankNonFinite,
     Tag,
 )
 from runstream.query.ranks import Distribution
-from runstream.query.search_sql import ARCHIVED_RUNS, compile_search, keyset_value
+from runstream.query.search_sql import ARCHIVED_RUNS, SCOPE, compile_search, keyset_value
 from runstream.query.sql import (
     MAX_VALUE_KEY,
     MIN_VALUE_KEY,
@@ -75,7 +77,15 @@ from runstream.query.sql import (
     TS_SEQ_KEY,
     fill,
 )
-from runstream.query.storage import AccountRow, PointRows, RankRow, SearchRow, StatusRow
+from runstream.query.storage import (
+    AccountRow,
+    EnvelopeRows,
+    PointRows,
+    RankRow,
+    SearchRow,
+    StatusRow,
+    StepRange,
+)
 from runstream.query.tokens import PointCursor
 
 T = TypeVar("T")
@@ -212,11 +222,13 @@ GROUP BY run_id, key
 _POINTS = """
 SELECT rank, step, value, ts_ms, producer_id, seq, idx
 FROM metrics FINAL
-WHERE $run AND key = {key:String}$ranks$after
+WHERE $run AND key = {key:String}$ranks$steps$after
 ORDER BY rank, step, ts_ms, producer_id, seq, idx
 LIMIT {limit:UInt32}
 """
 _SOME_RANKS = " AND rank IN {ranks:Array(UInt32)}"
+# A step range (GetMetricHistory's start_step / end_step, inclusive).
+_STEP_RANGE = " AND step >= {start_step:Int64} AND step <= {end_step:Int64}"
 _POINTS_AFTER = """
     AND rank >= {after_rank:UInt32}
     AND (rank, step, ts_ms, producer_id, seq, idx) > ({after_rank:UInt32}, {after_step:Int64},
@@ -232,14 +244,14 @@ _SEGMENTS = """run_id IN {seg_runs:Array(String)}
 #: (rank filter?, after a cursor?) -> the query.
 POINTS_SQL: Mapping[tuple[bool, bool], str] = {
     (some_ranks, after): fill(_POINTS, run=_ONE_RUN, ranks=_SOME_RANKS if some_ranks else "",
-                              after=_POINTS_AFTER if after else "")
+                              after=_POINTS_AFTER if after else "", steps="")
     for some_ranks in (False, True)
     for after in (False, True)
 }
 #: The same over a fork's segments.
 FORK_POINTS_SQL: Mapping[tuple[bool, bool], str] = {
     (some_ranks, after): fill(_POINTS, run=_SEGMENTS, ranks=_SOME_RANKS if some_ranks else "",
-                              after=_POINTS_AFTER if after else "")
+                              after=_POINTS_AFTER if after else "", steps="")
     for some_ranks in (False, True)
     for after in (False, True)
 }
@@ -265,7 +277,7 @@ FORK_EXPORT_POINTS_SQL: Mapping[bool, str] = {
 # A series is one key of one run, all ranks or some ($ranks); aggregated, per (rank,
 # step) each rank's latest value at the step (idempotent under replays), then $agg
 # across ranks, as rank 0.
-_SERIES_WHERE = "$run AND key = {key:String}$ranks"
+_SERIES_WHERE = "$run AND key = {key:String}$ranks$steps"
 _AGGREGATED = """(
     SELECT toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
         SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
@@ -542,6 +554,201 @@ WHERE run_id = {run_id:String} AND ts_ms >= {since_ms:Int64} AND NOT startsWith(
 GROUP BY key
 ORDER BY n DESC, key
 LIMIT 1
+"""
+
+
+# --- the web UI's reads (GetMetricHistories, GetRankEnvelope, GetRankLag, SearchRuns
+# columns, ListRunKeys) ----------------------------------------------------------------------
+
+# Several (run, key) series at once: the same points and aggregates as _SERIES_WHERE and
+# _AGGREGATED, grouped by series too: run i's key j is series i * n_keys + j (run_index and
+# key_index are 0, 1, ...: transform runs on the dictionary of a LowCardinality column, so
+# numbering the rows costs far less than grouping by the two strings).
+_MULTI_WHERE = "run_id IN {run_ids:Array(String)} AND key IN {keys:Array(String)}$ranks$steps"
+_SERIES_INDEX = """(transform(run_id, {run_ids:Array(String)}, {run_index:Array(UInt32)},
+        toUInt32(0)) * {n_keys:UInt32}
+    + transform(key, {keys:Array(String)}, {key_index:Array(UInt32)}, toUInt32(0)))"""
+_MULTI_AGGREGATED = """(
+    SELECT series, toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
+        SELECT $series AS series, rank, step, argMax(value, (ts_ms, seq, idx)) AS v,
+            max(ts_ms) AS t
+        FROM metrics
+        WHERE $where
+        GROUP BY series, rank, step
+    )
+    GROUP BY series, step
+)"""
+MULTI_RANGE_SQL = """
+SELECT $series AS s, min(step) AS lo, max(step) AS hi, count() AS n
+FROM $source
+WHERE $where
+GROUP BY s
+"""
+# BUCKETS_SQL over several series, each with its own first step and width (arrays indexed
+# by series + 1).
+MULTI_BUCKETS_SQL = """
+WITH $min_key AS min_key, $max_key AS max_key
+SELECT $series AS s, rank,
+    intDiv(step - arrayElement({series_lo:Array(Int64)}, s + 1),
+        arrayElement({series_width:Array(Int64)}, s + 1)) AS bucket,
+    count() AS n,
+    min(value) AS lo_v, max(value) AS hi_v,
+    argMin(step, min_key), argMin(value, min_key), argMin(ts_ms, min_key),
+    argMax(step, max_key), argMax(value, max_key), argMax(ts_ms, max_key),
+    avg(toFloat64(step)) AS avg_step, $avg_value AS avg_v,
+    min(step), argMin(value, step), argMin(ts_ms, step),
+    max(step), argMax(value, step), argMax(ts_ms, step)
+FROM $source
+WHERE $where
+GROUP BY s, rank, bucket
+ORDER BY s, rank, bucket
+"""
+# Which of these runs exist (as RUN_EXISTS_SQL decides for one).
+RUNS_EXISTING_SQL = """
+SELECT run_id FROM (
+    SELECT run_id FROM runs WHERE run_id IN {run_ids:Array(String)}
+    UNION ALL SELECT run_id FROM run_status WHERE run_id IN {run_ids:Array(String)}
+    UNION ALL SELECT toString(run_id) AS run_id FROM metrics
+        WHERE run_id IN {run_ids:Array(String)}
+)
+GROUP BY run_id
+"""
+
+# Each rank's latest value at each step of one key (as _AGGREGATED takes it), finite only.
+_RANK_STEPS = """(
+    SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v
+    FROM metrics
+    WHERE run_id = {run_id:String} AND key = {key:String}$steps
+    GROUP BY rank, step
+)"""
+# The envelope per step (mean, min, max over ranks and the lowest rank at each extreme),
+# then per bucket of steps (width as downsample.bucket_width: ceil(span / max_points)):
+# mean of the means, min of the mins and max of the maxes with the rank and first step of
+# each, the most ranks at a step, and the steps in all.
+ENVELOPE_SQL = """
+SELECT min(step), avg(mean_v), min(min_v), argMin(min_r, tuple(min_v, step)),
+    max(max_v), argMax(max_r, tuple(max_v, -step)), max(n), min(total)
+FROM (
+    SELECT step, mean_v, min_v, min_r, max_v, max_r, n, count() OVER () AS total,
+        intDiv(step - min(step) OVER (), greatest(toInt64(1), intDiv(
+            max(step) OVER () - min(step) OVER () + {max_points:Int64}, {max_points:Int64})))
+            AS bucket
+    FROM (
+        SELECT step, $mean AS mean_v, min(v) AS min_v, argMin(rank, tuple(v, rank)) AS min_r,
+            max(v) AS max_v, argMax(rank, tuple(v, -toInt64(rank))) AS max_r, count() AS n
+        FROM $rank_steps
+        WHERE isFinite(v)
+        GROUP BY step
+    )
+)
+GROUP BY bucket
+ORDER BY bucket
+"""
+#: A rank departs at a step (of 3 ranks or more) when |v - median| is over
+#: DEPARTURE_MADS x the larger of the step's median absolute deviation across ranks and
+#: the median of that over the series (the run's usual spread: one noisy step's small MAD
+#: does not count), with a floor of 1e-6 x |median| (and 1e-12): for DEPARTURE_RUN of its
+#: steps in a row. Its departure is the first step of its first such run.
+DEPARTURE_MADS = 6
+DEPARTURE_RUN = 3
+# Per rank, in one pass: at how many steps (of two ranks or more) it holds the min and the
+# max, and its departure. Gaps and islands: a flagged row's island is its number among the
+# rank's steps (rn) less the flagged rows up to it, constant along consecutive steps;
+# unflagged rows are island -1.
+RANK_SPREAD_SQL = f"""
+SELECT rank, sum(lo_n), sum(hi_n), countIf(departs), minIf(at, departs),
+    argMinIf(at_v, at, departs), argMinIf(at_med, at, departs)
+FROM (
+    SELECT rank, island, countIf(is_lo) AS lo_n, countIf(is_hi) AS hi_n,
+        island >= 0 AND count() >= {DEPARTURE_RUN} AS departs,
+        min(step) AS at, argMin(v, step) AS at_v, argMin(med, step) AS at_med
+    FROM (
+        SELECT rank, step, v, med, is_lo, is_hi,
+            if(flag, rn - sum(toInt64(flag)) OVER (PARTITION BY rank ORDER BY step),
+               toInt64(-1)) AS island
+        FROM (
+            SELECT rank, step, v, med, toInt64(rn) AS rn, n > 1 AND v = lo AS is_lo,
+                n > 1 AND v = hi AS is_hi,
+                n >= 3 AND abs(v - med) > {DEPARTURE_MADS} * greatest(mad,
+                    median(mad) OVER (), 0.000001 * abs(med), 0.000000000001) AS flag
+            FROM (
+                SELECT rank, step, v, med, rn, n, lo, hi,
+                    median(abs(v - med)) OVER (PARTITION BY step) AS mad
+                FROM (
+                    SELECT rank, step, v, median(v) OVER (PARTITION BY step) AS med,
+                        min(v) OVER (PARTITION BY step) AS lo,
+                        max(v) OVER (PARTITION BY step) AS hi,
+                        count() OVER (PARTITION BY step) AS n,
+                        row_number() OVER (PARTITION BY rank ORDER BY step) AS rn
+                    FROM $rank_steps
+                    WHERE isFinite(v)
+                )
+            )
+        )
+    )
+    GROUP BY rank, island
+)
+GROUP BY rank
+ORDER BY rank
+"""  # noqa: S608 (two constants)
+# The first NaN/inf of one key on each rank (as FIRST_NON_FINITE_SQL for every key).
+KEY_NON_FINITE_SQL = """
+SELECT rank, min(step), argMin(value, tuple(step, ts_ms, seq, idx))
+FROM metrics
+WHERE run_id = {run_id:String} AND key = {key:String} AND NOT isFinite(value)$steps
+GROUP BY rank
+ORDER BY rank
+"""
+
+# GetRankLag: per (rank, step) the lag of RANK_LAGS_SQL (steps two ranks or more logged),
+# then per rank its mean over buckets of steps (width: ceil(span / max_steps)).
+RANK_LAG_SQL = """
+SELECT rank, bucket, min(lo), min(width), avg(lag_ms) FROM (
+    SELECT rank, lag_ms, lo,
+        greatest(toInt64(1), intDiv(hi - lo + {max_steps:Int64}, {max_steps:Int64})) AS width,
+        intDiv(step - lo, width) AS bucket
+    FROM (
+        SELECT rank, step, first_ms - median(first_ms) OVER (PARTITION BY step) AS lag_ms,
+            count() OVER (PARTITION BY step) AS ranks_at_step,
+            min(step) OVER () AS lo, max(step) OVER () AS hi
+        FROM (
+            SELECT rank, step, min(ts_ms) AS first_ms
+            FROM metrics
+            WHERE run_id = {run_id:String} AND key = {key:String} AND ts_ms >= {since_ms:Int64}
+            GROUP BY rank, step
+        )
+    )
+    WHERE ranks_at_step > 1
+)
+GROUP BY rank, bucket
+ORDER BY rank, bucket
+"""
+
+# SearchRuns columns: the page's runs' values of some params (as PARAMS_SQL: the lowest
+# rank's first value) and tags.
+PARAM_COLUMNS_SQL = fill("""
+SELECT run_id, key, argMin(value, $first)
+FROM param_values FINAL
+WHERE run_id IN {run_ids:Array(String)} AND key IN {keys:Array(String)}
+GROUP BY run_id, key
+""", first=PARAM_FIRST_KEY)
+TAG_COLUMNS_SQL = """
+SELECT run_id, key, value
+FROM tags FINAL
+WHERE run_id IN {run_ids:Array(String)} AND key IN {keys:Array(String)}
+"""
+
+# ListRunKeys: the keys of each kind, sorted, at most {limit} each; $scope: only the runs
+# of some experiments (search_sql.SCOPE).
+RUN_KEYS_SQL = """
+SELECT kind, key FROM (
+    SELECT 'params' AS kind, key FROM param_values$scope GROUP BY key
+    UNION ALL SELECT 'metrics' AS kind, toString(key) AS key FROM metric_summaries$scope
+        GROUP BY key
+    UNION ALL SELECT 'tags' AS kind, key FROM tags$scope GROUP BY key
+)
+ORDER BY kind, key
+LIMIT {limit:UInt32} BY kind
 """
 
 
@@ -901,12 +1108,15 @@ class ClickHouseRepository:
         limit: int,
         *,
         segments: Sequence[Segment] = (),
+        steps: StepRange | None = None,
     ) -> PointRows:
-        """A page of points; ``segments``: a fork's history (else the run's own points)."""
+        """A page of points; ``segments``: a fork's history (else the run's own points);
+        ``steps``: only steps in this inclusive range."""
         params: dict[str, Any] = {"run_id": run_id, "key": key, "limit": limit}
         if ranks:
             params["ranks"] = list(ranks)
         _add_segments(params, segments)
+        _add_steps(params, steps)
         if after is not None:
             params.update(
                 after_rank=after.rank,
@@ -917,6 +1127,10 @@ class ClickHouseRepository:
                 after_idx=after.idx,
             )
         sql = (FORK_POINTS_SQL if segments else POINTS_SQL)[(bool(ranks), after is not None)]
+        if steps is not None:
+            sql = fill(_POINTS, run=_SEGMENTS if segments else _ONE_RUN,
+                       ranks=_SOME_RANKS if ranks else "",
+                       after=_POINTS_AFTER if after is not None else "", steps=_STEP_RANGE)
         r, s, v, t, p, q, i = self._column_blocks(sql, params, 7)
         # The identity columns only serve the page's cursor: they stay in blocks, read by
         # index, never converted point by point.
@@ -924,7 +1138,8 @@ class ClickHouseRepository:
                          producer_ids=_Blocks(p), seqs=_Blocks(q), idxs=_Blocks(i))
 
     def _series(self, run_id: str, key: str, ranks: Sequence[int], aggregate: str,
-                segments: Sequence[Segment] = ()) -> tuple[str, str, dict[str, Any]]:
+                segments: Sequence[Segment] = (), steps: StepRange | None = None,
+                ) -> tuple[str, str, dict[str, Any]]:
         """(source, where-on-source, parameters) of one (possibly aggregated) series: the
         run's own points, or a fork's history over ``segments``."""
         params: dict[str, Any] = {"run_id": run_id, "key": key}
@@ -932,7 +1147,8 @@ class ClickHouseRepository:
             params["ranks"] = list(ranks)
         _add_segments(params, segments)
         where = fill(_SERIES_WHERE, run=_SEGMENTS if segments else _ONE_RUN,
-                     ranks=_SOME_RANKS if ranks else "")
+                     ranks=_SOME_RANKS if ranks else "", steps=_STEP_RANGE if steps else "")
+        _add_steps(params, steps)
         if aggregate:
             source = fill(_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where)
             return source, "NOT isNaN(value)", params
@@ -940,42 +1156,34 @@ class ClickHouseRepository:
 
     def series_range(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
-        segments: Sequence[Segment] = (),
+        segments: Sequence[Segment] = (), steps: StepRange | None = None,
     ) -> tuple[int, int, int]:
-        """(min step, max step, point count) of the series' non-NaN points; count 0 if none."""
-        source, where, params = self._series(run_id, key, ranks, aggregate, segments)
+        """(min step, max step, point count) of the series' non-NaN points; count 0 if none.
+        ``steps``: only steps in this inclusive range (every method below takes it too)."""
+        source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         row = self._rows(fill(RANGE_SQL, source=source, where=where), params)[0]
         return int(row[0]), int(row[1]), int(row[2])
 
     def buckets(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int,
-        *, segments: Sequence[Segment] = (),
+        *, segments: Sequence[Segment] = (), steps: StepRange | None = None,
     ) -> list[Bucket]:
         """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
-        source, where, params = self._series(run_id, key, ranks, aggregate, segments)
+        source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         params.update(lo=lo, width=width)
-        out = []
-        for (rank, bucket, n, lo_v, hi_v, min_s, min_v, min_t, max_s, max_v, max_t, avg_step,
-             avg_v, first_s, first_v, first_t, last_s, last_v, last_t) in self._rows(
-                fill(BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY, source=source,
-                     where=where, avg_value=_AVG_VALUE), params):
-            out.append(Bucket(
-                int(rank), int(bucket), int(n), float(lo_v), float(hi_v),
-                (int(min_s), float(min_v), int(min_t)), (int(max_s), float(max_v), int(max_t)),
-                float(avg_step), float(avg_v), (int(first_s), float(first_v), int(first_t)),
-                (int(last_s), float(last_v), int(last_t)),
-            ))
-        return out
+        return [_bucket(row) for row in self._rows(
+            fill(BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY, source=source,
+                 where=where, avg_value=_AVG_VALUE), params)]
 
     def aggregate_points(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
-        limit: int, *, segments: Sequence[Segment] = (),
+        limit: int, *, segments: Sequence[Segment] = (), steps: StepRange | None = None,
     ) -> tuple[list[int], list[float], list[int]]:
         """Steps, aggregated values and latest ts_ms after ``after_step``, by step."""
-        source, _, params = self._series(run_id, key, ranks, aggregate, segments)
+        source, _, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         params.update(after_step=after_step, limit=limit)
-        steps, values, ts = self._columns(fill(AGGREGATE_PAGE_SQL, source=source), params, 3)
-        return steps, values, ts
+        at, values, ts = self._columns(fill(AGGREGATE_PAGE_SQL, source=source), params, 3)
+        return at, values, ts
 
     def export_points(
         self, run_id: str, key: str, ranks: Sequence[int], *, segments: Sequence[Segment] = ()
@@ -1174,6 +1382,178 @@ class ClickHouseRepository:
         """The run's key with the most points, system/* left out; "" if none."""
         rows = self._rows(BUSIEST_KEY_SQL, {"run_id": run_id, "since_ms": since_ms})
         return str(rows[0][0]) if rows else ""
+
+
+    # --- the web UI's reads ---
+
+    def _multi_series(self, run_ids: Sequence[str], keys: Sequence[str], ranks: Sequence[int],
+                      aggregate: str, steps: StepRange | None
+                      ) -> tuple[str, str, str, dict[str, Any]]:
+        """(source, where-on-source, series-number expression, parameters) of several
+        series (see _SERIES_INDEX)."""
+        params: dict[str, Any] = {
+            "run_ids": list(run_ids), "keys": list(keys), "n_keys": len(keys),
+            "run_index": list(range(len(run_ids))), "key_index": list(range(len(keys)))}
+        if ranks:
+            params["ranks"] = list(ranks)
+        _add_steps(params, steps)
+        where = fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "",
+                     steps=_STEP_RANGE if steps else "")
+        if aggregate:
+            source = fill(_MULTI_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where,
+                          series=_SERIES_INDEX)
+            return source, "NOT isNaN(value)", "series", params
+        return "metrics", where + " AND NOT isNaN(value)", _SERIES_INDEX, params
+
+    def series_ranges(
+        self, run_ids: Sequence[str], keys: Sequence[str], ranks: Sequence[int], aggregate: str,
+        *, steps: StepRange | None = None,
+    ) -> dict[tuple[str, str], tuple[int, int, int]]:
+        """(run_id, key) -> :meth:`series_range` of every (run, key) with a non-NaN point,
+        in one query."""
+        if not run_ids or not keys:
+            return {}
+        source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
+                                                           steps)
+        sql = fill(MULTI_RANGE_SQL, source=source, where=where, series=series)
+        return {(run_ids[int(i) // len(keys)], keys[int(i) % len(keys)]):
+                (int(lo), int(hi), int(n)) for i, lo, hi, n in self._rows(sql, params)}
+
+    def series_buckets(
+        self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
+        aggregate: str, *, steps: StepRange | None = None,
+    ) -> dict[tuple[str, str], list[Bucket]]:
+        """(run_id, key) -> :meth:`buckets` of each series in ``bounds`` ((run_id, key) ->
+        (first step, width)), in one query."""
+        out: dict[tuple[str, str], list[Bucket]] = {series: [] for series in bounds}
+        if not bounds:
+            return out
+        run_ids = sorted({r for r, _ in bounds})
+        keys = sorted({k for _, k in bounds})
+        source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
+                                                           steps)
+        lo = [0] * (len(run_ids) * len(keys))
+        width = [1] * len(lo)
+        names = [(r, k) for r in run_ids for k in keys]
+        for i, name in enumerate(names):
+            if name in bounds:
+                lo[i], width[i] = bounds[name]
+        params.update(series_lo=lo, series_width=width)
+        sql = fill(MULTI_BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY,
+                   source=source, where=where, avg_value=_AVG_VALUE, series=series)
+        for row in self._rows(sql, params):
+            name = names[int(row[0])]
+            if name in out:
+                out[name].append(_bucket(row[1:]))
+        return out
+
+    def existing_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """The runs among these that exist (as :meth:`run_exists` says for one)."""
+        if not run_ids:
+            return set()
+        return {str(r) for (r,) in self._rows(RUNS_EXISTING_SQL, {"run_ids": list(run_ids)})}
+
+    def _rank_steps(self, run_id: str, key: str, steps: StepRange | None
+                    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"run_id": run_id, "key": key}
+        _add_steps(params, steps)
+        return fill(_RANK_STEPS, steps=_STEP_RANGE if steps else ""), params
+
+    def envelope(self, run_id: str, key: str, max_points: int, *,
+                 steps: StepRange | None = None) -> EnvelopeRows:
+        """The cross-rank envelope of one key in at most ``max_points`` step buckets."""
+        rank_steps, params = self._rank_steps(run_id, key, steps)
+        params["max_points"] = max_points
+        out = EnvelopeRows()
+        for first, mean, lo, lo_r, hi, hi_r, n, total in self._rows(
+                fill(ENVELOPE_SQL, mean=stable_avg("v"), rank_steps=rank_steps), params):
+            out.steps.append(int(first))
+            out.mean.append(float(mean))
+            out.min.append(float(lo))
+            out.min_rank.append(int(lo_r))
+            out.max.append(float(hi))
+            out.max_rank.append(int(hi_r))
+            out.count.append(int(n))
+            out.total_steps = int(total)
+        return out
+
+    def rank_spread(self, run_id: str, key: str, *, steps: StepRange | None = None
+                    ) -> tuple[dict[int, tuple[int, int]], list[RankDeparture]]:
+        """(rank -> (steps at which it holds the min, the max), each rank's first departure
+        (RANK_SPREAD_SQL says when a rank departs), by rank) of every rank with a finite
+        value of the key, in one query."""
+        rank_steps, params = self._rank_steps(run_id, key, steps)
+        extremes: dict[int, tuple[int, int]] = {}
+        departures = []
+        for r, lo_n, hi_n, departs, at, v, med in self._rows(
+                fill(RANK_SPREAD_SQL, rank_steps=rank_steps), params):
+            extremes[int(r)] = (int(lo_n), int(hi_n))
+            if departs:
+                departures.append(RankDeparture(rank=int(r), step=int(at), value=float(v),
+                                                median=float(med)))
+        return extremes, departures
+
+    def key_non_finite(self, run_id: str, key: str, *, steps: StepRange | None = None
+                       ) -> list[RankNonFinite]:
+        """Each rank's first NaN/inf of the key, by rank."""
+        params: dict[str, Any] = {"run_id": run_id, "key": key}
+        _add_steps(params, steps)
+        sql = fill(KEY_NON_FINITE_SQL, steps=_STEP_RANGE if steps else "")
+        return [RankNonFinite(rank=int(r), step=int(s), value=float(v))
+                for r, s, v in self._rows(sql, params)]
+
+    def rank_lag_cells(self, run_id: str, key: str, max_steps: int, since_ms: int = 0
+                       ) -> list[tuple[int, int, float]]:
+        """(rank, first step of its bucket, mean lag ms) of every non-empty cell, by rank
+        then step."""
+        return [(int(r), int(lo) + int(b) * int(w), float(lag)) for r, b, lo, w, lag in self._rows(
+            RANK_LAG_SQL, {"run_id": run_id, "key": key, "max_steps": max_steps,
+                           "since_ms": since_ms})]
+
+    def column_values(
+        self, run_ids: Sequence[str], params: Sequence[str], tags: Sequence[str]
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+        """(run_id -> param key -> value, run_id -> tag key -> value) of these runs, for
+        these keys: one query per kind (none for a kind without keys)."""
+        found: list[dict[str, dict[str, str]]] = []
+        for sql, keys in ((PARAM_COLUMNS_SQL, params), (TAG_COLUMNS_SQL, tags)):
+            out: dict[str, dict[str, str]] = {}
+            if keys and run_ids:
+                for run_id, k, v in self._rows(sql, {"run_ids": list(run_ids),
+                                                     "keys": list(keys)}):
+                    out.setdefault(run_id, {})[k] = v
+            found.append(out)
+        return found[0], found[1]
+
+    def run_keys(self, experiments: Sequence[str], limit: int) -> dict[str, list[str]]:
+        """"params" / "metrics" / "tags" -> the keys used by runs of these experiments
+        (none = all), sorted, at most ``limit`` each."""
+        params: dict[str, Any] = {"limit": limit}
+        scope = ""
+        if experiments:
+            params["experiments"] = list(experiments)
+            scope = f" WHERE {SCOPE}"
+        out: dict[str, list[str]] = {"params": [], "metrics": [], "tags": []}
+        for kind, key in self._rows(fill(RUN_KEYS_SQL, scope=scope), params):
+            out[kind].append(key)
+        return out
+
+
+def _bucket(row: Sequence[Any]) -> Bucket:
+    """A Bucket from a row of BUCKETS_SQL's columns."""
+    (rank, bucket, n, lo_v, hi_v, min_s, min_v, min_t, max_s, max_v, max_t, avg_step,
+     avg_v, first_s, first_v, first_t, last_s, last_v, last_t) = row
+    return Bucket(
+        int(rank), int(bucket), int(n), float(lo_v), float(hi_v),
+        (int(min_s), float(min_v), int(min_t)), (int(max_s), float(max_v), int(max_t)),
+        float(avg_step), float(avg_v), (int(first_s), float(first_v), int(first_t)),
+        (int(last_s), float(last_v), int(last_t)),
+    )
+
+def _add_steps(params: dict[str, Any], steps: StepRange | None) -> None:
+    """Bind an inclusive step range."""
+    if steps is not None:
+        params["start_step"], params["end_step"] = steps
 
 
 def _add_segments(params: dict[str, Any], segments: Sequence[Segment]) -> None:

@@ -12,10 +12,11 @@ Every method blocks on the repository.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from runstream.proto import config as names
@@ -44,7 +45,9 @@ from runstream.query.attempts import (
 from runstream.query.downsample import Bucket, bucket_width, select_points
 from runstream.query.limits import (
     DEFAULT_HISTORY_PAGE_SIZE,
+    DEFAULT_LAG_STEPS,
     DEFAULT_RUNS_PAGE_SIZE,
+    DEFAULT_UI_MAX_POINTS,
     INGEST_WINDOW_MS,
     MAX_COMPARED_METRICS,
     MAX_COMPARED_RUNS,
@@ -53,11 +56,19 @@ from runstream.query.limits import (
     MAX_EXPORT_CHUNK,
     MAX_FOLLOW_BATCH,
     MAX_FOLLOW_KEYS,
+    MAX_HISTORIES_KEYS,
+    MAX_HISTORIES_POINTS,
+    MAX_HISTORIES_RUNS,
+    MAX_HISTORIES_SERIES,
     MAX_HISTORY_PAGE_SIZE,
+    MAX_LAG_STEPS,
     MAX_MAX_POINTS,
     MAX_RANKS_FILTER,
+    MAX_RUN_KEYS,
     MAX_RUNS_PAGE_SIZE,
+    MAX_SEARCH_COLUMNS,
     MIN_COMPARED_RUNS,
+    MIN_LAG_STEPS,
     MIN_MAX_POINTS,
 )
 from runstream.query.models import (
@@ -77,16 +88,20 @@ from runstream.query.models import (
     MetricSummary,
     Note,
     PointsUpdate,
+    RankEnvelope,
     RankHealthReport,
     RankInfo,
+    RankLag,
     Run,
     RunInfo,
+    RunKeys,
     RunPage,
     StatusUpdate,
 )
-from runstream.query.storage import AccountRow, RankRow, RunRepository
+from runstream.query.storage import AccountRow, RankRow, RunRepository, StepRange, UiStore
 from runstream.query.tokens import PointCursor
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 DEFAULT_MAX_FOLLOWERS = 8
 DEFAULT_FOLLOW_POLL_S = 0.5
 #: How long FollowRun holds back a rank's terminal status while none of the points its
@@ -134,6 +149,116 @@ def validate_ranks(ranks: Iterable[int]) -> tuple[int, ...]:
         if not 0 <= rank < MAX_WORLD_SIZE:
             raise InvalidArgumentError(f"rank {rank} out of range 0..{MAX_WORLD_SIZE - 1}")
     return tuple(out)
+
+
+def validate_step_range(start_step: int | None, end_step: int | None) -> StepRange | None:
+    """None when both are None, else the inclusive (start, end) with None as unbounded;
+    InvalidArgumentError when start_step > end_step or a bound is not an int64."""
+    if start_step is None and end_step is None:
+        return None
+    lo = INT64_MIN if start_step is None else start_step
+    hi = INT64_MAX if end_step is None else end_step
+    for name, v in (("start_step", lo), ("end_step", hi)):
+        if isinstance(v, bool) or not isinstance(v, int) or not INT64_MIN <= v <= INT64_MAX:
+            raise InvalidArgumentError(f"{name} {v!r} is not a step (an int64)")
+    if lo > hi:
+        raise InvalidArgumentError(f"start_step {lo} is after end_step {hi}")
+    return lo, hi
+
+
+def validate_max_points(max_points: int) -> int:
+    """``max_points`` if 2..10,000, else InvalidArgumentError."""
+    if not MIN_MAX_POINTS <= max_points <= MAX_MAX_POINTS:
+        raise InvalidArgumentError(
+            f"max_points {max_points} out of range {MIN_MAX_POINTS}..{MAX_MAX_POINTS}"
+            " (0 = every point, paged)"
+        )
+    return max_points
+
+
+#: SearchRuns column prefixes -> the kind of key they name (for its validation).
+COLUMN_KINDS = {"params": "param", "metrics": "metric", "tags": "tag"}
+
+
+def parse_columns(columns: Sequence[str]) -> dict[str, list[str]]:
+    """"params" / "metrics" / "tags" -> the distinct keys asked for, in order, from names
+    such as "params.lr"; InvalidArgumentError for more than 50 names, another prefix or
+    a bad key."""
+    if len(columns) > MAX_SEARCH_COLUMNS:
+        raise InvalidArgumentError(
+            f"{len(columns)} columns, over the limit of {MAX_SEARCH_COLUMNS}")
+    out: dict[str, list[str]] = {kind: [] for kind in COLUMN_KINDS}
+    for name in columns:
+        kind, dot, key = name.partition(".")
+        if not dot or kind not in COLUMN_KINDS:
+            raise InvalidArgumentError(
+                f"column {name[:300]!r} must be params.KEY, metrics.KEY or tags.KEY")
+        check_key(COLUMN_KINDS[kind], key, error=InvalidArgumentError)
+        if key not in out[kind]:
+            out[kind].append(key)
+    return out
+
+
+def default_lag_key(step_key: str, step_key_logged: bool, busiest: Callable[[], str]) -> str:
+    """GetRankHealth's (and GetRankLag's) lag key when none is asked for: the step-time key
+    if logged, else the run's key with the most points (``busiest``; "" if none)."""
+    return step_key if step_key_logged else busiest()
+
+
+def assemble_downsampled(run_id: str, key: str, aggregate: str, total: int,
+                         buckets: Iterable[Bucket]) -> MetricHistory:
+    """A downsampled MetricHistory from one series' buckets (by rank, then bucket): one
+    LTTB-chosen point per bucket, with the bucket's extremes and size. Pure."""
+    out = MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate,
+                        total_points=total)
+    by_rank: dict[int, list[Bucket]] = {}
+    for b in buckets:
+        by_rank.setdefault(b.rank, []).append(b)
+    for rank, mine in sorted(by_rank.items()):
+        for b, (step, value, ts) in zip(mine, select_points(mine), strict=True):
+            if not aggregate:
+                out.ranks.append(rank)
+            out.steps.append(step)
+            out.values.append(value)
+            out.ts_ms.append(ts)
+            out.min_values.append(b.min_value)
+            out.max_values.append(b.max_value)
+            out.bucket_counts.append(b.count)
+    return out
+
+
+def outlier_rank(extremes: Mapping[int, tuple[int, int]], departed: Iterable[int]) -> int:
+    """Of the ranks that depart from the others (``departed``), the one at the min or max
+    at the most steps (``extremes``: rank -> (steps at the min, steps at the max); ties: the
+    lowest rank); -1 when none departs or none of them is ever an extreme. A rank that is
+    the minimum everywhere by a hair but never departs (ranks differ a little) is no
+    outlier; one that diverges is, whoever holds the other extreme. Pure."""
+    candidates = [r for r in set(departed) if sum(extremes.get(r, (0, 0))) > 0]
+    if not candidates:
+        return -1
+    return min(candidates, key=lambda r: (-sum(extremes[r]), r))
+
+
+def lag_matrix(cells: Iterable[tuple[int, int, float]]) -> tuple[tuple[int, ...], list[int],
+                                                                 list[list[float]]]:
+    """(ranks, bucket steps, rank-major lag rows with NaN where a rank has no cell) from
+    (rank, bucket step, lag) cells. Pure."""
+    grid: dict[int, dict[int, float]] = {}
+    for rank, step, lag in cells:
+        grid.setdefault(rank, {})[step] = lag
+    ranks_out = tuple(sorted(grid))
+    steps = sorted({step for row in grid.values() for step in row})
+    return ranks_out, steps, [[grid[r].get(st, math.nan) for st in steps] for r in ranks_out]
+
+
+def _series_kw(seg: Sequence[Segment], steps: StepRange | None) -> dict[str, Any]:
+    """The keyword arguments of a series read: a fork's segments, a step range (neither: {})."""
+    kw: dict[str, Any] = {}
+    if seg:
+        kw["segments"] = seg
+    if steps is not None:
+        kw["steps"] = steps
+    return kw
 
 
 # --- assembly (pure) -------------------------------------------------------------------
@@ -399,6 +524,7 @@ class QueryService:
         order_by: Sequence[str] = (),
         experiments: Sequence[str] = (),
         view: str = "ACTIVE_ONLY",
+        columns: Sequence[str] = (),
     ) -> RunPage:
         """Runs matching ``filter_text`` (MLflow grammar, see :mod:`filters`), keyset-paged.
 
@@ -410,7 +536,13 @@ class QueryService:
         order; equal keys keep it). ``page_size`` 0 = 100, else
         1..1000. A bad filter, order_by or token raises InvalidArgumentError (a filter
         error names the token position).
+
+        ``columns`` ("params.X", "metrics.X", "tags.X"; at most 50): ``RunPage.columns``
+        holds, per run, its values of them (a metric: its latest value, as
+        MetricSummary.last; a missing value has no entry), read with one query per kind
+        for the whole page. Another prefix or a bad key is InvalidArgumentError.
         """
+        wanted_columns = parse_columns(columns)
         wanted = sorted({experiment, *experiments} - {""})
         if len(wanted) > MAX_EXPERIMENTS_FILTER:
             raise InvalidArgumentError(
@@ -453,7 +585,28 @@ class QueryService:
             for r in rows
         )
         token = tokens.encode_search_token(scope, rows[-1].keyset) if more else ""
-        return RunPage(runs=runs, next_page_token=token)
+        if not columns:
+            return RunPage(runs=runs, next_page_token=token)
+        return RunPage(runs=runs, next_page_token=token,
+                       columns=self._columns(ids, wanted_columns))
+
+    def _columns(self, ids: Sequence[str], wanted: Mapping[str, Sequence[str]]
+                 ) -> tuple[dict[str, str | float], ...]:
+        """Per run of ``ids``, its values of the wanted columns (at most three reads)."""
+        out: list[dict[str, str | float]] = [{} for _ in ids]
+        if not ids:
+            return ()
+        params, tags = self._ui.column_values(ids, wanted["params"], wanted["tags"])
+        metrics = (self._repo.metric_summaries(ids, list(wanted["metrics"]))
+                   if wanted["metrics"] else {})
+        for row, run_id in zip(out, ids, strict=True):
+            for k, v in params.get(run_id, {}).items():
+                row[f"params.{k}"] = v
+            for m in metrics.get(run_id, []):
+                row[f"metrics.{m.key}"] = m.last
+            for k, v in tags.get(run_id, {}).items():
+                row[f"tags.{k}"] = v
+        return tuple(out)
 
     def metric_history(
         self,
@@ -466,6 +619,8 @@ class QueryService:
         max_points: int = 0,
         aggregate: str = "",
         own_points_only: bool = False,
+        start_step: int | None = None,
+        end_step: int | None = None,
     ) -> MetricHistory:
         """A metric's points: every point paged (``max_points`` 0), or downsampled.
 
@@ -477,35 +632,39 @@ class QueryService:
         100,000, else 1..1,000,000. Downsampled (``max_points`` 2..10,000): at most that
         many points per series, with each bucket's min/max envelope, in one answer.
         ``aggregate`` ("mean", "min", "max") merges ranks per step into one series.
-        NotFoundError for an unknown run; a known run without this key gives no points.
+        ``start_step`` / ``end_step``: only steps in that inclusive range (None = unbounded),
+        in both modes (a fork's inherited points too); downsampling then covers only the
+        range, so a small range of a long series gives its real points. A page token
+        belongs to its range. NotFoundError for an unknown run; a known run without this
+        key gives no points.
         """
         validate_run_id(run_id)
         validate_metric_key(key)
         rank_filter = validate_ranks(ranks)
         if aggregate not in AGGREGATES:
             raise InvalidArgumentError(f"aggregate {aggregate!r} is not one of mean, min, max")
+        steps = validate_step_range(start_step, end_step)
         if max_points:
-            if not MIN_MAX_POINTS <= max_points <= MAX_MAX_POINTS:
-                raise InvalidArgumentError(
-                    f"max_points {max_points} out of range {MIN_MAX_POINTS}..{MAX_MAX_POINTS}"
-                    " (0 = every point, paged)"
-                )
+            validate_max_points(max_points)
             return self._downsampled(run_id, key, rank_filter, max_points, aggregate,
-                                     self._segments(run_id, own_points_only))
+                                     self._segments(run_id, own_points_only), steps)
         limit = page_size_or_default(page_size, DEFAULT_HISTORY_PAGE_SIZE, MAX_HISTORY_PAGE_SIZE)
         # A token belongs to its history: the fork's (as before for a run that is none)
-        # or the run's own points.
+        # or the run's own points, and its step range.
         scope_key = f"{key}\nown" if own_points_only else key
+        if steps is not None:
+            scope_key = f"{scope_key}\nsteps {start_step} {end_step}"
         if aggregate:
             after_agg = tokens.decode_history_token(page_token, run_id,
                                                     f"{scope_key}\n{aggregate}", rank_filter)
             return self._aggregate_page(run_id, key, rank_filter, aggregate, limit, after_agg,
-                                        scope_key, self._segments(run_id, own_points_only))
+                                        scope_key, self._segments(run_id, own_points_only),
+                                        steps)
         after = tokens.decode_history_token(page_token, run_id, scope_key, rank_filter)
         seg = self._segments(run_id, own_points_only)
-        page = (self._store.metric_points(run_id, key, rank_filter, after, limit + 1,
-                                          segments=seg) if seg else
-                self._repo.metric_points(run_id, key, rank_filter, after, limit + 1))
+        kw = _series_kw(seg, steps)
+        page = (self._ui.metric_points(run_id, key, rank_filter, after, limit + 1, **kw) if kw
+                else self._repo.metric_points(run_id, key, rank_filter, after, limit + 1))
         if not page.steps and after is None:
             self._check_exists(run_id)
         token = ""
@@ -617,12 +776,14 @@ class QueryService:
 
     def _aggregate_page(self, run_id: str, key: str, ranks: tuple[int, ...], aggregate: str,
                         limit: int, after: PointCursor | None, scope_key: str,
-                        seg: tuple[Segment, ...]) -> MetricHistory:
+                        seg: tuple[Segment, ...], step_range: StepRange | None = None
+                        ) -> MetricHistory:
         scoped_key = f"{scope_key}\n{aggregate}"
         after_step = after.step if after is not None else -(1 << 63)
+        kw = _series_kw(seg, step_range)
         steps, values, ts = (
-            self._store.aggregate_points(run_id, key, ranks, aggregate, after_step, limit + 1,
-                                         segments=seg) if seg else
+            self._ui.aggregate_points(run_id, key, ranks, aggregate, after_step, limit + 1,
+                                      **kw) if kw else
             self._repo.aggregate_points(run_id, key, ranks, aggregate, after_step, limit + 1))
         if not steps and after is None:
             self._check_exists(run_id)
@@ -634,31 +795,24 @@ class QueryService:
                              ts_ms=ts[:limit], next_page_token=token, aggregate=aggregate)
 
     def _downsampled(self, run_id: str, key: str, ranks: tuple[int, ...], max_points: int,
-                     aggregate: str, seg: tuple[Segment, ...] = ()) -> MetricHistory:
+                     aggregate: str, seg: tuple[Segment, ...] = (),
+                     steps: StepRange | None = None) -> MetricHistory:
+        kw = _series_kw(seg, steps)
         lo, hi, count = (
-            self._store.series_range(run_id, key, ranks, aggregate, segments=seg) if seg
+            self._ui.series_range(run_id, key, ranks, aggregate, **kw) if kw
             else self._repo.series_range(run_id, key, ranks, aggregate))
-        out = MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate,
-                            total_points=count)
         if count == 0:
             self._check_exists(run_id)
-            return out
+            return MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate)
         width = bucket_width(lo, hi, max_points)
-        by_rank: dict[int, list[Bucket]] = {}
-        for b in (self._store.buckets(run_id, key, ranks, aggregate, lo, width, segments=seg)
-                  if seg else self._repo.buckets(run_id, key, ranks, aggregate, lo, width)):
-            by_rank.setdefault(b.rank, []).append(b)
-        for rank, buckets in sorted(by_rank.items()):
-            for b, (step, value, ts) in zip(buckets, select_points(buckets), strict=True):
-                if not aggregate:
-                    out.ranks.append(rank)
-                out.steps.append(step)
-                out.values.append(value)
-                out.ts_ms.append(ts)
-                out.min_values.append(b.min_value)
-                out.max_values.append(b.max_value)
-                out.bucket_counts.append(b.count)
-        return out
+        return assemble_downsampled(
+            run_id, key, aggregate, count,
+            self._ui.buckets(run_id, key, ranks, aggregate, lo, width, **kw) if kw
+            else self._repo.buckets(run_id, key, ranks, aggregate, lo, width))
+
+    @property
+    def _ui(self) -> UiStore:
+        return cast(UiStore, self._repo)  # ClickHouseRepository is one
 
     # --- CompareRuns ---
 
@@ -933,9 +1087,9 @@ class QueryService:
             return mine({rank: d for (rank, k), d in stats.items() if k == key})
 
         step_times = of(step_key)
-        used_lag_key = lag_key or (
-            step_key if any(d.count for d in step_times.values())
-            else store.busiest_key(run_id, since_ms))
+        used_lag_key = lag_key or default_lag_key(
+            step_key, any(d.count for d in step_times.values()),
+            lambda: store.busiest_key(run_id, since_ms))
         lags = mine(store.rank_lags(run_id, used_lag_key, since_ms)) if used_lag_key else {}
         health = ranks.assemble(
             world_size,
@@ -956,4 +1110,186 @@ class QueryService:
             lag_ranks=[r for r, d in lags.items() if d.count],
             attempt=attempt,
             thresholds=thresholds,
+        )
+
+    # --- the web UI's calls: GetMetricHistories, GetRankEnvelope, GetRankLag, ListRunKeys ---
+
+    def metric_histories(
+        self,
+        run_ids: Sequence[str],
+        keys: Sequence[str],
+        *,
+        max_points: int = DEFAULT_UI_MAX_POINTS,
+        ranks: Iterable[int] = (),
+        aggregate: str = "",
+        start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> list[MetricHistory]:
+        """One downsampled MetricHistory per (run, key), run-major, each as
+        :meth:`metric_history` with ``max_points`` gives it (forks' histories included).
+
+        1..50 distinct runs, 1..20 distinct keys, at most 200 series and 1,000,000 for
+        series x ``max_points`` (what one answer can carry). A run without a key
+        gives an empty series; NotFoundError names the first unknown run. Runs that are
+        no fork are read together: two queries for all their series (ranges, buckets),
+        plus the fork walk and, for runs with no point at all, one existence check; a
+        fork's series are read one by one.
+        """
+        ids = list(dict.fromkeys(run_ids))
+        names_ = list(dict.fromkeys(keys))
+        if not 1 <= len(ids) <= MAX_HISTORIES_RUNS:
+            raise InvalidArgumentError(f"1..{MAX_HISTORIES_RUNS} distinct runs, not {len(ids)}")
+        if not 1 <= len(names_) <= MAX_HISTORIES_KEYS:
+            raise InvalidArgumentError(
+                f"1..{MAX_HISTORIES_KEYS} distinct keys, not {len(names_)}")
+        if len(ids) * len(names_) > MAX_HISTORIES_SERIES:
+            raise InvalidArgumentError(
+                f"{len(ids)} runs x {len(names_)} keys is {len(ids) * len(names_)} series,"
+                f" over the limit of {MAX_HISTORIES_SERIES}")
+        for run_id in ids:
+            validate_run_id(run_id)
+        for key in names_:
+            validate_metric_key(key)
+        rank_filter = validate_ranks(ranks)
+        if aggregate not in AGGREGATES:
+            raise InvalidArgumentError(f"aggregate {aggregate!r} is not one of mean, min, max")
+        validate_max_points(max_points)
+        if len(ids) * len(names_) * max_points > MAX_HISTORIES_POINTS:
+            raise InvalidArgumentError(
+                f"{len(ids) * len(names_)} series x max_points {max_points} is over the limit"
+                f" of {MAX_HISTORIES_POINTS} points; ask for fewer series or points")
+        steps = validate_step_range(start_step, end_step)
+        known = self._fork_walk(ids)
+        chains = {r: seg for r in ids if is_forked(seg := fork_segments(r, known))}
+        plain = [r for r in ids if r not in chains]
+        kw = _series_kw((), steps)
+        ranges = (self._ui.series_ranges(plain, names_, rank_filter, aggregate, **kw)
+                  if plain else {})
+        bounds = {series: (lo, bucket_width(lo, hi, max_points))
+                  for series, (lo, hi, n) in ranges.items() if n}
+        buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, **kw)
+        empty = [r for r in plain if not any((r, k) in bounds for k in names_)]
+        if empty:
+            existing = self._ui.existing_runs(empty)
+            for run_id in empty:
+                if run_id not in existing:
+                    raise NotFoundError(f"run {run_id!r} not found")
+        out = []
+        for run_id in ids:
+            for key in names_:
+                if run_id in chains:
+                    out.append(self._downsampled(run_id, key, rank_filter, max_points,
+                                                 aggregate, chains[run_id], steps))
+                elif (run_id, key) in bounds:
+                    out.append(assemble_downsampled(run_id, key, aggregate,
+                                                    ranges[(run_id, key)][2],
+                                                    buckets[(run_id, key)]))
+                else:
+                    out.append(MetricHistory(run_id=run_id, key=key, downsampled=True,
+                                             aggregate=aggregate))
+        return out
+
+    def rank_envelope(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_points: int = DEFAULT_UI_MAX_POINTS,
+        start_step: int | None = None,
+        end_step: int | None = None,
+    ) -> RankEnvelope:
+        """A key's spread across a run's ranks, per step, in at most ``max_points`` buckets.
+
+        Per step, over each rank's latest finite value at the step (every rank's points
+        count, of any attempt; the run's own points, not a fork's parent's): mean, min,
+        max, the lowest rank at each extreme and the ranks reporting. More steps than
+        ``max_points``: buckets of equal step width (as GetMetricHistory's), each with the
+        mean of its steps' means, the min of the mins and max of the maxes (with the rank
+        and first step of each: a spike is never hidden) and the most ranks at one step.
+
+        ``departures``: per rank, its first departure: the first of DEPARTURE_RUN (3)
+        consecutive steps of its at which (with 3 ranks or more reporting) |value -
+        median over ranks| > DEPARTURE_MADS (6) x the larger of the step's median absolute
+        deviation across ranks and the median of that over the series, floored at 1e-6
+        x |median| (:data:`runstream.query.repository.RANK_SPREAD_SQL`). ``outlier_rank``:
+        the rank at the min or max at the most steps, if it departs; else -1.
+        ``first_non_finite``: each rank's first NaN/inf of the key. All within the
+        inclusive step range. NotFoundError for an unknown run; a run without the key
+        gives an empty envelope. Three reads.
+        """
+        validate_run_id(run_id)
+        validate_metric_key(key)
+        validate_max_points(max_points)
+        steps = validate_step_range(start_step, end_step)
+        kw = _series_kw((), steps)
+        rows = self._ui.envelope(run_id, key, max_points, **kw)
+        extremes, departures = self._ui.rank_spread(run_id, key, **kw)
+        non_finite = self._ui.key_non_finite(run_id, key, **kw)
+        if not rows.steps and not non_finite:
+            self._check_exists(run_id)
+        return RankEnvelope(
+            run_id=run_id, key=key,
+            ranks=tuple(sorted(set(extremes) | {n.rank for n in non_finite})),
+            steps=rows.steps, mean=rows.mean, min=rows.min, max=rows.max,
+            min_rank=rows.min_rank, max_rank=rows.max_rank, count=rows.count,
+            downsampled=len(rows.steps) < rows.total_steps, total_steps=rows.total_steps,
+            outlier_rank=outlier_rank(extremes, (d.rank for d in departures)),
+            departures=tuple(departures), first_non_finite=tuple(non_finite),
+        )
+
+    def rank_lag(self, run_id: str, key: str = "", *, max_steps: int = DEFAULT_LAG_STEPS
+                 ) -> RankLag:
+        """A rank x step-bucket matrix of lag behind the median rank, for a heatmap.
+
+        Per step of ``key`` logged by two ranks or more: each rank's first ts_ms there
+        minus the median over ranks of the first ts_ms there (ms, the producers' clocks);
+        the steps cut into at most ``max_steps`` (2..2,000) buckets of equal width, each
+        cell the rank's mean over the bucket (NaN: no point of the rank there). As
+        :meth:`rank_health`: ``key`` "" = telemetry/step_time_s if logged, else the key
+        with the most points (``RankLag.key`` says which), and after a restart or resume
+        only points stamped at or after the latest attempt's start count.
+        NotFoundError for an unknown run. Blocks on about five reads.
+        """
+        validate_run_id(run_id)
+        if key:
+            validate_metric_key(key)
+        if not MIN_LAG_STEPS <= max_steps <= MAX_LAG_STEPS:
+            raise InvalidArgumentError(
+                f"max_steps {max_steps} out of range {MIN_LAG_STEPS}..{MAX_LAG_STEPS}")
+        one = [run_id]
+        rank_rows = self._repo.rank_rows(one)
+        events = self._store.status_events(one)[run_id]
+        if not rank_rows and not events and not self._repo.run_exists(run_id):
+            raise NotFoundError(f"run {run_id!r} not found")
+        numbered = self._number(run_id, rank_rows, events)
+        head = numbered.attempts[numbered.latest] if numbered.attempts else None
+        since_ms = head.start_ms if head is not None and numbered.latest > 0 else 0
+        store = cast(ranks.RankHealthStore, self._repo)  # ClickHouseRepository is one
+        step_key = names.TELEMETRY_STEP_TIME
+        used = key or default_lag_key(
+            step_key,
+            any(d.count for d in store.rank_value_stats(run_id, [step_key], since_ms).values()),
+            lambda: store.busiest_key(run_id, since_ms))
+        if not used:
+            return RankLag(run_id=run_id, key="")
+        rank_ids, steps, rows = lag_matrix(
+            self._ui.rank_lag_cells(run_id, used, max_steps, since_ms))
+        return RankLag(run_id=run_id, key=used, ranks=rank_ids, steps=steps, lag_ms=rows)
+
+    def run_keys(self, experiments: Sequence[str] = ()) -> RunKeys:
+        """The param, metric and tag keys used by runs of these experiments (none = all;
+        at most 100), each sorted, at most 1,000 (``truncated`` when one was cut). One read.
+        """
+        wanted = sorted(set(experiments) - {""})
+        if len(wanted) > MAX_EXPERIMENTS_FILTER:
+            raise InvalidArgumentError(
+                f"{len(wanted)} experiments, over the limit of {MAX_EXPERIMENTS_FILTER}")
+        for name in wanted:
+            validate_experiment(name)
+        found = self._ui.run_keys(wanted, MAX_RUN_KEYS + 1)
+        return RunKeys(
+            params=tuple(found["params"][:MAX_RUN_KEYS]),
+            metrics=tuple(found["metrics"][:MAX_RUN_KEYS]),
+            tags=tuple(found["tags"][:MAX_RUN_KEYS]),
+            truncated=any(len(v) > MAX_RUN_KEYS for v in found.values()),
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -28,6 +28,7 @@ from runstream.query.convert import (
     to_pb,
     view_from_pb,
 )
+from runstream.query.limits import DEFAULT_LAG_STEPS, DEFAULT_UI_MAX_POINTS
 from runstream.query.service import QueryService
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                 order_by=tuple(request.order_by),
                 experiments=tuple(request.experiments),
                 view=view_from_pb(request.view),
+                **({"columns": tuple(request.columns)} if request.columns else {}),
             )
             return to_pb(page, query_pb2.SearchRunsResponse)
 
@@ -86,6 +88,7 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
                     max_points=request.max_points,
                     aggregate=aggregate_from_pb(request.aggregate),
                     own_points_only=request.own_points_only,
+                    **_step_range(request),
                 ),
                 query_pb2.GetMetricHistoryResponse,
             ),
@@ -178,6 +181,60 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             ),
         )
 
+    def GetMetricHistories(
+        self, request: query_pb2.GetMetricHistoriesRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetMetricHistoriesResponse:
+        def call() -> query_pb2.GetMetricHistoriesResponse:
+            histories = self._service.metric_histories(
+                tuple(request.run_ids), tuple(request.keys),
+                max_points=request.max_points or DEFAULT_UI_MAX_POINTS,
+                ranks=tuple(request.ranks), aggregate=aggregate_from_pb(request.aggregate),
+                **_step_range(request))
+            return query_pb2.GetMetricHistoriesResponse(series=[
+                query_pb2.SeriesHistory(run_id=h.run_id, key=h.key,
+                                        history=to_pb(h, query_pb2.GetMetricHistoryResponse))
+                for h in histories])
+
+        return _answer(context, "GetMetricHistories", call)
+
+    def GetRankEnvelope(
+        self, request: query_pb2.GetRankEnvelopeRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetRankEnvelopeResponse:
+        return _answer(
+            context,
+            "GetRankEnvelope",
+            lambda: to_pb(
+                self._service.rank_envelope(
+                    request.run_id, request.key,
+                    max_points=request.max_points or DEFAULT_UI_MAX_POINTS,
+                    **_step_range(request)),
+                query_pb2.GetRankEnvelopeResponse,
+            ),
+        )
+
+    def GetRankLag(
+        self, request: query_pb2.GetRankLagRequest, context: grpc.ServicerContext
+    ) -> query_pb2.GetRankLagResponse:
+        return _answer(
+            context,
+            "GetRankLag",
+            lambda: to_pb(
+                self._service.rank_lag(request.run_id, request.key,
+                                       max_steps=request.max_steps or DEFAULT_LAG_STEPS),
+                query_pb2.GetRankLagResponse,
+            ),
+        )
+
+    def ListRunKeys(
+        self, request: query_pb2.ListRunKeysRequest, context: grpc.ServicerContext
+    ) -> query_pb2.ListRunKeysResponse:
+        return _answer(
+            context,
+            "ListRunKeys",
+            lambda: to_pb(self._service.run_keys(tuple(request.experiments)),
+                          query_pb2.ListRunKeysResponse),
+        )
+
     def GetLineage(
         self, request: query_pb2.GetLineageRequest, context: grpc.ServicerContext
     ) -> query_pb2.GetLineageResponse:
@@ -206,6 +263,13 @@ class QueryServicer(query_pb2_grpc.QueryServiceServicer):
             if update is None:
                 return
             yield follow_update_to_pb(update)
+
+
+def _step_range(request: Any) -> dict[str, int]:
+    """The request's optional start_step / end_step as keyword arguments (only those set:
+    a service of the old shape serves a request without them as before)."""
+    return {name: getattr(request, name) for name in ("start_step", "end_step")
+            if request.HasField(name)}
 
 
 def _answer(context: grpc.ServicerContext, method: str, call: Callable[[], R]) -> R:

@@ -13,7 +13,7 @@ them in one query, with a (possibly empty) entry for every id asked for.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from runstream.query import filters
@@ -29,9 +29,14 @@ from runstream.query.models import (
     MetricSummary,
     Param,
     ParamConflict,
+    RankDeparture,
+    RankNonFinite,
     Tag,
 )
 from runstream.query.tokens import PointCursor
+
+#: An inclusive (start_step, end_step) range of steps.
+StepRange = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +115,20 @@ class PointRows:
         )
 
 
+@dataclass(slots=True)
+class EnvelopeRows:
+    """The cross-rank envelope of one key, per step bucket (columnar), and the steps in all."""
+
+    steps: list[int] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    min: list[float] = field(default_factory=list)
+    max: list[float] = field(default_factory=list)
+    min_rank: list[int] = field(default_factory=list)
+    max_rank: list[int] = field(default_factory=list)
+    count: list[int] = field(default_factory=list)
+    total_steps: int = 0
+
+
 class RunRepository(Protocol):
     """What the service needs from storage. Thread-safe; every method blocks on storage."""
 
@@ -185,3 +204,61 @@ class RunRepository(Protocol):
 
     def experiments(self, limit: int) -> list[ExperimentInfo]: ...
     def ingest_progress(self, since_ms: int) -> list[IngestPartition]: ...
+
+
+class UiStore(Protocol):
+    """The reads of the web UI's calls (beside :class:`RunRepository`;
+    ``ClickHouseRepository`` is one): step ranges on a series' reads, several series at
+    once, the cross-rank envelope and lag matrix, SearchRuns columns, the keys runs use.
+    ``steps``: only steps in that inclusive range. ``segments``: a fork's history.
+    Thread-safe; every method blocks on storage."""
+
+    def metric_points(
+        self, run_id: str, key: str, ranks: Sequence[int], after: PointCursor | None,
+        limit: int, *, segments: Sequence[Any] = (), steps: StepRange | None = None,
+    ) -> PointRows: ...
+
+    def series_range(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
+        segments: Sequence[Any] = (), steps: StepRange | None = None,
+    ) -> tuple[int, int, int]: ...
+
+    def buckets(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int,
+        *, segments: Sequence[Any] = (), steps: StepRange | None = None,
+    ) -> list[Bucket]: ...
+
+    def aggregate_points(
+        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
+        limit: int, *, segments: Sequence[Any] = (), steps: StepRange | None = None,
+    ) -> tuple[list[int], list[float], list[int]]: ...
+
+    def series_ranges(
+        self, run_ids: Sequence[str], keys: Sequence[str], ranks: Sequence[int], aggregate: str,
+        *, steps: StepRange | None = None,
+    ) -> dict[tuple[str, str], tuple[int, int, int]]: ...
+
+    def series_buckets(
+        self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
+        aggregate: str, *, steps: StepRange | None = None,
+    ) -> dict[tuple[str, str], list[Bucket]]: ...
+
+    def existing_runs(self, run_ids: Sequence[str]) -> set[str]: ...
+
+    def envelope(self, run_id: str, key: str, max_points: int, *,
+                 steps: StepRange | None = None) -> EnvelopeRows: ...
+
+    def rank_spread(self, run_id: str, key: str, *, steps: StepRange | None = None
+                    ) -> tuple[dict[int, tuple[int, int]], list[RankDeparture]]: ...
+
+    def key_non_finite(self, run_id: str, key: str, *, steps: StepRange | None = None
+                       ) -> list[RankNonFinite]: ...
+
+    def rank_lag_cells(self, run_id: str, key: str, max_steps: int, since_ms: int = 0
+                       ) -> list[tuple[int, int, float]]: ...
+
+    def column_values(
+        self, run_ids: Sequence[str], params: Sequence[str], tags: Sequence[str]
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]: ...
+
+    def run_keys(self, experiments: Sequence[str], limit: int) -> dict[str, list[str]]: ...

@@ -212,7 +212,7 @@ class GetRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[Run, _Mapping]] = ...) -> None: ...
 
 class SearchRunsRequest(_message.Message):
-    __slots__ = ("experiment", "page_size", "page_token", "filter", "order_by", "experiments", "view")
+    __slots__ = ("experiment", "page_size", "page_token", "filter", "order_by", "experiments", "view", "columns")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,7 @@ class SearchRunsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     page_size: int
     page_token: str
@@ -227,18 +228,52 @@ class SearchRunsRequest(_message.Message):
     order_by: _containers.RepeatedScalarFieldContainer[str]
     experiments: _containers.RepeatedScalarFieldContainer[str]
     view: RunView
-    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., view: _Optional[_Union[RunView, str]] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[_Iterable[str]] = ..., experiments: _Optional[_Iterable[str]] = ..., view: _Optional[_Union[RunView, str]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RunColumns(_message.Message):
+    __slots__ = ("params", "metrics", "tags")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    params: _containers.ScalarMap[str, str]
+    metrics: _containers.ScalarMap[str, float]
+    tags: _containers.ScalarMap[str, str]
+    def __init__(self, params: _Optional[_Mapping[str, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., tags: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SearchRunsResponse(_message.Message):
-    __slots__ = ("runs", "next_page_token")
+    __slots__ = ("runs", "next_page_token", "columns")
     RUNS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     runs: _containers.RepeatedCompositeFieldContainer[RunInfo]
     next_page_token: str
-    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    columns: _containers.RepeatedCompositeFieldContainer[RunColumns]
+    def __init__(self, runs: _Optional[_Iterable[_Union[RunInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[RunColumns, _Mapping]]] = ...) -> None: ...
 
 class GetMetricHistoryRequest(_message.Message):
-    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token", "max_points", "aggregate", "own_points_only")
+    __slots__ = ("run_id", "key", "ranks", "page_size", "page_token", "max_points", "aggregate", "own_points_only", "start_step", "end_step")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RANKS_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +282,8 @@ class GetMetricHistoryRequest(_message.Message):
     MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
     OWN_POINTS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    START_STEP_FIELD_NUMBER: _ClassVar[int]
+    END_STEP_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     key: str
     ranks: _containers.RepeatedScalarFieldContainer[int]
@@ -255,7 +292,9 @@ class GetMetricHistoryRequest(_message.Message):
     max_points: int
     aggregate: Aggregate
     own_points_only: bool
-    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., own_points_only: _Optional[bool] = ...) -> None: ...
+    start_step: int
+    end_step: int
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., max_points: _Optional[int] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., own_points_only: _Optional[bool] = ..., start_step: _Optional[int] = ..., end_step: _Optional[int] = ...) -> None: ...
 
 class GetMetricHistoryResponse(_message.Message):
     __slots__ = ("ranks", "steps", "values", "ts_ms", "next_page_token", "downsampled", "min_values", "max_values", "bucket_counts", "total_points")
@@ -593,3 +632,155 @@ class GetRankHealthResponse(_message.Message):
     suspects: _containers.RepeatedScalarFieldContainer[int]
     attempt: int
     def __init__(self, ranks: _Optional[_Iterable[_Union[RankHealth, _Mapping]]] = ..., median_step_time_p50_s: _Optional[float] = ..., lag_key: _Optional[str] = ..., suspects: _Optional[_Iterable[int]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class GetMetricHistoriesRequest(_message.Message):
+    __slots__ = ("run_ids", "keys", "max_points", "ranks", "aggregate", "start_step", "end_step")
+    RUN_IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    START_STEP_FIELD_NUMBER: _ClassVar[int]
+    END_STEP_FIELD_NUMBER: _ClassVar[int]
+    run_ids: _containers.RepeatedScalarFieldContainer[str]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    max_points: int
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    aggregate: Aggregate
+    start_step: int
+    end_step: int
+    def __init__(self, run_ids: _Optional[_Iterable[str]] = ..., keys: _Optional[_Iterable[str]] = ..., max_points: _Optional[int] = ..., ranks: _Optional[_Iterable[int]] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., start_step: _Optional[int] = ..., end_step: _Optional[int] = ...) -> None: ...
+
+class SeriesHistory(_message.Message):
+    __slots__ = ("run_id", "key", "history")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    history: GetMetricHistoryResponse
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., history: _Optional[_Union[GetMetricHistoryResponse, _Mapping]] = ...) -> None: ...
+
+class GetMetricHistoriesResponse(_message.Message):
+    __slots__ = ("series",)
+    SERIES_FIELD_NUMBER: _ClassVar[int]
+    series: _containers.RepeatedCompositeFieldContainer[SeriesHistory]
+    def __init__(self, series: _Optional[_Iterable[_Union[SeriesHistory, _Mapping]]] = ...) -> None: ...
+
+class GetRankEnvelopeRequest(_message.Message):
+    __slots__ = ("run_id", "key", "max_points", "start_step", "end_step")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_POINTS_FIELD_NUMBER: _ClassVar[int]
+    START_STEP_FIELD_NUMBER: _ClassVar[int]
+    END_STEP_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    max_points: int
+    start_step: int
+    end_step: int
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., max_points: _Optional[int] = ..., start_step: _Optional[int] = ..., end_step: _Optional[int] = ...) -> None: ...
+
+class RankDeparture(_message.Message):
+    __slots__ = ("rank", "step", "value", "median")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    step: int
+    value: float
+    median: float
+    def __init__(self, rank: _Optional[int] = ..., step: _Optional[int] = ..., value: _Optional[float] = ..., median: _Optional[float] = ...) -> None: ...
+
+class RankNonFinite(_message.Message):
+    __slots__ = ("rank", "step", "value")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    step: int
+    value: float
+    def __init__(self, rank: _Optional[int] = ..., step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class GetRankEnvelopeResponse(_message.Message):
+    __slots__ = ("run_id", "key", "ranks", "steps", "mean", "min", "max", "min_rank", "max_rank", "count", "downsampled", "total_steps", "outlier_rank", "departures", "first_non_finite")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MIN_RANK_FIELD_NUMBER: _ClassVar[int]
+    MAX_RANK_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DOWNSAMPLED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    OUTLIER_RANK_FIELD_NUMBER: _ClassVar[int]
+    DEPARTURES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NON_FINITE_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    min: _containers.RepeatedScalarFieldContainer[float]
+    max: _containers.RepeatedScalarFieldContainer[float]
+    min_rank: _containers.RepeatedScalarFieldContainer[int]
+    max_rank: _containers.RepeatedScalarFieldContainer[int]
+    count: _containers.RepeatedScalarFieldContainer[int]
+    downsampled: bool
+    total_steps: int
+    outlier_rank: int
+    departures: _containers.RepeatedCompositeFieldContainer[RankDeparture]
+    first_non_finite: _containers.RepeatedCompositeFieldContainer[RankNonFinite]
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., mean: _Optional[_Iterable[float]] = ..., min: _Optional[_Iterable[float]] = ..., max: _Optional[_Iterable[float]] = ..., min_rank: _Optional[_Iterable[int]] = ..., max_rank: _Optional[_Iterable[int]] = ..., count: _Optional[_Iterable[int]] = ..., downsampled: _Optional[bool] = ..., total_steps: _Optional[int] = ..., outlier_rank: _Optional[int] = ..., departures: _Optional[_Iterable[_Union[RankDeparture, _Mapping]]] = ..., first_non_finite: _Optional[_Iterable[_Union[RankNonFinite, _Mapping]]] = ...) -> None: ...
+
+class GetRankLagRequest(_message.Message):
+    __slots__ = ("run_id", "key", "max_steps")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    max_steps: int
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., max_steps: _Optional[int] = ...) -> None: ...
+
+class RankLagRow(_message.Message):
+    __slots__ = ("lag_ms",)
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    lag_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, lag_ms: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetRankLagResponse(_message.Message):
+    __slots__ = ("run_id", "key", "ranks", "steps", "lag_ms")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RANKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    key: str
+    ranks: _containers.RepeatedScalarFieldContainer[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    lag_ms: _containers.RepeatedCompositeFieldContainer[RankLagRow]
+    def __init__(self, run_id: _Optional[str] = ..., key: _Optional[str] = ..., ranks: _Optional[_Iterable[int]] = ..., steps: _Optional[_Iterable[int]] = ..., lag_ms: _Optional[_Iterable[_Union[RankLagRow, _Mapping]]] = ...) -> None: ...
+
+class ListRunKeysRequest(_message.Message):
+    __slots__ = ("experiments",)
+    EXPERIMENTS_FIELD_NUMBER: _ClassVar[int]
+    experiments: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiments: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRunKeysResponse(_message.Message):
+    __slots__ = ("params", "metrics", "tags", "truncated")
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    params: _containers.RepeatedScalarFieldContainer[str]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    truncated: bool
+    def __init__(self, params: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., truncated: _Optional[bool] = ...) -> None: ...

@@ -89,6 +89,26 @@ class QueryServiceStub:
                 request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.SerializeToString,
                 response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.FromString,
                 _registered_method=True)
+        self.GetMetricHistories = channel.unary_unary(
+                '/runstream.v1.QueryService/GetMetricHistories',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesResponse.FromString,
+                _registered_method=True)
+        self.GetRankEnvelope = channel.unary_unary(
+                '/runstream.v1.QueryService/GetRankEnvelope',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeResponse.FromString,
+                _registered_method=True)
+        self.GetRankLag = channel.unary_unary(
+                '/runstream.v1.QueryService/GetRankLag',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagResponse.FromString,
+                _registered_method=True)
+        self.ListRunKeys = channel.unary_unary(
+                '/runstream.v1.QueryService/ListRunKeys',
+                request_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysRequest.SerializeToString,
+                response_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysResponse.FromString,
+                _registered_method=True)
 
 
 class QueryServiceServicer:
@@ -183,6 +203,39 @@ class QueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetricHistories(self, request, context):
+        """Downsampled histories of several runs x keys in one call: one series per (run, key),
+        run-major, as GetMetricHistory with max_points gives each. NOT_FOUND names the first
+        unknown run; a run without a key gives an empty series.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRankEnvelope(self, request, context):
+        """The spread of one key across the ranks of a run, per step (mean, min, max and which
+        rank holds each extreme), bucketed to max_points steps, with the rank that departs
+        from the others and the first NaN/inf of each rank. NOT_FOUND if the run is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRankLag(self, request, context):
+        """A rank x step-bucket matrix of each rank's lag behind the median rank (for a
+        heatmap). NOT_FOUND if the run is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRunKeys(self, request, context):
+        """The param, metric and tag keys the runs of some experiments (or all) use.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -240,6 +293,26 @@ def add_QueryServiceServicer_to_server(servicer, server):
                     servicer.GetRankHealth,
                     request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.FromString,
                     response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.SerializeToString,
+            ),
+            'GetMetricHistories': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetricHistories,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesResponse.SerializeToString,
+            ),
+            'GetRankEnvelope': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRankEnvelope,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeResponse.SerializeToString,
+            ),
+            'GetRankLag': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRankLag,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagResponse.SerializeToString,
+            ),
+            'ListRunKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunKeys,
+                    request_deserializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysRequest.FromString,
+                    response_serializer=runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -539,6 +612,114 @@ class QueryService:
             '/runstream.v1.QueryService/GetRankHealth',
             runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthRequest.SerializeToString,
             runstream_dot_proto_dot_v1_dot_query__pb2.GetRankHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetricHistories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetMetricHistories',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetMetricHistoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRankEnvelope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetRankEnvelope',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankEnvelopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRankLag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/GetRankLag',
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.GetRankLagResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runstream.v1.QueryService/ListRunKeys',
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysRequest.SerializeToString,
+            runstream_dot_proto_dot_v1_dot_query__pb2.ListRunKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
