@@ -192,7 +192,7 @@ class Serve:
         self.store = store or setup.tmp / "store"
         self.addr = f"127.0.0.1:{free_port()}"
         cmd = [RUNSTREAM, "serve", "--clickhouse", f"chdb://{self.store}",
-               "--addr", self.addr, "--spool-dir", str(setup.spool)]
+               "--addr", self.addr, "--spool-dir", str(setup.spool), "--no-ui"]
         self.log = open(setup.tmp / f"serve-{uuid.uuid4().hex[:6]}.log", "w")
         self.proc = subprocess.Popen([*(wrap or []), *cmd], env=setup.env(),
                                      stdout=self.log, stderr=subprocess.STDOUT)

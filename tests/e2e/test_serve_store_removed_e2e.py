@@ -58,6 +58,7 @@ def serve_env(kafka_bootstrap: str, kafka_topic: str, tmp_path: Path) -> Iterato
         "RUNSTREAM_CLICKHOUSE": f"chdb://{tmp_path / 'chdb'}",
         "RUNSTREAM_SPOOL_DIR": str(tmp_path / "spool"),
         "RUNSTREAM_QUERY_ADDR": f"127.0.0.1:{free_port()}",
+        "RUNSTREAM_UI_ADDR": "127.0.0.1:0",
         "RUNSTREAM_KAFKA": kafka_bootstrap,
         "RUNSTREAM_TOPIC": kafka_topic,
         "RUNSTREAM_CONSUMER_GROUP": f"rs-gone-{uuid.uuid4().hex[:8]}",

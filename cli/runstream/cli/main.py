@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--database", help=f"ClickHouse database ({names.CLICKHOUSE_DATABASE})")
         if query:
             p.add_argument("--addr", help=f"host:port to listen on ({names.QUERY_ADDR})")
+            p.add_argument("--ui-addr", metavar="ADDR",
+                           help=f"host:port the web UI listens on ({names.UI_ADDR}, default "
+                           f"{names.DEFAULT_UI_ADDR})")
+            p.add_argument("--no-ui", action="store_true", help="do not serve the web UI")
         if ingest:
             p.add_argument("--kafka", help=f"Kafka bootstrap servers ({names.KAFKA})")
             p.add_argument("--topic", help=f"Kafka topic ({names.TOPIC})")
@@ -76,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_flags(p, query=False, ingest=True)
     p.set_defaults(func=services.cmd_consume)
 
-    p = sub.add_parser("query-server", help="serve the gRPC query service")
+    p = sub.add_parser("query-server", help="serve the gRPC query service and the web UI")
     service_flags(p, query=True, ingest=False)
     p.set_defaults(func=services.cmd_query_server)
 

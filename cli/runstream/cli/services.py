@@ -59,7 +59,14 @@ def _query_config(args: argparse.Namespace) -> QueryConfig:
     from runstream.query.config import QueryConfig
 
     return names.with_explicit(QueryConfig.from_env(), addr=getattr(args, "addr", None),
-                               clickhouse_dsn=args.clickhouse, database=args.database)
+                               clickhouse_dsn=args.clickhouse, database=args.database,
+                               ui_addr=getattr(args, "ui_addr", None),
+                               ui=False if getattr(args, "no_ui", False) else None)
+
+
+def _ui_line(server: Any) -> str:
+    """", web UI on http://host:port" for the start line ("" when the UI is off)."""
+    return f", web UI on {server.ui_url.rstrip('/')}" if server.ui_url else ""
 
 
 def _report_progress(stop: threading.Event, config: Any, pipelines: Sequence[Any],
@@ -107,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if consumer_config.kafka_bootstrap:
         sources += (f" + Kafka {','.join(consumer_config.kafka_bootstrap)}"
                     f" topic {consumer_config.topic}")
-    print(f"runstream serve: query service on {server.address}, "
+    print(f"runstream serve: query service on {server.address}{_ui_line(server)}, "
           f"ClickHouse {consumer_config.clickhouse_dsn}, ingesting from {sources}", flush=True)
     _report_progress(stop, consumer_config, pipelines, client)
     store_lost = False
@@ -178,7 +185,8 @@ def cmd_query_server(args: argparse.Namespace) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
     server = start_server(config)
-    print(f"runstream query-server: listening on {server.address}", flush=True)
+    print(f"runstream query-server: listening on {server.address}{_ui_line(server)}",
+          flush=True)
     stop.wait()
     server.stop(grace_s=5.0)
     return 0

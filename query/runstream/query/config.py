@@ -35,7 +35,13 @@ class QueryConfig:
     default "runstream". ``max_workers``: RPCs served at once. ``grace_s``: how long a
     stop lets running RPCs finish. ``token``: bearer token every RPC but health needs
     ($RUNSTREAM_TOKEN; "" = none). ``tls_cert``/``tls_key``: PEM files that switch the
-    port to TLS ($RUNSTREAM_QUERY_TLS_CERT/_KEY; both or neither).
+    port to TLS ($RUNSTREAM_QUERY_TLS_CERT/_KEY; both or neither), the web UI's too.
+    ``ui``: also serve the web UI and its JSON/SSE API over HTTP (:mod:`runstream.query.gateway`)
+    on ``ui_addr`` ($RUNSTREAM_UI_ADDR, default 127.0.0.1:8080; port 0 picks a free port);
+    ``from_env`` turns it on (``runstream serve --no-ui`` off), a config built by hand
+    (tests, benchmarks) leaves it off unless asked, so it opens no second port unasked.
+    ``artifacts_dir``: the local artifact store the UI downloads file artifacts from
+    ($RUNSTREAM_ARTIFACTS, default under $RUNSTREAM_HOME; "" = none).
     """
 
     addr: str = names.DEFAULT_QUERY_ADDR
@@ -46,11 +52,15 @@ class QueryConfig:
     token: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    ui: bool = False
+    ui_addr: str = names.DEFAULT_UI_ADDR
+    artifacts_dir: str = ""
 
     def __post_init__(self) -> None:
         names.check_tls_files(names.QUERY_TLS_CERT, self.tls_cert,
                               names.QUERY_TLS_KEY, self.tls_key)
         names.parse_host_port(names.QUERY_ADDR, self.addr)
+        names.parse_host_port(names.UI_ADDR, self.ui_addr)
         names.check_dsn(names.CLICKHOUSE, self.clickhouse_dsn)
         names.check_database(names.CLICKHOUSE_DATABASE, self.database)
         names.check_int_range("max_workers", self.max_workers, 1)
@@ -67,6 +77,10 @@ class QueryConfig:
             token=env.get(names.TOKEN, ""),
             tls_cert=env.get(names.QUERY_TLS_CERT, ""),
             tls_key=env.get(names.QUERY_TLS_KEY, ""),
+            ui=True,
+            ui_addr=names.env_str(env, names.UI_ADDR, names.DEFAULT_UI_ADDR),
+            artifacts_dir=str(names.env_path(env, names.ARTIFACTS,
+                                             names.default_artifacts_dir(env))),
         )
 
 

@@ -16,7 +16,13 @@ Security: with a token ($RUNSTREAM_TOKEN) every RPC but health needs the metadat
 serves is not told to strangers, and grpcurl passes it with
 ``grpcurl -H 'authorization: Bearer <token>' HOST:PORT list``.
 With a certificate and key ($RUNSTREAM_QUERY_TLS_CERT, $RUNSTREAM_QUERY_TLS_KEY, PEM
-files) the server speaks TLS only. The ClickHouse user needs read access only: every
+files) the server speaks TLS only.
+
+Beside gRPC the same process serves the web UI and its JSON/SSE API over HTTP on
+``config.ui_addr`` (:mod:`runstream.query.gateway`, on the thread ``runstream-query-ui``),
+over the same :class:`QueryService`, with the same token and the same TLS certificate.
+
+The ClickHouse user needs read access only: every
 query runs with ``readonly=2`` (SELECT only; a query may still set its own limits such as
 ``max_execution_time``), so a read-only ClickHouse profile (``readonly = 2``) suffices.
 """
@@ -31,7 +37,7 @@ from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -50,6 +56,9 @@ from runstream.query.config import (
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.service import QueryService
 from runstream.query.servicer import QueryServicer
+
+if TYPE_CHECKING:
+    from runstream.query.gateway import UiServer
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +181,19 @@ def stop(server: grpc.Server, grace_s: float = DEFAULT_GRACE_S) -> None:
 class QueryServer:
     """A running query server and what it owns (repository connections included).
 
-    ``port`` is the bound port. :meth:`stop` is graceful and idempotent; the object is a
-    context manager that stops on exit. Thread-safe.
+    ``port`` is the bound port; ``ui`` the web UI's HTTP server (None when off).
+    :meth:`stop` is graceful and idempotent; the object is a context manager that stops
+    on exit. Thread-safe.
     """
 
     def __init__(self, server: grpc.Server, host: str, port: int, service: QueryService,
-                 repository: ClickHouseRepository | None, grace_s: float) -> None:
+                 repository: ClickHouseRepository | None, grace_s: float,
+                 ui: UiServer | None = None) -> None:
         self.server = server
         self.host = host
         self.port = port
         self.service = service
+        self.ui = ui
         self._repository = repository
         self._grace_s = grace_s
         self._stopped = threading.Event()
@@ -221,12 +233,32 @@ class QueryServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def ui_port(self) -> int:
+        """The web UI's bound port (0 when the UI is off)."""
+        return self.ui.port if self.ui is not None else 0
+
+    @property
+    def ui_address(self) -> str:
+        """"host:port" of the web UI ("" when off)."""
+        return self.ui.address if self.ui is not None else ""
+
+    @property
+    def ui_url(self) -> str:
+        """The web UI as a browser opens it, "http://host:port/" ("" when off)."""
+        return self.ui.url if self.ui is not None else ""
+
     def stop(self, grace_s: float | None = None) -> None:
-        """Stop serving (see :func:`stop`), then close the ClickHouse connections. Blocks."""
+        """Stop serving gRPC (see :func:`stop`) and the web UI, together within the grace
+        period, then close the ClickHouse connections. Blocks."""
         with self._lock:
             if self._stopped.is_set():
                 return
+            if self.ui is not None:
+                self.ui.begin_stop()  # new connections refused while gRPC drains
             stop(self.server, self._grace_s if grace_s is None else grace_s)
+            if self.ui is not None:
+                self.ui.stop()  # SSE streams end at their next poll: the service is closed
             if self._repository is not None:
                 self._repository.close()
             self._stopped.set()
@@ -251,21 +283,45 @@ def start_server(config: QueryConfig) -> QueryServer:
     """Start the server on ``config.addr`` and return it; ClickHouse connects on first query.
 
     The tables are the consumer's to create: until they exist, queries answer UNAVAILABLE.
+    The web UI (``config.ui``) binds ``config.ui_addr`` before anything starts serving:
+    UnavailableError naming the address if it cannot.
     """
     repository = ClickHouseRepository(config.clickhouse_dsn, config.database)
+    ui: UiServer | None = None
+    built: list[grpc.Server] = []
     try:
         service = QueryService(repository, max_followers=max(1, config.max_workers // 2))
         server, port = build_server(
             service, config.addr, max_workers=config.max_workers, token=config.token,
             tls_cert=config.tls_cert, tls_key=config.tls_key,
         )
+        built.append(server)
+        if config.ui:
+            ui = _build_ui(service, config, lambda: running.unhealthy)
     except BaseException:
+        for unstarted in built:
+            unstarted.stop(None)  # frees the gRPC port
         repository.close()
         raise
     server.start()
     log.info("query server listening on %s (port %d), ClickHouse %s database %s",
              config.addr, port, config.clickhouse_dsn, config.database)
     host, _ = names.parse_host_port(names.QUERY_ADDR, config.addr)
-    running = QueryServer(server, host, port, service, repository, config.grace_s)
+    running = QueryServer(server, host, port, service, repository, config.grace_s, ui)
+    if ui is not None:
+        ui.start()
+        log.info("web UI on %s", ui.url)
     running.watch_store()
     return running
+
+
+def _build_ui(service: QueryService, config: QueryConfig, unhealthy: Callable[[], str]
+              ) -> UiServer:
+    """The web UI's server over ``service``, bound but not yet serving."""
+    from runstream.query.gateway import Gateway, UiServer  # starlette only when serving it
+
+    gateway = Gateway(service, token=config.token,
+                      artifacts_root=Path(config.artifacts_dir) if config.artifacts_dir else None,
+                      unhealthy=unhealthy, secure=bool(config.tls_cert))
+    return UiServer(gateway.app(), config.ui_addr, tls_cert=config.tls_cert,
+                    tls_key=config.tls_key, grace_s=config.grace_s)
