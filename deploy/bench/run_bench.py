@@ -5,6 +5,8 @@ baseline measured in the same run and prints a table of medians. Pass part names
 run a subset: ``python deploy/bench/run_bench.py producer query``.
 ``growth`` (bench_growth.py: how each cost grows with the store, up to 100M points and 1M
 runs; ~10 minutes and ~1 GiB of temp disk; BENCH_GROWTH_MAX=1M for a 3-minute run).
+``ui`` (bench_ui.py: the web UI in headless Chromium, /usr/bin/chromium from `make browser`,
+next to the MLflow UI on the same data; ~5 minutes, most of it MLflow loading 5,000 runs).
 """
 
 from __future__ import annotations

@@ -93,7 +93,9 @@ def main() -> int:
     env[names.QUERY_ADDR] = addr
     home = names.home(env)
     print(f"demo: data under {home} (set {names.HOME} to use another place)", flush=True)
-    serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve"], env=env)
+    # The demo's own serve stops at the end: no web UI on it (its port may be taken).
+    serve = subprocess.Popen([sys.executable, "-m", "runstream.cli.main", "serve", "--no-ui"],
+                             env=env)
     try:
         with Client(addr) as client:
             wait_until(lambda: serve.poll() is not None or client.healthy(), 120,
@@ -140,6 +142,13 @@ def main() -> int:
         f"    .venv/bin/runstream history {jobs[0][0]} val/acc --ranks 0\n"
         f"    .venv/bin/runstream ranks {jobs[0][0]}\n"
         f"    .venv/bin/runstream compare {jobs[0][0]} {jobs[1][0]}"
+    )
+    ui_addr = env.get("RUNSTREAM_UI_ADDR", "127.0.0.1:8080")
+    print(
+        f"\nWeb UI: run `RUNSTREAM_HOME={home} .venv/bin/runstream serve` and open\n"
+        f"    http://{ui_addr}/#/runs?experiment={EXPERIMENT}\n"
+        f"    http://{ui_addr}/#/run/{jobs[0][0]}/distributed  (the ranks of one job)\n"
+        f"    http://{ui_addr}/#/compare?run={jobs[0][0]}&run={jobs[1][0]}"
     )
     return 0
 
