@@ -244,6 +244,7 @@ class KafkaSource:
         self.store_id = store_id
         self._revoke_callback: Callable[[], None] | None = None
         self._revoked = False  # set on kafka-python's IO thread, read on the polling thread
+        self._outage = False  # a poll failed with a retriable error (polling thread only)
         # Newly assigned partitions whose committed offsets are not checked yet (added on
         # kafka-python's IO thread, taken on the polling thread).
         self._unchecked: set[Any] = set()
@@ -311,7 +312,26 @@ class KafkaSource:
         self._revoke_callback = callback
 
     def poll(self, timeout_s: float, max_records: int) -> list[Message]:
-        records = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        """As :meth:`Source.poll`. A retriable Kafka error (brokers or the group coordinator
+        unreachable: two of three brokers down) is an outage to wait out, not the end of
+        the consumer: it is logged (once per outage) and the poll returns nothing after
+        ``timeout_s``; anything else raises."""
+        from kafka.errors import KafkaError
+
+        try:
+            records = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                          max_records=max_records)
+        except KafkaError as e:
+            if not getattr(e, "retriable", False):
+                raise
+            if not self._outage:
+                log.warning("runstream-consumer: Kafka unreachable, retrying: %s", e)
+            self._outage = True
+            time.sleep(max(0.0, min(timeout_s, 1.0)))
+            return []
+        if self._outage:
+            log.warning("runstream-consumer: Kafka reachable again")
+            self._outage = False
         if self._revoked:
             # Partitions moved since the last poll: let the pipeline write and commit what
             # it holds now. A commit for a partition now owned elsewhere is rejected and
