@@ -43,11 +43,9 @@ from runstream.proto.status import (
     RUNNING,
     UNSPECIFIED,
 )
-from runstream.query.downsample import Bucket
 from runstream.query.filters import Clause, OrderBy
 from runstream.query.models import Attempt, LineageMatch, MetricSummary
-from runstream.query.storage import PointRows, SearchRow
-from runstream.query.tokens import PointCursor
+from runstream.query.storage import SearchRow
 
 #: How bad a status is, for an attempt's (its worst rank's); unknown names rank lowest.
 SEVERITY: Mapping[str, int] = {CRASHED: 5, FAILED: 4, KILLED: 3, RUNNING: 2, FINISHED: 1}
@@ -295,26 +293,6 @@ class AttemptStore(Protocol):
     def fork_summaries(
         self, segments: Mapping[str, Sequence[Segment]], keys: Sequence[str] = ()
     ) -> dict[str, list[tuple[MetricSummary, tuple[int, int]]]]: ...
-
-    def metric_points(
-        self, run_id: str, key: str, ranks: Sequence[int], after: PointCursor | None,
-        limit: int, *, segments: Sequence[Segment] = (),
-    ) -> PointRows: ...
-
-    def series_range(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
-        segments: Sequence[Segment] = (),
-    ) -> tuple[int, int, int]: ...
-
-    def buckets(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, lo: int, width: int,
-        *, segments: Sequence[Segment] = (),
-    ) -> list[Bucket]: ...
-
-    def aggregate_points(
-        self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, after_step: int,
-        limit: int, *, segments: Sequence[Segment] = (),
-    ) -> tuple[list[int], list[float], list[int]]: ...
 
     def export_points(
         self, run_id: str, key: str, ranks: Sequence[int], *, segments: Sequence[Segment] = ()

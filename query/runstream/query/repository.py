@@ -505,24 +505,29 @@ GROUP BY rank, key
 ORDER BY rank, key
 """
 
-# Lag: per step of the key, each rank's first timestamp (min: idempotent under replays)
-# minus the median over the ranks that logged the step, then per rank its percentiles
-# over the steps that two ranks or more logged.
-RANK_LAGS_SQL = """
+# Per (rank, step) of the key: the rank's first timestamp at the step (min: idempotent
+# under replays), kept for the windows over the step (the median over the ranks that
+# logged it, their count) that GetRankHealth and GetRankLag compute the lag with.
+FIRST_TS_SQL = """
+SELECT rank, step, min(ts_ms) AS first_ms
+FROM metrics
+WHERE run_id = {run_id:String} AND key = {key:String} AND ts_ms >= {since_ms:Int64}
+GROUP BY rank, step
+"""
+
+# Lag: per step of the key, each rank's first timestamp minus the median over the ranks
+# that logged the step, then per rank its percentiles over the steps that two ranks or
+# more logged.
+RANK_LAGS_SQL = fill("""
 SELECT rank, count(), quantiles(0.5, 0.95)(lag_ms), max(lag_ms) FROM (
     SELECT rank, first_ms - median(first_ms) OVER (PARTITION BY step) AS lag_ms,
         count() OVER (PARTITION BY step) AS ranks_at_step
-    FROM (
-        SELECT rank, step, min(ts_ms) AS first_ms
-        FROM metrics
-        WHERE run_id = {run_id:String} AND key = {key:String} AND ts_ms >= {since_ms:Int64}
-        GROUP BY rank, step
-    )
+    FROM ($first_ts)
 )
 WHERE ranks_at_step > 1
 GROUP BY rank
 ORDER BY rank
-"""
+""", first_ts=FIRST_TS_SQL)
 
 # The first NaN/inf of every (rank, key) of the run: the lowest step holding one and
 # its value (min/argMin: idempotent under replays).
@@ -702,7 +707,7 @@ ORDER BY rank
 
 # GetRankLag: per (rank, step) the lag of RANK_LAGS_SQL (steps two ranks or more logged),
 # then per rank its mean over buckets of steps (width: ceil(span / max_steps)).
-RANK_LAG_SQL = """
+RANK_LAG_SQL = fill("""
 SELECT rank, bucket, min(lo), min(width), avg(lag_ms) FROM (
     SELECT rank, lag_ms, lo,
         greatest(toInt64(1), intDiv(hi - lo + {max_steps:Int64}, {max_steps:Int64})) AS width,
@@ -711,18 +716,13 @@ SELECT rank, bucket, min(lo), min(width), avg(lag_ms) FROM (
         SELECT rank, step, first_ms - median(first_ms) OVER (PARTITION BY step) AS lag_ms,
             count() OVER (PARTITION BY step) AS ranks_at_step,
             min(step) OVER () AS lo, max(step) OVER () AS hi
-        FROM (
-            SELECT rank, step, min(ts_ms) AS first_ms
-            FROM metrics
-            WHERE run_id = {run_id:String} AND key = {key:String} AND ts_ms >= {since_ms:Int64}
-            GROUP BY rank, step
-        )
+        FROM ($first_ts)
     )
     WHERE ranks_at_step > 1
 )
 GROUP BY rank, bucket
 ORDER BY rank, bucket
-"""
+""", first_ts=FIRST_TS_SQL)
 
 # SearchRuns columns: the page's runs' values of some params (as PARAMS_SQL: the lowest
 # rank's first value) and tags.
