@@ -456,12 +456,8 @@ class QueryService:
         """
         validate_run_id(run_id)
         one = [run_id]
-        ranks = self._repo.rank_rows(one)
-        events = self._store.status_events(one)[run_id]
-        if not ranks and not events and not self._repo.run_exists(run_id):
-            raise NotFoundError(f"run {run_id!r} not found")
+        ranks, events, numbered = self._known_attempts(run_id)
         head = min(ranks, key=lambda r: r.rank) if ranks else None
-        numbered = self._number(run_id, ranks, events)
         annotations = self._store.annotations(one)[run_id]
         notes, changes = notes_and_changes(annotations)
         rank_infos = assemble_attempt_ranks(
@@ -484,6 +480,17 @@ class QueryService:
             notes=notes,
             changes=changes,
         )
+
+    def _known_attempts(self, run_id: str
+                        ) -> tuple[list[RankRow], list[StatusEvent], RunAttempts]:
+        """The run's rank rows, status events and numbered attempts (three reads);
+        NotFoundError when the store has nothing of it."""
+        one = [run_id]
+        rank_rows = self._repo.rank_rows(one)
+        events = self._store.status_events(one)[run_id]
+        if not rank_rows and not events and not self._repo.run_exists(run_id):
+            raise NotFoundError(f"run {run_id!r} not found")
+        return rank_rows, events, self._number(run_id, rank_rows, events)
 
     def _number(self, run_id: str, ranks: Sequence[RankRow], events: Sequence[StatusEvent],
                 starts: Sequence[StartRow] | None = None) -> RunAttempts:
@@ -1058,12 +1065,7 @@ class QueryService:
             names.TELEMETRY_STEP_TIME)
         if lag_key:
             validate_metric_key(lag_key)
-        one = [run_id]
-        rank_rows = self._repo.rank_rows(one)
-        events = self._store.status_events(one)[run_id]
-        if not rank_rows and not events and not self._repo.run_exists(run_id):
-            raise NotFoundError(f"run {run_id!r} not found")
-        numbered = self._number(run_id, rank_rows, events)
+        rank_rows, _, numbered = self._known_attempts(run_id)
         attempt = numbered.latest
         states = numbered.ranks_of(attempt)
         head = numbered.attempts[attempt] if numbered.attempts else None
@@ -1256,12 +1258,7 @@ class QueryService:
         if not MIN_LAG_STEPS <= max_steps <= MAX_LAG_STEPS:
             raise InvalidArgumentError(
                 f"max_steps {max_steps} out of range {MIN_LAG_STEPS}..{MAX_LAG_STEPS}")
-        one = [run_id]
-        rank_rows = self._repo.rank_rows(one)
-        events = self._store.status_events(one)[run_id]
-        if not rank_rows and not events and not self._repo.run_exists(run_id):
-            raise NotFoundError(f"run {run_id!r} not found")
-        numbered = self._number(run_id, rank_rows, events)
+        _, _, numbered = self._known_attempts(run_id)
         head = numbered.attempts[numbered.latest] if numbered.attempts else None
         since_ms = head.start_ms if head is not None and numbered.latest > 0 else 0
         store = cast(ranks.RankHealthStore, self._repo)  # ClickHouseRepository is one
