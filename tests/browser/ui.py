@@ -17,10 +17,16 @@ SETTLED = ("() => !!(window.__runstream && window.__runstream.ready"
 
 
 def settle(page: Any, view: str | None = None) -> None:
-    """Wait until the current view has loaded and no request of it is in flight."""
-    page.wait_for_function(SETTLED)
-    if view is not None:
-        assert page.evaluate("document.body.dataset.view") == view
+    """Wait until the current view (``view``, when given) has loaded and no request of it
+    is in flight. With ``view`` the wait includes the view's name: right after a click
+    that changes the hash, the old view is still the settled one until the hashchange
+    runs (the UI resets ``ready`` and the name together, hooks.resetHooks)."""
+    if view is None:
+        page.wait_for_function(SETTLED)
+        return
+    page.wait_for_function(f"(view) => document.body.dataset.view === view && ({SETTLED})()",
+                           arg=view)
+    assert page.evaluate("document.body.dataset.view") == view
 
 
 def goto(page: Any, base: str, route: str, view: str | None = None) -> None:
