@@ -199,6 +199,11 @@ def resumed_job(client: Client, serve: dict[str, str]) -> str:
             {"TORCHELASTIC_RESTART_COUNT": "1", "RUNSTREAM_RESUME": "1"})
     wait_for(lambda: client.metric_history(run_id, "loss"),
              lambda h: len(h.steps) == 80, timeout_s=120, what="the second attempt stored")
+    # Its points can be queryable before its start and status rows are: a batch's tables
+    # are inserted one after another, and FINISHED alone is the first attempt's too.
+    wait_for(lambda: client.get_run(run_id),
+             lambda r: len(r.attempts) == 2 and r.info.status == "FINISHED",
+             timeout_s=120, what="the second attempt started and FINISHED")
     return run_id
 
 
