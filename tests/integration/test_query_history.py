@@ -161,3 +161,38 @@ def test_mean_across_ranks_does_not_overflow(ch: Any, client: Client, chdb_dsn: 
     finally:
         repository.close()
     assert [(b.avg_step, b.avg_value) for b in buckets] == [(0.5, BIG), (2.5, 1.5)]
+
+
+def test_aggregates_take_each_ranks_latest_point_when_only_some_ranks_repeat_a_step(
+    ch: Any, client: Client
+) -> None:
+    """The aggregate reads clean ranks as they are and groups only ranks that logged a step
+    twice: a replay of rank 1 (same points again) changes nothing, and rank 2's second value
+    at steps 10..19 replaces its first, in every path (one series, several, the envelope)."""
+    start_rank(ch, "rep", 0, 4, T0)
+    for rank in range(4):
+        insert(ch, tables.METRICS, points("rep", "loss", rank, range(100)))
+    insert(ch, tables.METRICS, points("rep", "loss", 1, range(100))[20:60])  # a replay
+    relogged = [dict(p, value=-5.0 - p["step"], seq=99, ts_ms=p["ts_ms"] + 50)
+                for p in points("rep", "loss", 2, range(10, 20))]
+    insert(ch, tables.METRICS, relogged)
+
+    def latest(rank: int, step: int) -> float:
+        return -5.0 - step if rank == 2 and 10 <= step < 20 else rank * 1000 + step * 0.5
+
+    want = {
+        "mean": [sum(latest(r, s) for r in range(4)) / 4 for s in range(100)],
+        "min": [min(latest(r, s) for r in range(4)) for s in range(100)],
+        "max": [max(latest(r, s) for r in range(4)) for s in range(100)],
+    }
+    for aggregate, values in want.items():
+        got = client.metric_history("rep", "loss", aggregate=aggregate)
+        assert got.steps == list(range(100))
+        assert got.values == pytest.approx(values, rel=1e-12), aggregate
+        (multi,) = client.metric_histories(["rep"], ["loss"], aggregate=aggregate)
+        assert multi.steps == list(range(100))
+        assert multi.values == pytest.approx(values, rel=1e-12), aggregate
+    envelope = client.rank_envelope("rep", "loss", max_points=100)
+    assert envelope.mean == pytest.approx(want["mean"], rel=1e-12)
+    assert envelope.min == want["min"] and envelope.max == want["max"]
+    assert envelope.min_rank[10:20] == [2] * 10 and envelope.min_rank[:10] == [0] * 10

@@ -278,15 +278,37 @@ FORK_EXPORT_POINTS_SQL: Mapping[bool, str] = {
 # step) each rank's latest value at the step (idempotent under replays), then $agg
 # across ranks, as rank 0.
 _SERIES_WHERE = "$run AND key = {key:String}$ranks$steps"
-_AGGREGATED = """(
-    SELECT toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
-        SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
+# Each rank's latest value at each step ($where: the series' points) as (rank, step, v, t).
+# Almost every rank logs each step once, and its points are read as they are; only the
+# ranks that logged some step more than once (a replay not merged away yet, or a value
+# logged again) are grouped per (rank, step) to keep the latest point (argMax by ts_ms,
+# seq, idx). {repeated} holds those ranks' keys ($rank_key: the rank, or series and rank),
+# found first by REPEATED_RANKS_SQL in the same request (a step logged again between the
+# two reads counts twice until the next read). Grouping every rank per (rank, step) cost
+# ~6x one scan of the points at 1,024 ranks x 10k steps (deploy/bench/bench_growth.py).
+_RANK_STEP_VALUES = """
+        SELECT $cols rank, step, value AS v, ts_ms AS t
         FROM metrics
-        WHERE $where
-        GROUP BY rank, step
+        WHERE $where AND $rank_key NOT IN {repeated:Array(UInt64)}
+        UNION ALL
+        SELECT $cols rank, step, argMax(value, (ts_ms, seq, idx)) AS v, max(ts_ms) AS t
+        FROM metrics
+        WHERE $where AND $rank_key IN {repeated:Array(UInt64)}
+        GROUP BY $group rank, step"""
+#: The ranks ($rank_key) of the points matching $where with a step logged more than once.
+REPEATED_RANKS_SQL = """
+SELECT $rank_key AS k FROM metrics
+WHERE $where
+GROUP BY k
+HAVING count() != uniqExact(step)
+"""
+_RANK_KEY = "toUInt64(rank)"
+_AGGREGATED = fill("""(
+    SELECT toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM ($rank_steps
     )
     GROUP BY step
-)"""
+)""", agg="$agg", rank_steps=fill(_RANK_STEP_VALUES, cols="", group="", where="$where",
+                                 rank_key=_RANK_KEY))
 
 # A mean that does not overflow: avg sums in Float64, so two values of 1.797e308 gave inf.
 # When the plain avg is not finite, the values are averaged scaled down by 2^-600 (exact)
@@ -573,16 +595,15 @@ _MULTI_WHERE = "run_id IN {run_ids:Array(String)} AND key IN {keys:Array(String)
 _SERIES_INDEX = """(transform(run_id, {run_ids:Array(String)}, {run_index:Array(UInt32)},
         toUInt32(0)) * {n_keys:UInt32}
     + transform(key, {keys:Array(String)}, {key_index:Array(UInt32)}, toUInt32(0)))"""
-_MULTI_AGGREGATED = """(
-    SELECT series, toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM (
-        SELECT $series AS series, rank, step, argMax(value, (ts_ms, seq, idx)) AS v,
-            max(ts_ms) AS t
-        FROM metrics
-        WHERE $where
-        GROUP BY series, rank, step
+#: A series' rank as one number (series << 32 | rank), for {repeated}.
+MULTI_RANK_KEY = fill("bitOr(bitShiftLeft(toUInt64($series), 32), toUInt64(rank))",
+                      series=_SERIES_INDEX)
+_MULTI_AGGREGATED = fill("""(
+    SELECT series, toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM ($rank_steps
     )
     GROUP BY series, step
-)"""
+)""", agg="$agg", rank_steps=fill(_RANK_STEP_VALUES, cols="$series AS series,",
+                                 group="series,", where="$where", rank_key=MULTI_RANK_KEY))
 MULTI_RANGE_SQL = """
 SELECT $series AS s, min(step) AS lo, max(step) AS hi, count() AS n
 FROM $source
@@ -619,13 +640,10 @@ SELECT run_id FROM (
 GROUP BY run_id
 """
 
-# Each rank's latest value at each step of one key (as _AGGREGATED takes it), finite only.
-_RANK_STEPS = """(
-    SELECT rank, step, argMax(value, (ts_ms, seq, idx)) AS v
-    FROM metrics
-    WHERE run_id = {run_id:String} AND key = {key:String}$steps
-    GROUP BY rank, step
-)"""
+# Each rank's latest value at each step of one key (as _AGGREGATED takes it).
+_RANK_STEPS_WHERE = "run_id = {run_id:String} AND key = {key:String}$steps"
+_RANK_STEPS = fill("($rank_steps\n)", rank_steps=fill(
+    _RANK_STEP_VALUES, cols="", group="", where=_RANK_STEPS_WHERE, rank_key=_RANK_KEY))
 # The envelope per step (mean, min, max over ranks and the lowest rank at each extreme),
 # then per bucket of steps (width as downsample.bucket_width: ceil(span / max_points)):
 # mean of the means, min of the mins and max of the maxes with the rank and first step of
@@ -1150,9 +1168,17 @@ class ClickHouseRepository:
                      ranks=_SOME_RANKS if ranks else "", steps=_STEP_RANGE if steps else "")
         _add_steps(params, steps)
         if aggregate:
+            params["repeated"] = self._repeated_ranks(where, _RANK_KEY, params)
             source = fill(_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where)
             return source, "NOT isNaN(value)", params
         return "metrics", where + " AND NOT isNaN(value)", params
+
+    def _repeated_ranks(self, where: str, rank_key: str, params: Mapping[str, Any]
+                        ) -> list[int]:
+        """{repeated} of _RANK_STEP_VALUES: the ranks (``rank_key``) of the points matching
+        ``where`` that logged some step more than once."""
+        return [int(k) for (k,) in self._rows(
+            fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key), params)]
 
     def series_range(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,
@@ -1400,6 +1426,7 @@ class ClickHouseRepository:
         where = fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "",
                      steps=_STEP_RANGE if steps else "")
         if aggregate:
+            params["repeated"] = self._repeated_ranks(where, MULTI_RANK_KEY, params)
             source = fill(_MULTI_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where,
                           series=_SERIES_INDEX)
             return source, "NOT isNaN(value)", "series", params
@@ -1457,7 +1484,10 @@ class ClickHouseRepository:
                     ) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"run_id": run_id, "key": key}
         _add_steps(params, steps)
-        return fill(_RANK_STEPS, steps=_STEP_RANGE if steps else ""), params
+        step_range = _STEP_RANGE if steps else ""
+        params["repeated"] = self._repeated_ranks(
+            fill(_RANK_STEPS_WHERE, steps=step_range), _RANK_KEY, params)
+        return fill(_RANK_STEPS, steps=step_range), params
 
     def envelope(self, run_id: str, key: str, max_points: int, *,
                  steps: StepRange | None = None) -> EnvelopeRows:
