@@ -285,7 +285,8 @@ _SERIES_WHERE = "$run AND key = {key:String}$ranks$steps"
 # seq, idx). {repeated} holds those ranks' keys ($rank_key: the rank, or series and rank),
 # found first by REPEATED_RANKS_SQL in the same request (a step logged again between the
 # two reads counts twice until the next read). Grouping every rank per (rank, step) cost
-# ~6x one scan of the points at 1,024 ranks x 10k steps (deploy/bench/bench_growth.py).
+# 4-5 s against 0.7-0.9 s this way and 0.25 s for one scan, at 1,024 ranks x 10k steps
+# (timed by hand in chdb; deploy/bench/bench_growth.py's ranks table measures it).
 _RANK_STEP_VALUES = """
         SELECT $cols rank, step, value AS v, ts_ms AS t
         FROM metrics
@@ -596,14 +597,14 @@ _SERIES_INDEX = """(transform(run_id, {run_ids:Array(String)}, {run_index:Array(
         toUInt32(0)) * {n_keys:UInt32}
     + transform(key, {keys:Array(String)}, {key_index:Array(UInt32)}, toUInt32(0)))"""
 #: A series' rank as one number (series << 32 | rank), for {repeated}.
-MULTI_RANK_KEY = fill("bitOr(bitShiftLeft(toUInt64($series), 32), toUInt64(rank))",
+_MULTI_RANK_KEY = fill("bitOr(bitShiftLeft(toUInt64($series), 32), toUInt64(rank))",
                       series=_SERIES_INDEX)
 _MULTI_AGGREGATED = fill("""(
     SELECT series, toUInt32(0) AS rank, step, $agg AS value, max(t) AS ts_ms FROM ($rank_steps
     )
     GROUP BY series, step
 )""", agg="$agg", rank_steps=fill(_RANK_STEP_VALUES, cols="$series AS series,",
-                                 group="series,", where="$where", rank_key=MULTI_RANK_KEY))
+                                 group="series,", where="$where", rank_key=_MULTI_RANK_KEY))
 MULTI_RANGE_SQL = """
 SELECT $series AS s, min(step) AS lo, max(step) AS hi, count() AS n
 FROM $source
@@ -1426,7 +1427,7 @@ class ClickHouseRepository:
         where = fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "",
                      steps=_STEP_RANGE if steps else "")
         if aggregate:
-            params["repeated"] = self._repeated_ranks(where, MULTI_RANK_KEY, params)
+            params["repeated"] = self._repeated_ranks(where, _MULTI_RANK_KEY, params)
             source = fill(_MULTI_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where,
                           series=_SERIES_INDEX)
             return source, "NOT isNaN(value)", "series", params
