@@ -38,7 +38,7 @@ KNOWN = {
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
     "isFinite", "materialize", "exp2", "assumeNotNull", "nullIf", "toUInt8",
     "toInt64", "arrayFilter", "argMinIf", "arrayJoin", "greatest", "abs", "row_number",
-    "arrayElement",
+    "arrayElement", "toUInt64", "uniqExact",
     # rank health (GetRankHealth)
     "OVER", "PARTITION", "quantilesIf", "quantiles", "median", "startsWith",
     # lambda parameters (FORK_SUMMARIES_SQL)
