@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -139,7 +141,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.stop(grace_s=5.0)
         print("runstream serve: stopped", flush=True)
     # Also when the loss was found only by the last flush, after the stop signal.
-    return 1 if any(isinstance(p.error, StoreLostError) for p in pipelines) else 0
+    if any(isinstance(p.error, StoreLostError) for p in pipelines):
+        # The embedded engine's own teardown at interpreter exit can crash (SIGSEGV) on a
+        # store whose files were removed under it; everything is stopped and flushed, so
+        # end here with the status that says why.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    return 0
 
 
 def _sum_counters(pipelines: Sequence[Any]) -> tuple[int, int, int]:
