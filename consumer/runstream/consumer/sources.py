@@ -191,6 +191,13 @@ def parse_commit_metadata(
 
 # --- Kafka ------------------------------------------------------------------------------
 
+#: Seconds a :class:`KafkaSource` lets its offset commits be refused for a rebalance, with
+#: no successful commit in between, before it replaces its KafkaConsumer with a new one.
+#: After a broker restart kafka-python 3.0 can stay in a rebalance that never completes
+#: (every commit refused with RebalanceInProgressError, the group never re-forms); a
+#: rebalance that does complete takes seconds, unless a member is slow to rejoin.
+REBALANCE_STUCK_S = 30.0
+
 
 class KafkaSource:
     """A kafka-python consumer in a consumer group, committing only what it is told to.
@@ -216,6 +223,18 @@ class KafkaSource:
     is read by a thread of its own, ``runstream-consumer-lag``, on a consumer of its own:
     :meth:`offsets` only returns its latest snapshot, so the polling thread never waits on
     the broker for it (it would, for request timeouts, while the broker is down).
+
+    When commits have been refused for a rebalance (RebalanceInProgressError,
+    CommitFailedError, IllegalGenerationError, UnknownMemberIdError) for longer than
+    ``rebalance_stuck_s`` seconds of ``clock``, with no success and no pause longer than
+    that between two refusals, the consumer is
+    replaced (see :meth:`_rebuild`, logged at WARNING): the old one leaves the group, a new
+    one with the same settings joins it at the next poll. Other commit errors (timeouts,
+    the broker unreachable) neither start nor reset that clock.
+
+    Not thread-safe (see the module): poll, commit, caught_up and close run on one polling
+    thread, which alone uses the KafkaConsumer, also when it replaces it. kafka-python's IO
+    thread and the lag thread share only what is kept under ``_lock``.
     """
 
     #: Prefix of the commit metadata that names the store the rows went to.
@@ -232,12 +251,11 @@ class KafkaSource:
         metadata_wait_s: float = 10.0,
         store_id: str = "",
         lag_interval_s: float = 5.0,
+        rebalance_stuck_s: float = REBALANCE_STUCK_S,
+        clock: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> None:
         import threading
-
-        from kafka import KafkaConsumer
-        from kafka.errors import KafkaError
 
         self.topic = topic
         self.group_id = group_id
@@ -254,6 +272,18 @@ class KafkaSource:
         self._assigned: frozenset[Any] = frozenset()  # under the lock
         self._lag: dict[Position, tuple[int, int]] = {}  # the lag thread's latest snapshot
         self._plans: list[ReplayPlan] = []  # read at an assignment, taken by the pipeline
+        self._rebalance_stuck_s = rebalance_stuck_s
+        self._clock = clock
+        # Since when (clock) commits are refused for a rebalance, None while they are not,
+        # and when the last was (polling thread only).
+        self._refused_since: float | None = None
+        self._refused_last = 0.0
+        # True from a rebuild until the revoke callback ran at the next poll: what the
+        # pipeline holds was read through the replaced consumer (polling thread only).
+        self._fenced = False
+        # The listener of the current consumer; notes of any other are ignored (under the lock).
+        self._listener: _RebalanceListener | None = None
+        self._metadata_wait_s = metadata_wait_s
         settings: dict[str, Any] = {
             "bootstrap_servers": list(bootstrap),
             "group_id": group_id,
@@ -272,18 +302,10 @@ class KafkaSource:
             **overrides,
         }
         self._settings = settings
-        try:
-            self._consumer = KafkaConsumer(**settings)
-        except KafkaError as e:
-            servers = settings["bootstrap_servers"]
-            raise UnavailableError(f"cannot reach Kafka at {servers}: {e}") from e
-        self._await_topic_metadata(topic, metadata_wait_s)
-        self._consumer.subscribe([topic], listener=_RebalanceListener(self))
+        self._consumer, self._listener = self._new_consumer()
         self._lag_stop = threading.Event()
         self._lag_interval_s = lag_interval_s
-        self._lag_thread = threading.Thread(target=self._lag_loop, name="runstream-consumer-lag",
-                                            daemon=True)
-        self._lag_thread.start()
+        self._start_lag_thread()
 
     #: Reconnect settings of every Kafka client of the consumer. kafka-python backs off
     #: exponentially up to 30 s between reconnects by default: a broker back after 15 s
@@ -294,7 +316,37 @@ class KafkaSource:
         "retry_backoff_ms": 100,
     }
 
-    def _await_topic_metadata(self, topic: str, timeout_s: float) -> None:
+    def _new_consumer(self) -> tuple[Any, _RebalanceListener]:
+        """A KafkaConsumer with ``self._settings``, the topic's partitions loaded, subscribed
+        with a listener of its own (returned too, to be made ``self._listener``); it joins the
+        group at its first poll. Blocks up to ``metadata_wait_s`` seconds (and the client's
+        connect timeouts); raises UnavailableError when Kafka cannot be reached."""
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        try:
+            consumer = KafkaConsumer(**self._settings)
+        except KafkaError as e:
+            servers = self._settings["bootstrap_servers"]
+            raise UnavailableError(f"cannot reach Kafka at {servers}: {e}") from e
+        try:
+            self._await_topic_metadata(consumer, self.topic, self._metadata_wait_s)
+            listener = _RebalanceListener(self)
+            consumer.subscribe([self.topic], listener=listener)
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+        return consumer, listener
+
+    def _start_lag_thread(self) -> None:
+        import threading
+
+        self._lag_thread = threading.Thread(target=self._lag_loop, name="runstream-consumer-lag",
+                                            daemon=True)
+        self._lag_thread.start()
+
+    @staticmethod
+    def _await_topic_metadata(consumer: Any, topic: str, timeout_s: float) -> None:
         """Load the topic's partitions before joining the group.
 
         A member that joins before its client knows the topic is assigned nothing, and
@@ -302,7 +354,7 @@ class KafkaSource:
         A topic that does not exist yet is picked up by that refresh (metadata_max_age_ms).
         """
         deadline = time.monotonic() + timeout_s
-        while not self._consumer.partitions_for_topic(topic):
+        while not consumer.partitions_for_topic(topic):
             if time.monotonic() >= deadline:
                 log.warning("topic %s has no partitions yet; joining the group anyway", topic)
                 return
@@ -337,8 +389,11 @@ class KafkaSource:
             # it holds now. A commit for a partition now owned elsewhere is rejected and
             # logged; its new owner re-reads those messages, and ClickHouse collapses them.
             self._revoked = False
+            fenced = self._fenced  # a rebuild in the callback fences what comes after it
             if self._revoke_callback is not None:
                 self._revoke_callback()
+            if fenced:
+                self._fenced = False  # the replaced consumer's messages are flushed or dropped
         if self._unchecked:
             rewound = self._check_committed_store()
             if rewound:
@@ -427,9 +482,22 @@ class KafkaSource:
     def commit(self, positions: Mapping[Position, int],
                plans: Sequence[ReplayPlan] = ()) -> None:
         from kafka import OffsetAndMetadata, TopicPartition
-        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.errors import (
+            CommitFailedError,
+            IllegalGenerationError,
+            KafkaError,
+            RebalanceInProgressError,
+            UnknownMemberIdError,
+        )
 
         if not positions:
+            return
+        if self._fenced:
+            # Read through a consumer replaced since: its successor must not commit them
+            # (another member may own them now). The rows are stored; whoever holds the
+            # partitions re-reads from the last commit, and ClickHouse collapses the replay.
+            log.warning("not committing offsets read before the Kafka consumer was rebuilt "
+                        "(rows are stored): %s", sorted(positions.items()))
             return
         offsets = {
             TopicPartition(topic, partition): OffsetAndMetadata(
@@ -438,15 +506,75 @@ class KafkaSource:
         }
         try:
             self._consumer.commit(offsets)
-            with self._lock:
-                for position, last in positions.items():
-                    self._committed[position] = last + 1
         except CommitFailedError as e:
             # The group rebalanced: whoever owns these partitions now re-reads from the
             # last commit; the rows are already stored, and replays collapse in ClickHouse.
             log.warning("offset commit rejected after a rebalance (rows are stored): %s", e)
+            self._refused_for_rebalance(e)
+            return
         except KafkaError as e:
+            if isinstance(e, (RebalanceInProgressError, IllegalGenerationError,
+                              UnknownMemberIdError)):
+                self._refused_for_rebalance(e)
             raise UnavailableError(f"offset commit failed: {e}") from e
+        self._refused_since = None
+        with self._lock:
+            for position, last in positions.items():
+                self._committed[position] = last + 1
+
+    def _refused_for_rebalance(self, error: Exception) -> None:
+        """Note a commit refused for a rebalance; rebuild the consumer once the refusals
+        have lasted longer than ``rebalance_stuck_s``. Polling thread only."""
+        now = self._clock()
+        since, last = self._refused_since, self._refused_last
+        self._refused_last = now
+        if since is None or now - last > self._rebalance_stuck_s:
+            # A first refusal, or the first after a long quiet (two ordinary rebalances an
+            # idle hour apart are not one stuck one): the refusals start here.
+            self._refused_since = now
+            return
+        refused_s = now - since
+        if refused_s > self._rebalance_stuck_s:
+            self._rebuild(f"offset commits refused for a rebalance for {refused_s:.0f}s "
+                          f"(last: {type(error).__name__}: {error})")
+
+    def _rebuild(self, reason: str) -> None:
+        """Replace the KafkaConsumer with a new one of the same settings (see
+        :meth:`_new_consumer`); the old one leaves the group, the new one joins it at the
+        next poll. What the old one had assigned is forgotten here as if revoked: the revoke
+        callback runs at the next poll, and until it has run, commits (of positions read
+        through the old consumer) are dropped, never sent through the new one. If no new
+        consumer can be built, the old one is kept and the next try comes after another
+        ``rebalance_stuck_s``. Polling thread only; blocks while the old consumer leaves
+        (bounded) and the new one loads the topic's metadata."""
+        from kafka.errors import KafkaError
+
+        log.warning("runstream-consumer: rebuilding the Kafka consumer of group %s: %s",
+                    self.group_id, reason)
+        self._refused_since = None
+        try:
+            consumer, listener = self._new_consumer()
+        except (UnavailableError, KafkaError) as e:
+            log.warning("runstream-consumer: could not build a new Kafka consumer, keeping "
+                        "the old one for another %.0fs: %s", self._rebalance_stuck_s, e)
+            self._refused_since = self._clock()
+            return
+        old, self._consumer = self._consumer, consumer
+        with self._lock:
+            self._listener = listener  # the old consumer's notes are ignored from now on
+            held = self._assigned
+        self._assigned_changed(held, added=False)
+        self._fenced = True
+        self._revoked = True  # even with nothing held: the next poll lifts the fence
+        self._plans = []  # read for the old assignment; the new one reads its own
+        try:
+            # No autocommit; its listener is detached, so the revocation it reports is ignored.
+            old.close(autocommit=False, timeout_ms=10_000)
+        except Exception as e:  # best effort: it is replaced already, and in a bad state
+            log.warning("runstream-consumer: closing the replaced Kafka consumer: %s", e)
+        if not self._lag_thread.is_alive() and not self._lag_stop.is_set():
+            log.warning("runstream-consumer: the lag thread had stopped; starting it again")
+            self._start_lag_thread()
 
     def caught_up(self) -> bool:
         assignment = self._consumer.assignment()
@@ -504,14 +632,22 @@ class KafkaSource:
             out[position] = (int(committed), int(ends.get(tp, 0)))
         return out
 
-    def _assigned_changed(self, assigned: Iterable[Any], *, added: bool) -> None:
+    def _assigned_changed(self, assigned: Iterable[Any], *, added: bool,
+                          listener: _RebalanceListener | None = None) -> None:
+        """Record partitions given (``added``) or taken away (then the revoke callback runs
+        at the next poll). ``listener``: whose note this is; notes of a listener other than
+        the current consumer's (one replaced by :meth:`_rebuild`) are ignored. Thread-safe."""
         with self._lock:
+            if listener is not None and listener is not self._listener:
+                return
             if added:
                 new = set(assigned)
                 self._assigned = self._assigned | new
                 self._unchecked |= new
             else:
                 gone = set(assigned)
+                if gone:
+                    self._revoked = True
                 self._assigned = self._assigned - gone
                 self._unchecked -= gone
                 for tp in gone:
@@ -538,17 +674,15 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
-            self._source._revoked = True
-            self._source._assigned_changed(revoked, added=False)
+            self._source._assigned_changed(revoked, added=False, listener=self)
 
     def on_partitions_lost(self, lost: Any) -> None:
         if lost:
-            self._source._revoked = True
-            self._source._assigned_changed(lost, added=False)
+            self._source._assigned_changed(lost, added=False, listener=self)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
-        self._source._assigned_changed(assigned, added=True)
+        self._source._assigned_changed(assigned, added=True, listener=self)
 
 
 # --- spool ------------------------------------------------------------------------------
