@@ -4,6 +4,7 @@ its envelope, aggregates across ranks."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError, NotFoundError
 from runstream.query.client import Client
 from runstream.query.repository import ClickHouseRepository
+from runstream.query.service import QueryService
 from tests.factories import T0, insert, points, start_rank
 
 
@@ -163,12 +165,9 @@ def test_mean_across_ranks_does_not_overflow(ch: Any, client: Client, chdb_dsn: 
     assert [(b.avg_step, b.avg_value) for b in buckets] == [(0.5, BIG), (2.5, 1.5)]
 
 
-def test_aggregates_take_each_ranks_latest_point_when_only_some_ranks_repeat_a_step(
-    ch: Any, client: Client
-) -> None:
-    """The aggregate reads clean ranks as they are and groups only ranks that logged a step
-    twice: a replay of rank 1 (same points again) changes nothing, and rank 2's second value
-    at steps 10..19 replaces its first, in every path (one series, several, the envelope)."""
+def _seed_repeats(ch: Any) -> None:
+    """Run "rep": 4 ranks x 100 steps of "loss"; rank 1's steps 20..59 replayed, rank 2
+    given a second value at steps 10..19."""
     start_rank(ch, "rep", 0, 4, T0)
     for rank in range(4):
         insert(ch, tables.METRICS, points("rep", "loss", rank, range(100)))
@@ -176,6 +175,55 @@ def test_aggregates_take_each_ranks_latest_point_when_only_some_ranks_repeat_a_s
     relogged = [dict(p, value=-5.0 - p["step"], seq=99, ts_ms=p["ts_ms"] + 50)
                 for p in points("rep", "loss", 2, range(10, 20))]
     insert(ch, tables.METRICS, relogged)
+
+
+def test_one_request_looks_for_repeated_ranks_once(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    """A request that reads a cross-rank aggregate twice (a downsampled history's range and
+    buckets, several histories' ranges and buckets, the envelope and the rank spread) runs
+    the repeated-rank check once, and the next request runs it again (it may have changed)."""
+    _seed_repeats(ch)
+    checks: list[str] = []
+
+    class Counting(ClickHouseRepository):
+        def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+            if "HAVING count() != uniqExact(step)" in sql:
+                checks.append(sql)
+            return super()._rows(sql, parameters)
+
+    svc = QueryService(Counting(chdb_dsn, ch_database))
+    try:
+        for ask in (
+            lambda: svc.metric_history("rep", "loss", max_points=10, aggregate="mean"),
+            lambda: svc.metric_histories(["rep"], ["loss"], max_points=10, aggregate="max"),
+            lambda: svc.rank_envelope("rep", "loss", max_points=10),
+        ):
+            checks.clear()
+            got = ask()
+            assert len(checks) == 1, got
+            ask()
+            assert len(checks) == 2
+        # What the shared check served is right: each downsampled point is the step's mean
+        # as the raw aggregate (one read, its own check) gives it.
+        raw = svc.metric_history("rep", "loss", aggregate="mean")
+        exact = dict(zip(raw.steps, raw.values, strict=True))
+        down = svc.metric_history("rep", "loss", max_points=10, aggregate="mean")
+        assert down.steps and all(v == pytest.approx(exact[s], rel=1e-12)
+                                  for s, v in zip(down.steps, down.values, strict=True))
+        assert exact[15] == pytest.approx((15 * 0.5 + 1000 + 15 * 0.5 + (-20.0)
+                                           + 3000 + 15 * 0.5) / 4)
+    finally:
+        svc.repository.close()
+
+
+def test_aggregates_take_each_ranks_latest_point_when_only_some_ranks_repeat_a_step(
+    ch: Any, client: Client
+) -> None:
+    """The aggregate reads clean ranks as they are and groups only ranks that logged a step
+    twice: a replay of rank 1 (same points again) changes nothing, and rank 2's second value
+    at steps 10..19 replaces its first, in every path (one series, several, the envelope)."""
+    _seed_repeats(ch)
 
     def latest(rank: int, step: int) -> float:
         return -5.0 - step if rank == 2 and 10 <= step < 20 else rank * 1000 + step * 0.5

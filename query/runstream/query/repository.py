@@ -35,6 +35,7 @@ import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast, overload
 
 import clickhouse_connect
@@ -1174,12 +1175,33 @@ class ClickHouseRepository:
             return source, "NOT isNaN(value)", params
         return "metrics", where + " AND NOT isNaN(value)", params
 
+    @contextmanager
+    def shared_reads(self) -> Iterator[None]:
+        """See :meth:`UiStore.shared_reads`: a per-thread memo of :meth:`_repeated_ranks`
+        (a downsampled aggregate reads its range, then its buckets; the envelope and the
+        rank spread read the same steps), dropped when the outermost block ends."""
+        outer = getattr(self._local, "repeated", None)
+        if outer is None:
+            self._local.repeated = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._local.repeated = None
+
     def _repeated_ranks(self, where: str, rank_key: str, params: Mapping[str, Any]
                         ) -> list[int]:
         """{repeated} of _RANK_STEP_VALUES: the ranks (``rank_key``) of the points matching
-        ``where`` that logged some step more than once."""
-        return [int(k) for (k,) in self._rows(
-            fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key), params)]
+        ``where`` that logged some step more than once (once per shared_reads block)."""
+        sql = fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key)
+        memo: dict[str, list[int]] | None = getattr(self._local, "repeated", None)
+        key = repr((sql, sorted(params.items())))
+        if memo is not None and key in memo:
+            return memo[key]
+        ranks = [int(k) for (k,) in self._rows(sql, params)]
+        if memo is not None:
+            memo[key] = ranks
+        return ranks
 
     def series_range(
         self, run_id: str, key: str, ranks: Sequence[int], aggregate: str, *,

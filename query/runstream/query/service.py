@@ -805,17 +805,18 @@ class QueryService:
                      aggregate: str, seg: tuple[Segment, ...] = (),
                      steps: StepRange | None = None) -> MetricHistory:
         kw = _series_kw(seg, steps)
-        lo, hi, count = (
-            self._ui.series_range(run_id, key, ranks, aggregate, **kw) if kw
-            else self._repo.series_range(run_id, key, ranks, aggregate))
-        if count == 0:
-            self._check_exists(run_id)
-            return MetricHistory(run_id=run_id, key=key, downsampled=True, aggregate=aggregate)
-        width = bucket_width(lo, hi, max_points)
-        return assemble_downsampled(
-            run_id, key, aggregate, count,
-            self._ui.buckets(run_id, key, ranks, aggregate, lo, width, **kw) if kw
-            else self._repo.buckets(run_id, key, ranks, aggregate, lo, width))
+        with self._ui.shared_reads():
+            lo, hi, count = (
+                self._ui.series_range(run_id, key, ranks, aggregate, **kw) if kw
+                else self._repo.series_range(run_id, key, ranks, aggregate))
+            if count == 0:
+                self._check_exists(run_id)
+                return MetricHistory(run_id=run_id, key=key, downsampled=True,
+                                     aggregate=aggregate)
+            width = bucket_width(lo, hi, max_points)
+            buckets = (self._ui.buckets(run_id, key, ranks, aggregate, lo, width, **kw) if kw
+                       else self._repo.buckets(run_id, key, ranks, aggregate, lo, width))
+        return assemble_downsampled(run_id, key, aggregate, count, buckets)
 
     @property
     def _ui(self) -> UiStore:
@@ -1165,11 +1166,14 @@ class QueryService:
         chains = {r: seg for r in ids if is_forked(seg := fork_segments(r, known))}
         plain = [r for r in ids if r not in chains]
         kw = _series_kw((), steps)
-        ranges = (self._ui.series_ranges(plain, names_, rank_filter, aggregate, **kw)
-                  if plain else {})
-        bounds = {series: (lo, bucket_width(lo, hi, max_points))
-                  for series, (lo, hi, n) in ranges.items() if n}
-        buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, **kw)
+        with self._ui.shared_reads():
+            # Sorted as series_buckets reads them, so both share one repeated-rank check
+            # when every series has points.
+            ranges = (self._ui.series_ranges(sorted(plain), sorted(names_), rank_filter,
+                                             aggregate, **kw) if plain else {})
+            bounds = {series: (lo, bucket_width(lo, hi, max_points))
+                      for series, (lo, hi, n) in ranges.items() if n}
+            buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, **kw)
         empty = [r for r in plain if not any((r, k) in bounds for k in names_)]
         if empty:
             existing = self._ui.existing_runs(empty)
@@ -1224,8 +1228,9 @@ class QueryService:
         validate_max_points(max_points)
         steps = validate_step_range(start_step, end_step)
         kw = _series_kw((), steps)
-        rows = self._ui.envelope(run_id, key, max_points, **kw)
-        extremes, departures = self._ui.rank_spread(run_id, key, **kw)
+        with self._ui.shared_reads():
+            rows = self._ui.envelope(run_id, key, max_points, **kw)
+            extremes, departures = self._ui.rank_spread(run_id, key, **kw)
         non_finite = self._ui.key_non_finite(run_id, key, **kw)
         if not rows.steps and not non_finite:
             self._check_exists(run_id)

@@ -13,6 +13,7 @@ them in one query, with a (possibly empty) entry for every id asked for.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -212,6 +213,12 @@ class UiStore(Protocol):
     once, the cross-rank envelope and lag matrix, SearchRuns columns, the keys runs use.
     ``steps``: only steps in that inclusive range. ``segments``: a fork's history.
     Thread-safe; every method blocks on storage."""
+
+    def shared_reads(self) -> AbstractContextManager[None]:
+        """The reads of one request made inside (in this thread) share what they derive
+        from the same points, computed by the first of them: the ranks that logged a step
+        twice, which a cross-rank aggregate groups. Nests; outside it nothing is shared."""
+        ...
 
     def metric_points(
         self, run_id: str, key: str, ranks: Sequence[int], after: PointCursor | None,
