@@ -14,8 +14,10 @@ Dimensions (one table each):
 * SearchRuns, two clauses + order by a metric (10 params, 5 metrics x 2 steps a run):
   10k, 100k, 1M runs, all in the experiment searched.
 * the same search inside a fixed 5,000-run experiment in stores that also hold 100k and
-  1M other runs: the scoped search (run_experiments) and, measured in the same run, the
-  SQL before it (the scope stripped from the compiled SQL: this bench only).
+  1M other runs: the search scoped by the experiment column (its tables' by_experiment
+  projections) and, measured in the same run, the scope before it, the experiment's run
+  ids read from run_experiments (``run_id IN (...)``; the compiled SQL rewritten, this
+  bench only).
 * cross-rank mean/min/max of one key (GetMetricHistory aggregate, every step): 64 and
   1,024 ranks x 10k steps.
 * ingest from 1, 64, 1,024 producers at once: pre-encoded metric events (10 keys x 100
@@ -101,12 +103,13 @@ def fill_runs_sql(ch: Any, db: str, n: int, experiment: str, prefix: str,
                f" if(number % 2, 'FINISHED', 'RUNNING'), 'p', 2, {T0} + number + 1"
                f" FROM numbers({n})")
     ch.command(f"INSERT INTO `{db}`.{tables.PARAMS.name} (run_id, key, value, type, rank,"
-               f" producer_id, seq, ts_ms) SELECT {rid}, concat('p', toString(p)),"
-               f" toString(((number * (p + 3)) % 97) / 100), 'FLOAT', 0, 'p', 3, {T0}"
-               f" FROM numbers({n}) ARRAY JOIN range(10) AS p")
+               f" producer_id, seq, ts_ms, experiment) SELECT {rid}, concat('p', toString(p)),"
+               f" toString(((number * (p + 3)) % 97) / 100), 'FLOAT', 0, 'p', 3, {T0},"
+               f" '{experiment}' FROM numbers({n}) ARRAY JOIN range(10) AS p")
     ch.command(f"INSERT INTO `{db}`.metrics (run_id, key, rank, step, value, ts_ms,"
-               f" producer_id, seq, idx) SELECT {rid}, concat('m', toString(m)), 0, step,"
-               f" ((number * (m + 7)) % 1000) / 1000 + step, {T0}, 'p', 4, m * 2 + step"
+               f" producer_id, seq, idx, experiment) SELECT {rid}, concat('m', toString(m)), 0,"
+               f" step, ((number * (m + 7)) % 1000) / 1000 + step, {T0}, 'p', 4, m * 2 + step,"
+               f" '{experiment}'"
                f" FROM numbers({n}) ARRAY JOIN range(5) AS m ARRAY JOIN [0, 1] AS step")
 
 
@@ -171,21 +174,30 @@ class Table:
         return "\n".join([*out, *(line(r) for r in self.rows)])
 
 
+#: The scope before the experiment column: the experiments' run ids from run_experiments.
+RUN_ID_SCOPE = ("run_id IN (SELECT run_id FROM run_experiments"
+                " WHERE experiment IN {experiments:Array(String)})")
+
+
 @contextmanager
-def unscoped_search() -> Iterator[None]:
-    """SearchRuns' SQL as it was before run_experiments (the scope stripped), for the
-    before/after rows of this bench only."""
+def run_id_scoped_search() -> Iterator[None]:
+    """SearchRuns' SQL with the scope it had before the experiment column (RUN_ID_SCOPE
+    where the search scopes, no filter where it does not), for the before/after rows of
+    this bench only."""
+    from dataclasses import replace
+
     from runstream.query import repository, search_sql
 
     original = repository.compile_search
 
-    def compile_unscoped(*args: Any, **kwargs: Any) -> search_sql.CompiledSearch:
-        c = original(*args, **{**kwargs, "scoped": False})
-        if search_sql.SCOPE in c.sql:
-            raise SystemExit("the unscoped SQL still reads run_experiments")
-        return c
+    def compile_run_id_scoped(*args: Any, **kwargs: Any) -> search_sql.CompiledSearch:
+        c = original(*args, **kwargs)
+        sql = c.sql.replace(search_sql.SCOPE, RUN_ID_SCOPE).replace(search_sql.PREFILTER, "1")
+        if "experiment = ''" in sql:
+            raise SystemExit("the run_id-scoped SQL still filters on the experiment column")
+        return replace(c, sql=sql)
 
-    repository.compile_search = compile_unscoped
+    repository.compile_search = compile_run_id_scoped
     try:
         yield
     finally:
@@ -240,11 +252,11 @@ def bench_series(ch: Any, dsn: str, disk: dict[str, str]) -> Table:
 def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table]:
     t = Table("SearchRuns, 2 clauses + order by a metric, all runs in the experiment searched"
               f" (`{SEARCH_FILTER}`, order by {ORDER_BY[0]}, page 100)",
-              ["runs", "scoped (now)", "before (same run)", "target", "disk (db)", "fill"])
+              ["runs", "now", "run_id scope (same run)", "target", "disk (db)", "fill"])
     scoped = Table(f"The same search inside a fixed {SCOPED_RUNS:,}-run experiment, in stores"
                    " of other runs (ids spread like uuid4 hex; ids adjacent in the key space)",
-                   ["other runs in the store", "spread: now", "spread: before",
-                    "adjacent: now", "adjacent: before", "target", "matched"])
+                   ["other runs in the store", "spread: now", "spread: run_id scope",
+                    "adjacent: now", "adjacent: run_id scope", "target", "matched"])
     for n in (10_000, 100_000, 1_000_000):
         if n > MAX:
             continue
@@ -273,7 +285,7 @@ def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table]
         now_5k = median_s(search("exp5k"), REPEAT)
         now_near = median_s(search("near5k"), REPEAT)
         page_now = [r.run_id for e in ("exp5k", "near5k") for r in search(e)().runs]
-        with unscoped_search():
+        with run_id_scoped_search():
             old_all = median_s(search("bench"), REPEAT)
             old_5k = median_s(search("exp5k"), REPEAT)
             old_near = median_s(search("near5k"), REPEAT)

@@ -37,6 +37,8 @@ def statements() -> dict[str, list[str]]:
     return {
         "all_ddl": tables.all_ddl(DB),
         "add_columns_ddl": tables.add_columns_ddl(DB, nothing),
+        "upgrade_views_ddl": tables.upgrade_views_ddl(DB, {v.name: set() for v in tables.VIEWS}),
+        "add_projections_ddl": tables.add_projections_ddl(DB, set(nothing), set()),
         "migration_ddl": tables.migration_ddl(DB),
         "cluster_ddl": tables.cluster_ddl(DB, CLUSTER),
         "cluster_add_columns_ddl": tables.cluster_add_columns_ddl(DB, CLUSTER),
@@ -84,7 +86,7 @@ def test_table_settings_and_engines_are_ones_clickhouse_has(ch: Any) -> None:
             for engine in re.findall(r"ENGINE = (\w+)", statement):
                 assert engine in engines, engine
     assert used == {"non_replicated_deduplication_window", "replicated_deduplication_window",
-                    "replicated_deduplication_window_seconds"}
+                    "replicated_deduplication_window_seconds", "deduplicate_merge_projection_mode"}
 
 
 def test_the_cluster_deduplicates_as_far_back_as_a_single_node() -> None:
@@ -98,6 +100,11 @@ def test_the_cluster_deduplicates_as_far_back_as_a_single_node() -> None:
     cluster = (f"replicated_deduplication_window = {window},"
                f" replicated_deduplication_window_seconds = {tables.DEDUP_WINDOW_S}")
     assert tables.DEDUP_WINDOW_S >= 7 * 24 * 3600
-    assert all(s.endswith(f"SETTINGS {cluster}") for s in local)
+    assert all(f"SETTINGS {cluster}" in s for s in local)
     upgrade = tables.cluster_add_columns_ddl(DB, CLUSTER)
-    assert sum(s.endswith(f"MODIFY SETTING {cluster}") for s in upgrade) == len(local)
+    assert sum(f"MODIFY SETTING {cluster}" in s for s in upgrade) == len(local)
+    # A projection of a Replacing/AggregatingMergeTree needs its merge mode, on both.
+    for ddl in (single, local):
+        projected = [s for s in ddl if "PROJECTION by_experiment" in s]
+        assert len(projected) == 7
+        assert all("deduplicate_merge_projection_mode = 'rebuild'" in s for s in projected)

@@ -1,4 +1,5 @@
-"""The experiment scope of SearchRuns' SQL (run_experiments), and that table's contract."""
+"""The experiment scope of SearchRuns' SQL (the experiment column its tables' projections
+sort on, and run_experiments for older rows), and run_experiments' contract."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import pytest
 from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError
 from runstream.query.filters import parse_filter, parse_order_by
-from runstream.query.search_sql import SCOPE, compile_search
+from runstream.query.search_sql import PREFILTER, SCOPE, compile_search
 
 FILTER = ("metrics.a > 1 AND min(metrics.b) < 2 AND params.lr = '0.1' AND params.n > 3 AND "
           "tags.t LIKE 'x%' AND datasets.digest = 'd' AND params.gone IS NULL AND "
           "attributes.artifact_uri LIKE 'file:%' AND attributes.user_id = 'ada'")
 ORDER = ["params.lr DESC", "tags.t", "attributes.artifact_uri"]
-# The tables ordered by run_id that SearchRuns reads: each read must be scoped.
-RUN_TABLES = {"runs", "run_status", "param_values", "tags", "inputs", "artifacts",
-              "metric_summaries"}
+# The tables ordered by run_id that SearchRuns reads: each read must be scoped (runs by
+# its experiment alone: it always had the column, so no older rows lack it).
+RUN_TABLES = {"run_status", "param_values", "tags", "inputs", "artifacts", "metric_summaries"}
 
 
 def _compile(experiments: list[str], scoped: bool, after: list[object] | None = None) -> str:
@@ -26,14 +27,26 @@ def _compile(experiments: list[str], scoped: bool, after: list[object] | None = 
 
 
 def test_every_read_of_a_run_table_is_scoped_to_the_experiments() -> None:
-    sql = _compile(["e1", "e2"], True)
-    reads = re.split(r"\bFROM\s+", sql)[1:]
-    scoped = [r for r in reads if r.split()[0] in RUN_TABLES]
-    assert {r.split()[0] for r in scoped} == RUN_TABLES
-    for read in scoped:
-        # The scope closes the read's WHERE: `... AND run_id IN (SELECT run_id FROM run_experiments`
-        assert read.rstrip().endswith("AND run_id IN (SELECT run_id"), read[:200]
-    assert sql.count(SCOPE) == len(scoped)
+    for scoped, scope in ((True, SCOPE), (False, PREFILTER)):
+        sql = _compile(["e1", "e2"], scoped)
+        reads = re.split(r"\bFROM\s+", sql)[1:]
+        tables_read = [r for r in reads if r.split()[0] in RUN_TABLES]
+        assert {r.split()[0] for r in tables_read} == RUN_TABLES
+        # Each read's WHERE holds the scope (when scoped, its run_experiments set is the
+        # next read), and no FINAL: a projection is never read under FINAL.
+        head = scope.split(" FROM run_experiments")[0]
+        for i, read in enumerate(reads):
+            if read.split()[0] in RUN_TABLES:
+                assert read.split()[1] != "FINAL", read[:200]
+                assert read.rstrip().endswith(head) if scoped else f"AND {scope}" in read, \
+                    read[:300]
+                if scoped:
+                    assert reads[i + 1].startswith("run_experiments WHERE experiment IN")
+        assert sql.count(scope) == len(tables_read)
+        (runs,) = [r for r in reads if r.split()[0] == "runs"]
+        assert runs.split("GROUP BY")[0].split() == ["runs", "WHERE", "experiment", "IN",
+                                                      "{experiments:Array(String)}"]
+        assert "FINAL" not in sql
 
 
 def test_the_scope_is_the_only_difference_from_the_unscoped_sql() -> None:
@@ -41,7 +54,7 @@ def test_the_scope_is_the_only_difference_from_the_unscoped_sql() -> None:
         scoped = _compile(["e1"], True, after)
         unscoped = _compile(["e1"], False, after)
         assert "run_experiments" not in unscoped
-        assert scoped.replace(f" AND {SCOPE}", "") == unscoped
+        assert scoped.replace(SCOPE, PREFILTER) == unscoped
 
 
 def test_a_search_of_every_experiment_reads_no_scope() -> None:

@@ -53,7 +53,7 @@ def test_insert_types_drop_codecs_and_low_cardinality():
     types = dict(zip(tables.METRICS.column_names, tables.METRICS.insert_types, strict=True))
     assert types == {"run_id": "String", "key": "String", "rank": "UInt32", "step": "Int64",
                      "value": "Float64", "ts_ms": "Int64", "producer_id": "String",
-                     "seq": "UInt64", "idx": "UInt32"}
+                     "seq": "UInt64", "idx": "UInt32", "experiment": "String"}
     runs = dict(zip(tables.RUNS.column_names, tables.RUNS.insert_types, strict=True))
     assert runs["packages"] == "Map(String, String)"
     assert runs["gpu_memory_bytes"] == "Array(UInt64)"
@@ -72,6 +72,28 @@ def test_add_columns_ddl_adds_only_what_an_existing_table_lacks():
         tables.add_columns_ddl("r-s", have)
 
 
+def test_an_older_store_gets_the_projections_and_view_queries_it_lacks():
+    have = {t.name: set(t.column_names) | {c for c, _ in t.computed}
+            for t in (*tables.TABLES, *tables.AUX_TABLES, *tables.AGGREGATE_TABLES)}
+    views = {v.name: set(next(t for t in tables.AGGREGATE_TABLES if t.name == v.target)
+                         .column_names) for v in tables.VIEWS}
+    assert tables.upgrade_views_ddl("rs", {**have, **views}) == []
+    views["metric_summaries_mv"] -= {"experiment"}
+    (modify,) = tables.upgrade_views_ddl("rs", {**have, **views})
+    assert modify.startswith("ALTER TABLE `rs`.`metric_summaries_mv` MODIFY QUERY SELECT")
+    assert "AS experiment FROM `rs`.`metrics`" in modify
+    projected = {t.name for t in (*tables.TABLES, *tables.AGGREGATE_TABLES) if t.projection}
+    assert projected == {"runs", "run_status", "param_values", "tags", "artifacts", "inputs",
+                         "metric_summaries"}
+    assert tables.add_projections_ddl("rs", set(have), projected) == []
+    setting, add = tables.add_projections_ddl("rs", set(have), projected - {"tags"})
+    assert setting == ("ALTER TABLE `rs`.`tags` MODIFY SETTING"
+                       " deduplicate_merge_projection_mode = 'rebuild'")
+    assert add == ("ALTER TABLE `rs`.`tags` ADD PROJECTION IF NOT EXISTS by_experiment"
+                   " (SELECT *, `ver` ORDER BY (experiment, run_id, key))")
+    assert tables.add_projections_ddl("rs", set(have) - {"tags"}, projected - {"tags"}) == []
+
+
 def test_param_values_keep_every_value_and_the_earliest_of_equal_ones():
     assert tables.PARAMS.name == "param_values"
     assert tables.PARAMS.order_by == "run_id, key, rank, value"
@@ -87,12 +109,21 @@ def test_cluster_upgrade_adds_every_column_to_local_and_distributed_tables():
     for t in every:
         for name in (f"{t.name}_local", t.name):
             (alter,) = [s for s in ddl if s.startswith(f"ALTER TABLE `rs`.`{name}` ON CLUSTER"
-                                                       " `main` ADD")]
+                                                       " `main` ADD COLUMN")]
             for column, type_ in (*t.columns, *t.computed):
                 assert f"ADD COLUMN IF NOT EXISTS `{column}` {type_}" in alter
     # Local tables first: a Distributed table's new column reads from its shards.
-    assert max(i for i, s in enumerate(ddl) if "_local` ON CLUSTER `main` ADD" in s) < min(
+    assert max(i for i, s in enumerate(ddl) if "_local` ON CLUSTER `main` ADD COLUMN" in s) < min(
         i for i, s in enumerate(ddl) if "ADD COLUMN" in s and "_local`" not in s)
+    # Projections after the columns they sort on and the setting they need; views last.
+    projected = [t for t in every if t.projection]
+    adds = [i for i, s in enumerate(ddl) if "ADD PROJECTION IF NOT EXISTS by_experiment" in s]
+    assert len(adds) == len(projected) == 7
+    settings = [i for i, s in enumerate(ddl) if "deduplicate_merge_projection_mode" in s]
+    assert len(settings) == len(projected) and max(settings) < min(adds)
+    modify = [s for s in ddl if "MODIFY QUERY" in s]
+    assert len(modify) == len(tables.VIEWS)
+    assert all("_local` ON CLUSTER `main` MODIFY QUERY SELECT" in s for s in modify)
     upgrade = tables.cluster_upgrade_ddl("rs", "main")
     assert upgrade == [*tables.cluster_ddl("rs", "main"), *ddl]
     with pytest.raises(InvalidArgumentError):

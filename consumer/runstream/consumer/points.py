@@ -2,8 +2,8 @@
 
 Pure: no I/O. Points never become Python objects: each event's packed protobuf arrays
 are copied into numpy arrays (upb exposes ``__array__``, so the copy runs at memory
-speed), and the strings every point repeats (run id, key, producer id) are stored once
-per batch in a dictionary and referenced by int32 codes. ``table()`` joins the chunks
+speed), and the strings every point repeats (run id, key, producer id, experiment) are
+stored once per batch in a dictionary and referenced by int32 codes. ``table()`` joins the chunks
 into a ``pyarrow.Table`` whose string columns are dictionary-encoded; ClickHouse reads
 that into its ``String`` and ``LowCardinality(String)`` columns without a string per
 row ever being built in Python.
@@ -22,7 +22,7 @@ _COLUMNS = tables.METRICS.column_names
 _DTYPES = {"rank": np.uint32, "step": np.int64, "value": np.float64, "ts_ms": np.int64,
            "seq": np.uint64, "idx": np.uint32}
 # String columns: stored as codes into a per-batch dictionary.
-_CODED = ("run_id", "key", "producer_id")
+_CODED = ("run_id", "key", "producer_id", "experiment")
 
 
 class MetricPoints:
@@ -68,6 +68,9 @@ class MetricPoints:
         )
         chunks["seq"].append(np.full(n, event.seq, np.uint64))
         chunks["idx"].append(np.arange(n, dtype=np.uint32))
+        chunks["experiment"].append(
+            np.full(n, self._code("experiment", event.experiment), np.int32)
+        )
         self.points += n
         return counts
 

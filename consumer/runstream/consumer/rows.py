@@ -21,6 +21,9 @@ Mapping (one event -> rows):
   (producer_id, seq, idx) where idx is the point's index in the event, and one
   ``metric_counts`` row per key in the event (its point count, keyed by the event's
   identity, so replays collapse and per-key counts stay exact).
+
+Every row of a table with an ``experiment`` column gets the event's experiment (the
+envelope's), which the tables' by_experiment projections sort on.
 """
 
 from __future__ import annotations
@@ -152,13 +155,13 @@ class RowBatch:
     @staticmethod
     def _envelope(event: events_pb2.RunEvent) -> dict[str, Any]:
         return {"run_id": event.run_id, "rank": event.rank, "producer_id": event.producer_id,
-                "seq": event.seq, "ts_ms": event.ts_ms}
+                "seq": event.seq, "ts_ms": event.ts_ms, "experiment": event.experiment}
 
     def _status(self, event: events_pb2.RunEvent, status: str, error: str,
                 finished: events_pb2.RunFinished | None = None) -> None:
         drops = list(finished.dropped) if finished is not None else []
         self._tables[tables.RUN_STATUS.name].append(
-            {**self._envelope(event), "experiment": event.experiment, "status": status,
+            {**self._envelope(event), "status": status,
              "error": error,
              "points_logged": finished.points_logged if finished is not None else 0,
              "drop_reasons": [d.reason for d in drops],
@@ -171,7 +174,7 @@ class RowBatch:
         self._tables[tables.RUNS.name].append(
             {
                 **self._envelope(event),
-                "experiment": event.experiment, "name": s.name, "world_size": event.world_size,
+                "name": s.name, "world_size": event.world_size,
                 "local_rank": event.local_rank, "node": event.node,
                 "git_commit": s.code.git_commit, "git_branch": s.code.git_branch,
                 "git_remote": s.code.git_remote, "git_dirty": s.code.git_dirty,
@@ -202,7 +205,7 @@ class RowBatch:
         a = event.annotation
         envelope = self._envelope(event)
         self._tables[tables.ANNOTATIONS.name].append(
-            {**envelope, "experiment": event.experiment,
+            {**envelope,
              "tag_keys": [t.key for t in a.tags], "tag_values": [t.value for t in a.tags],
              "note": a.note, "archive": _ARCHIVE_NAMES.get(a.archive, ""), "user": a.user,
              "host": a.host}

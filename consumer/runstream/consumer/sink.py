@@ -113,9 +113,11 @@ class ClickHouseSink:
         """Bring the store to the schema of :mod:`runstream.proto.tables` and read its id
         (idempotent; blocks): create the database, tables and views if missing, add the
         columns an older store's tables lack (ALTER TABLE ... ADD COLUMN IF NOT EXISTS),
-        copy a legacy ``params`` table into ``param_values``, and read (or create) the
-        store id. With ``dsn`` ``chdb:///path``, also write the store id into
-        ``<path>/runstream-store-id`` and note the directory, for :meth:`check_store`.
+        bring older views to their current SELECT (MODIFY QUERY), add the by_experiment
+        projections older tables lack, copy a legacy ``params`` table into
+        ``param_values``, and read (or create) the store id. With ``dsn``
+        ``chdb:///path``, also write the store id into ``<path>/runstream-store-id`` and
+        note the directory, for :meth:`check_store`.
 
         On a cluster (``metrics`` is a Distributed table, created from
         ``deploy/clickhouse/print_ddl.py --cluster``) tables and columns are left as they
@@ -125,7 +127,7 @@ class ClickHouseSink:
             parameters={"db": self.database},
         ).result_rows
         if not engine or engine[0][0] != "Distributed":
-            for statement in tables.all_ddl(self.database):
+            for statement in tables.tables_ddl(self.database):
                 self.client.command(statement)
             self._upgrade()
         self.store_id = self._read_store_id()
@@ -139,7 +141,21 @@ class ClickHouseSink:
             parameters={"db": self.database},
         ).result_rows:
             existing.setdefault(table, set()).add(column)
+        with_projection = {str(t) for t, in self.client.query(
+            "SELECT table FROM system.projections WHERE database = {db:String}"
+            " AND name = {name:String}",
+            parameters={"db": self.database, "name": tables.PROJECTION},
+        ).result_rows}
         for statement in tables.add_columns_ddl(self.database, existing):
+            log.info("upgrading the store: %s", statement)
+            self.client.command(statement)
+        # The views after the columns they read (missing ones are created, older ones get
+        # their current SELECT), then the projections.
+        for statement in tables.views_ddl(self.database):
+            self.client.command(statement)
+        for statement in (*tables.upgrade_views_ddl(self.database, existing),
+                          *tables.add_projections_ddl(self.database, set(existing),
+                                                      with_projection)):
             log.info("upgrading the store: %s", statement)
             self.client.command(statement)
         if tables.LEGACY_PARAMS in existing:

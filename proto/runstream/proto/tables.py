@@ -22,6 +22,10 @@ descending). Readers take the earliest value as the param and report the others 
 conflicts. It replaced ``params`` (keyed by (run, key, rank), where the latest value
 won); :func:`migration_ddl` copies an old ``params`` table's rows over at start.
 
+The tables a search inside an experiment reads also carry the row's experiment and a
+projection sorted by it (:data:`PROJECTION`), so that search reads only the experiment's
+granules: an experiment's run ids are spread over the whole run_id key space.
+
 Upgrades: tables are created with CREATE TABLE IF NOT EXISTS, so an existing store
 keeps its old columns; :func:`add_columns_ddl` lists the ALTER TABLE ... ADD COLUMN
 statements that bring it to these definitions (the consumer runs them at start). A
@@ -52,6 +56,20 @@ _REPLICATED_SETTINGS = (f"replicated_deduplication_window = {DEDUP_WINDOW},"
                         f" replicated_deduplication_window_seconds = {DEDUP_WINDOW_S}")
 
 
+#: The projection of every table a search inside an experiment reads (runs, run_status,
+#: param_values, tags, artifacts, inputs, metric_summaries): the same rows sorted by
+#: experiment first. The tables are ordered by run_id, and an experiment's run ids are
+#: spread over the whole key space (uuid4), so ``run_id IN (its runs)`` touches nearly
+#: every granule of a big store; ``experiment IN (...)`` reads only the experiment's
+#: granules of the projection, so the search's cost follows the experiment's size.
+#: (Rows written before the column existed hold experiment ''; the search finds them
+#: through run_experiments: search_sql.SCOPE.)
+PROJECTION = "by_experiment"
+#: Needed for a projection of a Replacing/AggregatingMergeTree: a merge that collapses rows
+#: rebuilds the projection from the merged part, so the projection holds what the table holds.
+PROJECTION_SETTING = "deduplicate_merge_projection_mode = 'rebuild'"
+
+
 @dataclass(frozen=True, slots=True)
 class Table:
     name: str
@@ -60,6 +78,28 @@ class Table:
     order_by: str
     # Computed by ClickHouse (MATERIALIZED), never inserted: (name, type and expression).
     computed: tuple[tuple[str, str], ...] = ()
+    #: The ORDER BY of the table's :data:`PROJECTION` (every column, the computed ones
+    #: too, sorted by experiment first); "" = none.
+    by_experiment: str = ""
+
+    @property
+    def projection(self) -> str:
+        """``PROJECTION by_experiment (SELECT ... ORDER BY ...)``, or "" for none."""
+        if not self.by_experiment:
+            return ""
+        computed = "".join(f", `{c}`" for c, _ in self.computed)
+        return f"PROJECTION {PROJECTION} (SELECT *{computed} ORDER BY ({self.by_experiment}))"
+
+    def settings(self, base: str) -> str:
+        """``base``, with :data:`PROJECTION_SETTING` when the table has a projection."""
+        return f"{base}, {PROJECTION_SETTING}" if self.by_experiment else base
+
+    def body(self) -> str:
+        """The parenthesised column list (computed columns and the projection included)."""
+        parts = [f"`{c}` {t}" for c, t in (*self.columns, *self.computed)]
+        if self.projection:
+            parts.append(self.projection)
+        return "(\n  " + ",\n  ".join(parts) + "\n)"
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -81,15 +121,18 @@ class Table:
         return tuple(out)
 
     def ddl(self, database: str) -> str:
-        cols = ",\n  ".join(f"`{c}` {t}" for c, t in (*self.columns, *self.computed))
         return (
-            f"CREATE TABLE IF NOT EXISTS `{database}`.`{self.name}` (\n  {cols}\n)"
+            f"CREATE TABLE IF NOT EXISTS `{database}`.`{self.name}` {self.body()}"
             f" ENGINE = {self.engine} ORDER BY ({self.order_by})"
-            f" SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+            " SETTINGS "
+            + self.settings(f"non_replicated_deduplication_window = {DEDUP_WINDOW}")
         )
 
 
 _ENVELOPE = (("producer_id", "String"), ("seq", "UInt64"), ("ts_ms", "Int64"))
+# The event's experiment, on the rows of the tables a search inside an experiment reads
+# (PROJECTION); last, as ALTER TABLE ... ADD COLUMN puts it in an older store.
+_EXPERIMENT = ("experiment", "LowCardinality(String)")
 
 RUNS = Table(
     "runs",
@@ -114,6 +157,7 @@ RUNS = Table(
     ),
     "ReplacingMergeTree(ts_ms)",
     "run_id, rank",
+    by_experiment="experiment, run_id, rank",
 )
 
 # Every RunStarted, one row each (runs keeps only the latest per rank): the query service
@@ -145,6 +189,7 @@ RUN_STATUS = Table(
     ),
     "ReplacingMergeTree",
     "run_id, rank, producer_id, seq",
+    by_experiment="experiment, run_id, rank, producer_id, seq",
 )
 
 HEARTBEATS = Table(
@@ -163,11 +208,12 @@ PARAMS = Table(
     "param_values",
     (
         ("run_id", "String"), ("key", "String"), ("value", "String"),
-        ("type", "LowCardinality(String)"), ("rank", "UInt32"), *_ENVELOPE,
+        ("type", "LowCardinality(String)"), ("rank", "UInt32"), *_ENVELOPE, _EXPERIMENT,
     ),
     "ReplacingMergeTree(ver)",
     "run_id, key, rank, value",
     (("ver", "UInt64 MATERIALIZED bitNot(toUInt64(greatest(ts_ms, 0)))"),),
+    "experiment, run_id, key, rank, value",
 )
 #: The params table of stores created before param_values (ORDER BY run_id, key, rank:
 #: the latest value won). Its rows are copied into param_values at start.
@@ -177,30 +223,34 @@ LEGACY_PARAMS = "params"
 # equal timestamps the highest rank; `ver` makes that choice independent of insert order.
 TAGS = Table(
     "tags",
-    (("run_id", "String"), ("key", "String"), ("value", "String"), ("rank", "UInt32"), *_ENVELOPE),
+    (("run_id", "String"), ("key", "String"), ("value", "String"), ("rank", "UInt32"), *_ENVELOPE,
+     _EXPERIMENT),
     "ReplacingMergeTree(ver)",
     "run_id, key",
     (("ver", "UInt64 MATERIALIZED toUInt64(greatest(ts_ms, 0)) * 1048576 + rank"),),
+    "experiment, run_id, key",
 )
 
 ARTIFACTS = Table(
     "artifacts",
     (
         ("run_id", "String"), ("name", "String"), ("rank", "UInt32"), ("uri", "String"),
-        ("size_bytes", "UInt64"), ("sha256", "String"), *_ENVELOPE,
+        ("size_bytes", "UInt64"), ("sha256", "String"), *_ENVELOPE, _EXPERIMENT,
     ),
     "ReplacingMergeTree(ts_ms)",
     "run_id, name, rank",
+    by_experiment="experiment, run_id, name, rank",
 )
 
 INPUTS = Table(
     "inputs",
     (
         ("run_id", "String"), ("name", "String"), ("rank", "UInt32"), ("uri", "String"),
-        ("digest", "String"), ("role", "LowCardinality(String)"), *_ENVELOPE,
+        ("digest", "String"), ("role", "LowCardinality(String)"), *_ENVELOPE, _EXPERIMENT,
     ),
     "ReplacingMergeTree(ts_ms)",
     "run_id, rank, name, uri",
+    by_experiment="experiment, run_id, rank, name, uri",
 )
 
 METRICS = Table(
@@ -216,6 +266,8 @@ METRICS = Table(
         ("step", "Int64 CODEC(DoubleDelta, ZSTD(1))"), ("value", "Float64 CODEC(FPC, ZSTD(1))"),
         ("ts_ms", "Int64 CODEC(Delta, ZSTD(1))"), ("producer_id", "LowCardinality(String)"),
         ("seq", "UInt64 CODEC(Delta, ZSTD(1))"), ("idx", "UInt32 CODEC(Delta, ZSTD(1))"),
+        # Not read by the point queries: it feeds metric_summaries.experiment (the view).
+        _EXPERIMENT,
     ),
     "ReplacingMergeTree",
     "run_id, key, rank, step, producer_id, seq, idx",
@@ -274,9 +326,13 @@ _SUMMARIES = Table(
         ("last_step", "SimpleAggregateFunction(max, Int64)"),
         ("min", "SimpleAggregateFunction(min, Float64)"),
         ("max", "SimpleAggregateFunction(max, Float64)"),
+        # The run's experiment ('' for points written before the column: max() lets a
+        # later point's experiment win over it).
+        ("experiment", "SimpleAggregateFunction(max, String)"),
     ),
     "AggregatingMergeTree",
     "run_id, key, rank",
+    by_experiment="experiment, run_id, key, rank",
 )
 
 # Last sign of life per (run, rank) in the producer's clock (epoch ms): heartbeats, metric
@@ -322,9 +378,10 @@ STORE_IDENTITY = Table(
 #: service stops answering.
 STORE_MARKER = "runstream-store-id"
 
-# Which runs an experiment holds, keyed by experiment: every other table is ordered by
-# run_id first, so a search inside one experiment reads this (a few granules) and then
-# only those runs' rows of the others (`run_id IN (...)`). Fed from every insert into
+# Which runs an experiment holds, keyed by experiment: a search inside one experiment reads
+# this to size the experiment against the store, and to find the rows written before the
+# tables had an experiment column (`experiment = '' AND run_id IN (...)`: search_sql.SCOPE).
+# Fed from every insert into
 # `runs` by a materialized view (consumers of older versions feed it too during an
 # upgrade); a replayed RunStarted collapses to the same row. Stores made before it are
 # filled at start (:func:`backfill_ddl`).
@@ -361,6 +418,13 @@ class View:
             + self.select.format(source=src)
         )
 
+    def modify_ddl(self, database: str, *, suffix: str = "", on_cluster: str = "") -> str:
+        """``ALTER TABLE <view> MODIFY QUERY <select>``: an existing view to this SELECT
+        (atomic: no insert into the source is missed while it changes)."""
+        src = f"`{database}`.`{self.source}{suffix}`"
+        return (f"ALTER TABLE `{database}`.`{self.name}{suffix}`{on_cluster} MODIFY QUERY "
+                + self.select.format(source=src))
+
 
 VIEWS: tuple[View, ...] = (
     View(
@@ -368,7 +432,7 @@ VIEWS: tuple[View, ...] = (
         "SELECT run_id, key, rank,"
         " argMaxState(value, bitOr(bitShiftLeft(toUInt128(step), 64), toUInt128(ts_ms)))"
         " AS last, max(step) AS last_step,"
-        " min(value) AS min, max(value) AS max"
+        " min(value) AS min, max(value) AS max, max(toString(experiment)) AS experiment"
         " FROM {source} GROUP BY run_id, key, rank",
     ),
     View(
@@ -396,22 +460,30 @@ def _check_identifier(what: str, name: str) -> None:
         raise InvalidArgumentError(f"{what} {name[:80]!r} is not [A-Za-z_][A-Za-z0-9_]*")
 
 
-def summary_ddl(database: str) -> list[str]:
-    """The aggregate tables and the materialized views that feed them (single node)."""
-    return [*(t.ddl(database) for t in AGGREGATE_TABLES), *(v.ddl(database) for v in VIEWS)]
-
-
-def all_ddl(database: str) -> list[str]:
-    """Statements that create the database and every table; safe to run repeatedly.
-
-    Raises InvalidArgumentError unless ``database`` is a plain identifier.
-    """
+def tables_ddl(database: str) -> list[str]:
+    """The database and every table (the views' targets included), without the views."""
     _check_identifier("database name", database)
     return [
         f"CREATE DATABASE IF NOT EXISTS `{database}`",
-        *(t.ddl(database) for t in (*TABLES, *AUX_TABLES)),
-        *summary_ddl(database),
+        *(t.ddl(database) for t in (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES)),
     ]
+
+
+def views_ddl(database: str) -> list[str]:
+    """The materialized views. In an older store, run them after :func:`add_columns_ddl`:
+    ClickHouse checks a view's SELECT against its source even when the view exists."""
+    _check_identifier("database name", database)
+    return [v.ddl(database) for v in VIEWS]
+
+
+def all_ddl(database: str) -> list[str]:
+    """Statements that create the database, every table and every view; safe to run
+    repeatedly (on a new store; an older one needs its columns added before the views:
+    the consumer's ClickHouseSink.ensure_schema does both).
+
+    Raises InvalidArgumentError unless ``database`` is a plain identifier.
+    """
+    return [*tables_ddl(database), *views_ddl(database)]
 
 
 # --- upgrades of existing stores ----------------------------------------------------------
@@ -440,6 +512,42 @@ def add_columns_ddl(
     return out
 
 
+def upgrade_views_ddl(database: str, existing: dict[str, set[str]]) -> list[str]:
+    """``MODIFY QUERY`` for every view of an older store whose columns (as
+    ``system.columns`` lists a view's output) lack a column of its target table: its SELECT
+    is older than the table (e.g. metric_summaries_mv before metric_summaries.experiment).
+    Views missing from ``existing`` are skipped (CREATE makes them). Pure.
+
+    Raises InvalidArgumentError unless ``database`` is a plain identifier."""
+    _check_identifier("database name", database)
+    targets = {t.name: set(t.column_names) for t in AGGREGATE_TABLES}
+    return [v.modify_ddl(database) for v in VIEWS
+            if (have := existing.get(v.name)) is not None and not targets[v.target] <= have]
+
+
+def add_projections_ddl(database: str, existing: set[str], have: set[str]) -> list[str]:
+    """The statements that give each table of ``existing`` (names) that lacks it (``have``:
+    the tables that have a :data:`PROJECTION`) its projection: the setting a projection of
+    a Replacing/AggregatingMergeTree needs, then ``ADD PROJECTION IF NOT EXISTS``. The
+    projection covers the parts written from then on (and those merged); older parts are
+    read from the table itself, and their rows hold experiment '' anyway (search_sql.SCOPE
+    finds them). Pure.
+
+    Raises InvalidArgumentError unless ``database`` is a plain identifier."""
+    _check_identifier("database name", database)
+    out = []
+    for t in (*TABLES, *AGGREGATE_TABLES):
+        if t.projection and t.name in existing and t.name not in have:
+            out.append(f"ALTER TABLE `{database}`.`{t.name}` MODIFY SETTING {PROJECTION_SETTING}")
+            out.append(f"ALTER TABLE `{database}`.`{t.name}` ADD {_if_not_exists(t.projection)}")
+    return out
+
+
+def _if_not_exists(projection: str) -> str:
+    """``PROJECTION name (...)`` -> ``PROJECTION IF NOT EXISTS name (...)``."""
+    return projection.replace("PROJECTION ", "PROJECTION IF NOT EXISTS ", 1)
+
+
 #: What the legacy ``params`` table is renamed to once its rows are copied (kept, unread).
 LEGACY_PARAMS_MIGRATED = "params_migrated"
 
@@ -449,9 +557,11 @@ def migration_ddl(database: str) -> list[str]:
     and then rename it ``params_migrated`` (run after :func:`all_ddl`, only while
     ``params`` exists). A crash between the two is harmless: the next start copies again,
     and a row copied twice collapses in the ReplacingMergeTree (the earliest of equal
-    values stays). Raises InvalidArgumentError unless ``database`` is an identifier."""
+    values stays). The legacy table never had the experiment column: the copied rows hold
+    experiment '', as every row written before it (search_sql.SCOPE finds them). Raises
+    InvalidArgumentError unless ``database`` is an identifier."""
     _check_identifier("database name", database)
-    cols = ", ".join(f"`{c}`" for c in PARAMS.column_names)
+    cols = ", ".join(f"`{c}`" for c in PARAMS.column_names if c != _EXPERIMENT[0])
     return [
         f"INSERT INTO `{database}`.`{PARAMS.name}` ({cols})"  # noqa: S608 (constants only)
         f" SELECT {cols} FROM `{database}`.`{LEGACY_PARAMS}`",
@@ -510,13 +620,13 @@ def cluster_ddl(database: str, cluster: str) -> list[str]:
     out = [f"CREATE DATABASE IF NOT EXISTS `{database}`{on}"]
     for t in (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES):
         local = f"{t.name}{LOCAL_SUFFIX}"
-        cols = ",\n  ".join(f"`{c}` {ty}" for c, ty in (*t.columns, *t.computed))
         out.append(
-            f"CREATE TABLE IF NOT EXISTS `{database}`.`{local}`{on} (\n  {cols}\n)"
+            f"CREATE TABLE IF NOT EXISTS `{database}`.`{local}`{on} {t.body()}"
             f" ENGINE = {replicated_engine(t.engine, database, local)}"
             f" ORDER BY ({t.order_by})"
-            f" SETTINGS {_REPLICATED_SETTINGS}"
+            f" SETTINGS {t.settings(_REPLICATED_SETTINGS)}"
         )
+        # The Distributed table copies the columns only (projections live on the shards).
         out.append(
             f"CREATE TABLE IF NOT EXISTS `{database}`.`{t.name}`{on}"
             f" AS `{database}`.`{local}`"
@@ -534,8 +644,11 @@ def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
     """The upgrade of a cluster made by an older :func:`cluster_ddl`: for every table,
     ``ALTER TABLE ... ON CLUSTER ... ADD COLUMN IF NOT EXISTS`` of every column (computed
     ones included), first on ``<name>_local`` and then on the Distributed ``<name>``
-    (which does not follow its local table by itself), and ``MODIFY SETTING`` of the
-    deduplication window (count and seconds) on each ``_local`` table. Idempotent: existing
+    (which does not follow its local table by itself); ``MODIFY SETTING`` of the
+    deduplication window (count and seconds) and the projection setting on each ``_local``
+    table; ``ADD PROJECTION IF NOT EXISTS`` of :data:`PROJECTION` on the ``_local`` tables
+    that have one; and ``MODIFY QUERY`` of every ``_local`` view (an older view's SELECT
+    lacks newer columns). Idempotent: existing
     columns are left as they are (a changed type needs the table recreated). Tables a
     cluster lacks altogether come from :func:`cluster_ddl` (all IF NOT EXISTS): run
     that first (``print_ddl.py --upgrade`` prints both). Pure.
@@ -552,7 +665,10 @@ def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
                              for c, ty in (*t.columns, *t.computed))
             out.append(f"ALTER TABLE `{database}`.`{t.name}{suffix}`{on} {adds}")
     out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
-               f" MODIFY SETTING {_REPLICATED_SETTINGS}" for t in _cluster_tables())
+               f" MODIFY SETTING {t.settings(_REPLICATED_SETTINGS)}" for t in _cluster_tables())
+    out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
+               f" ADD {_if_not_exists(t.projection)}" for t in _cluster_tables() if t.projection)
+    out.extend(v.modify_ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
     return out
 
 

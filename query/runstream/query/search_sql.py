@@ -52,12 +52,22 @@ _ATTRIBUTE_TYPE: Mapping[str, str] = {
 _POSITIVE: Mapping[Op, Op] = {
     Op.NE: Op.EQ, Op.NOT_LIKE: Op.LIKE, Op.NOT_ILIKE: Op.ILIKE, Op.NOT_IN: Op.IN,
 }
+# No FINAL in the search: a projection is never read under FINAL, so each read takes the
+# latest version itself (argMax over the table's version), as FINAL would.
+# A tag's value: its latest version (tags' ver, as ReplacingMergeTree(ver) keeps).
+_TAG_VALUE = "argMax(value, ver)"
 _USER_JOIN = """
-LEFT JOIN (SELECT run_id, value AS v FROM tags FINAL WHERE key = {user_tag:String}$scope) AS u
-    ON u.run_id = r.run_id"""
+LEFT JOIN (SELECT run_id, $tag AS v FROM tags WHERE key = {user_tag:String}$scope
+    GROUP BY run_id) AS u ON u.run_id = r.run_id"""
+# Each artifact (run, name, rank) at its latest version, as ReplacingMergeTree(ts_ms) keeps.
+_ARTIFACT_URIS = """(SELECT run_id, argMax(uri, ts_ms) AS uri FROM artifacts WHERE 1$scope
+    GROUP BY run_id, name, rank)"""
 _ARTIFACT_JOIN = """
-LEFT JOIN (SELECT run_id, min(uri) AS v FROM artifacts FINAL WHERE 1$scope GROUP BY run_id) AS a
+LEFT JOIN (SELECT run_id, min(uri) AS v FROM $uris GROUP BY run_id) AS a
     ON a.run_id = r.run_id"""
+# Each input (run, rank, name, uri) at its latest version (ReplacingMergeTree(ts_ms)).
+_INPUTS = """(SELECT run_id, name, uri, argMax(digest, ts_ms) AS digest,
+    argMax(role, ts_ms) AS role FROM inputs WHERE 1$scope GROUP BY run_id, rank, name, uri)"""
 _DATASET_SQL: Mapping[str, str] = {"name": "name", "digest": "digest", "uri": "uri", "role": "role"}
 
 _SEARCH_BASE = """
@@ -90,11 +100,18 @@ LIMIT {limit:UInt32}
 SETTINGS join_use_nulls = 1
 """
 _EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
-#: The runs of the experiments searched, read from run_experiments (ordered by experiment):
-#: every other table is ordered by run_id first, so each subquery restricted to these runs
-#: reads only their granules and aggregates only them, instead of the whole store.
-SCOPE = ("run_id IN (SELECT run_id FROM run_experiments"
-         " WHERE experiment IN {experiments:Array(String)})")
+#: The rows of the experiments searched, in every table the search reads: each has an
+#: ``experiment`` column and a projection sorted by it (tables.PROJECTION), so this reads
+#: only the experiments' granules however big the store is. Rows written before the column
+#: existed hold ''; they are found through run_experiments (the runs of the experiments,
+#: a set built first). A run whose ranks were started under different experiments is
+#: found in each, with the rows logged under it.
+SCOPE = ("(experiment IN {experiments:Array(String)} OR experiment = '' AND run_id IN"
+         " (SELECT run_id FROM run_experiments WHERE experiment IN {experiments:Array(String)}))")
+#: The same rows without the set, for experiments that are most of the store (the set of
+#: their run ids costs more than it saves): the older rows of every run pass, and the
+#: join on the experiments' runs keeps theirs.
+PREFILTER = "(experiment IN {experiments:Array(String)} OR experiment = '')"
 #: The runs whose latest archive action (by ts_ms; annotations.archive "" = none) is
 #: ARCHIVE: what SearchRuns leaves out unless asked for, and ListExperiments' counts too.
 ARCHIVED_RUNS = """SELECT run_id FROM annotations WHERE archive != ''
@@ -173,8 +190,9 @@ def _clause_sql(
         placeholder, params[v] = _value_param(clause, v, False)
         positive = _POSITIVE.get(clause.op, clause.op)
         match = "NOT IN" if positive is not clause.op else "IN"
-        return (f"r.run_id {match} (SELECT run_id FROM artifacts FINAL"  # noqa: S608
-                f" WHERE uri {_OPS_SQL[positive]} {placeholder}{scope})")
+        return (f"r.run_id {match} (SELECT run_id FROM"  # noqa: S608
+                f" {fill(_ARTIFACT_URIS, scope=scope)}"
+                f" WHERE uri {_OPS_SQL[positive]} {placeholder})")
     if field.kind is Kind.ATTRIBUTE:
         numeric = _ATTRIBUTE_TYPE[field.name] != "String"
         placeholder, params[v] = _value_param(clause, v, numeric)
@@ -185,8 +203,8 @@ def _clause_sql(
     if field.kind is Kind.DATASET:
         placeholder, params[v] = _value_param(clause, v, False)
         column = _DATASET_SQL[field.name]
-        return (f"r.run_id IN (SELECT run_id FROM inputs FINAL"  # noqa: S608
-                f" WHERE {column} {op} {placeholder}{scope})")
+        return (f"r.run_id IN (SELECT run_id FROM {fill(_INPUTS, scope=scope)}"  # noqa: S608
+                f" WHERE {column} {op} {placeholder})")
     if field.kind is Kind.METRIC:
         placeholder, params[v] = _value_param(clause, v, True)
         has, value = metrics.add(f"c{i}", field.name, field.agg)
@@ -196,20 +214,22 @@ def _clause_sql(
     if clause.op in (Op.IS_NULL, Op.IS_NOT_NULL):
         # MLflow: IS NULL = the run has no such key, IS NOT NULL = it has one.
         match = "NOT IN" if clause.op is Op.IS_NULL else "IN"
-        return (f"r.run_id {match} (SELECT run_id FROM {table} FINAL"  # noqa: S608
+        # Any version of the key says the run has it (keys are never removed).
+        return (f"r.run_id {match} (SELECT run_id FROM {table}"  # noqa: S608
                 f" WHERE key = {{{k}:String}}{scope})")
     if field.kind is Kind.PARAM:
         placeholder, params[v] = _value_param(clause, v, clause.numeric)
-        # The param's value: the first logged by the lowest rank (params are immutable).
+        # The param's value: the first logged by the lowest rank (params are immutable; the
+        # earliest row is the one FINAL would keep, so no FINAL is needed).
         first = f"argMin(value, {PARAM_FIRST_KEY})"
         value = f"toFloat64OrNull({first})" if clause.numeric else first
-        return (f"r.run_id IN (SELECT run_id FROM {tables.PARAMS.name} FINAL"  # noqa: S608
+        return (f"r.run_id IN (SELECT run_id FROM {tables.PARAMS.name}"  # noqa: S608
                 f" WHERE key = {{{k}:String}}{scope}"
                 f" GROUP BY run_id HAVING {value} {op} {placeholder})")
     # tags
     placeholder, params[v] = _value_param(clause, v, False)
-    return (f"r.run_id IN (SELECT run_id FROM tags FINAL WHERE key = {{{k}:String}}"  # noqa: S608
-            f" AND value {op} {placeholder}{scope})")
+    return (f"r.run_id IN (SELECT run_id FROM tags WHERE key = {{{k}:String}}{scope}"  # noqa: S608
+            f" GROUP BY run_id HAVING {_TAG_VALUE} {op} {placeholder})")
 
 
 def _order_sql(
@@ -229,13 +249,14 @@ def _order_sql(
     params[k] = field.name
     if field.kind is Kind.PARAM:
         join = (f"\nLEFT JOIN (SELECT run_id, argMin(value, {PARAM_FIRST_KEY}) AS v"  # noqa: S608
-                f" FROM {tables.PARAMS.name} FINAL WHERE key = {{{k}:String}}{scope}"
+                f" FROM {tables.PARAMS.name} WHERE key = {{{k}:String}}{scope}"
                 f" GROUP BY run_id)"
                 f" AS o{j} ON o{j}.run_id = r.run_id")
         # Numbers first, in numeric order; then text in text order.
         return join, [(f"toFloat64OrNull(o{j}.v)", "Float64"), (f"o{j}.v", "String")]
-    join = (f"\nLEFT JOIN (SELECT run_id, value AS v FROM tags FINAL"  # noqa: S608
-            f" WHERE key = {{{k}:String}}{scope}) AS o{j} ON o{j}.run_id = r.run_id")
+    join = (f"\nLEFT JOIN (SELECT run_id, {_TAG_VALUE} AS v FROM tags"  # noqa: S608
+            f" WHERE key = {{{k}:String}}{scope} GROUP BY run_id)"
+            f" AS o{j} ON o{j}.run_id = r.run_id")
     return join, [(f"o{j}.v", "String")]
 
 
@@ -255,9 +276,11 @@ def compile_search(
     """The SearchRuns SQL and its parameters (pure). ``after``: keyset values of the last
     row served, as :attr:`CompiledSearch.keyset` lists them. ``view``: "ACTIVE_ONLY"
     (archived runs left out), "ARCHIVED_ONLY" or "ALL" (InvalidArgumentError else).
-    ``scoped``: restrict every subquery to the runs of ``experiments`` read from
-    run_experiments (:data:`SCOPE`), which pays when they are a small part of the store
-    (the repository decides); the rows are the same either way.
+    ``scoped``: each subquery reads the rows of ``experiments`` (their experiment column,
+    through the tables' projections) and finds the rows written before that column existed
+    through run_experiments (:data:`SCOPE`); unscoped, it keeps every such older row instead
+    (:data:`PREFILTER`), which pays when the experiments are most of the store (the
+    repository decides). The rows are the same either way.
 
     A run's status is rank 0's latest status row, which is its latest attempt's: every
     start writes a RUNNING row, so the latest row is at or after the latest start. (Not
@@ -269,7 +292,7 @@ def compile_search(
     params: dict[str, Any] = {"limit": limit, "terminal": sorted(status.ENDED_OR_CRASHED),
                               "unspecified": status.UNSPECIFIED}
     metrics = _MetricColumns(params)
-    scope = f" AND {SCOPE}" if experiments and scoped else ""
+    scope = f" AND {SCOPE if scoped else PREFILTER}" if experiments else ""
     where = [_clause_sql(i, c, params, metrics, scope) for i, c in enumerate(clauses)]
     if VIEW_WHERE[view]:
         where.insert(0, VIEW_WHERE[view])
@@ -314,9 +337,9 @@ def compile_search(
     attributes |= {o.field.name for o in order_by if o.field.kind is Kind.ATTRIBUTE}
     if "user_id" in attributes:
         params["user_tag"] = USER_TAG
-        joins.insert(0, fill(_USER_JOIN, scope=scope))
+        joins.insert(0, fill(_USER_JOIN, tag=_TAG_VALUE, scope=scope))
     if any(o.field.kind is Kind.ATTRIBUTE and o.field.name == "artifact_uri" for o in order_by):
-        joins.insert(0, fill(_ARTIFACT_JOIN, scope=scope))
+        joins.insert(0, fill(_ARTIFACT_JOIN, uris=fill(_ARTIFACT_URIS, scope=scope)))
     if metrics.columns:
         params["metric_keys"] = sorted(set(metrics.keys))
         joins.insert(0, fill(_METRICS_JOIN,
@@ -327,8 +350,8 @@ def compile_search(
         rank_newest=RANK_NEWEST_KEY,
         ts_seq=TS_SEQ_KEY,
         sort_cols="".join(",\n    " + c for c in sort_cols),
-        # Both: the head row's experiment, as before, and the scope (what prunes).
-        experiment_where=f"{_EXPERIMENT_WHERE}{scope}" if experiments else "",
+        # runs always had its experiment: no older rows to find through the scope.
+        experiment_where=_EXPERIMENT_WHERE if experiments else "",
         scope=scope,
         joins="".join(joins),
         where="".join(f"\n    AND {w}" for w in where),
