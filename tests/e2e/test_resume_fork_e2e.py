@@ -144,10 +144,14 @@ def test_a_changed_param_on_resume_raises_at_the_call(client: Client, sdk_env: d
         run.log_params({"opt": {"name": "adam"}})
     run.log({"loss": 0.5})
     assert run.finish()
-    after = stored(client, run_id, "loss", 1)
-    assert {p.key: p.value for p in after.params} == {"lr": "0.1", "opt.name": "sgd",
-                                                      "batch": "32"}
-    assert not after.param_conflicts
+    stored(client, run_id, "loss", 1)
+    # The resumed attempt's rows may land in separate inserts (the first attempt's FINISHED
+    # and the new point can be there before its params): wait for the params too.
+    want = {"lr": "0.1", "opt.name": "sgd", "batch": "32"}
+    after = wait_for(lambda: run_or_none(client, run_id),
+                     lambda r: r is not None and {p.key: p.value for p in r.params} == want,
+                     timeout_s=60, what=f"{run_id}'s params {want}")
+    assert after is not None and not after.param_conflicts
 
 
 def test_resume_of_an_unknown_run_is_refused(sdk_env: dict[str, str]):

@@ -165,7 +165,7 @@ def _old_ddl(database: str) -> list[str]:
             t = replace(t, columns=tuple(c for c in t.columns if c[0] != "experiment"))
         out.append(t.ddl(database))
     for v in tables.VIEWS:
-        select = v.select.replace(", max(toString(experiment)) AS experiment", "")
+        select = v.select.replace(", toString(any(experiment)) AS experiment", "")
         out.append(replace(v, select=select).ddl(database))
     return out
 
