@@ -125,7 +125,16 @@ def test_cluster_upgrade_adds_every_column_to_local_and_distributed_tables():
     assert len(modify) == len(tables.VIEWS)
     assert all("_local` ON CLUSTER `main` MODIFY QUERY SELECT" in s for s in modify)
     upgrade = tables.cluster_upgrade_ddl("rs", "main")
-    assert upgrade == [*tables.cluster_ddl("rs", "main"), *ddl]
+    assert sorted(upgrade) == sorted([*tables.cluster_ddl("rs", "main"), *ddl])
+    # Every view after every ADD COLUMN (it is checked against its source's columns), and
+    # before the MODIFY QUERY that brings an existing one up to date.
+    creates = [i for i, s in enumerate(upgrade) if s.startswith("CREATE MATERIALIZED VIEW")]
+    columns = [i for i, s in enumerate(upgrade) if " ADD COLUMN " in s]
+    modify = [i for i, s in enumerate(upgrade) if " MODIFY QUERY " in s]
+    assert len(creates) == len(tables.VIEWS) and max(columns) < min(creates)
+    assert max(creates) < min(modify)
+    tables_first = [i for i, s in enumerate(upgrade) if s.startswith("CREATE TABLE")]
+    assert max(tables_first) < min(columns)
     with pytest.raises(InvalidArgumentError):
         tables.cluster_add_columns_ddl("rs", "main`; DROP")
 

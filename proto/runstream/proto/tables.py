@@ -381,10 +381,9 @@ STORE_MARKER = "runstream-store-id"
 # Which runs an experiment holds, keyed by experiment: a search inside one experiment reads
 # this to size the experiment against the store, and to find the rows written before the
 # tables had an experiment column (`experiment = '' AND run_id IN (...)`: search_sql.SCOPE).
-# Fed from every insert into
-# `runs` by a materialized view (consumers of older versions feed it too during an
-# upgrade); a replayed RunStarted collapses to the same row. Stores made before it are
-# filled at start (:func:`backfill_ddl`).
+# Fed from every insert into `runs` by a materialized view (consumers of older versions
+# feed it too during an upgrade); a replayed RunStarted collapses to the same row. Stores
+# made before it are filled at start (:func:`backfill_ddl`).
 RUN_EXPERIMENTS = Table(
     "run_experiments",
     (("experiment", "String"), ("run_id", "String")),
@@ -677,5 +676,13 @@ def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
 
 def cluster_upgrade_ddl(database: str, cluster: str) -> list[str]:
     """Everything that brings a cluster to these definitions, safe to run repeatedly:
-    :func:`cluster_ddl` (creates what is missing) then :func:`cluster_add_columns_ddl`."""
-    return [*cluster_ddl(database, cluster), *cluster_add_columns_ddl(database, cluster)]
+    :func:`cluster_ddl`'s tables (creates what is missing), the ADD COLUMNs of
+    :func:`cluster_add_columns_ddl`, cluster_ddl's views, then the rest of
+    cluster_add_columns_ddl. The views come after the columns they read: ClickHouse checks
+    a view's SELECT against its source even when the view exists (CREATE ... IF NOT
+    EXISTS of metric_summaries_mv fails on a metrics_local without experiment)."""
+    create = cluster_ddl(database, cluster)
+    alters = cluster_add_columns_ddl(database, cluster)
+    views = len(VIEWS)  # cluster_ddl ends with them
+    columns = 2 * len(_cluster_tables())  # cluster_add_columns_ddl starts with them
+    return [*create[:-views], *alters[:columns], *create[-views:], *alters[columns:]]
