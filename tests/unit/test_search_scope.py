@@ -54,12 +54,16 @@ def test_the_scope_is_the_only_difference_from_the_unscoped_sql() -> None:
         scoped = _compile(["e1"], True, after)
         unscoped = _compile(["e1"], False, after)
         assert "run_experiments" not in unscoped
-        assert scoped.replace(SCOPE, PREFILTER) == unscoped
+        # and, unscoped, the projections are not used (they skip nothing there).
+        assert scoped.replace(SCOPE, PREFILTER).replace(
+            "join_use_nulls = 1", "join_use_nulls = 1, optimize_use_projections = 0") == unscoped
 
 
 def test_a_search_of_every_experiment_reads_no_scope() -> None:
     assert _compile([], True) == _compile([], False)
     assert "run_experiments" not in _compile([], True)
+    assert "optimize_use_projections = 0" in _compile([], True)
+    assert "optimize_use_projections" not in _compile(["e1"], True)
 
 
 def test_the_scope_binds_the_experiments_as_a_parameter() -> None:
