@@ -608,19 +608,19 @@ def _shard_by(table: Table) -> str:
     return "cityHash64(consumer_id)"  # ingest_progress: one consumer's rows together
 
 
-def cluster_ddl(database: str, cluster: str) -> list[str]:
-    """The same schema for a ClickHouse cluster: every table as ``<name>_local`` with a
-    Replicated* engine on each shard, and ``<name>`` as a Distributed table over them
-    (sharded by run). Views run per shard from ``*_local`` into ``*_local``. The consumer
-    and the query service use the unsuffixed (Distributed) names unchanged.
+def _cluster_tables() -> tuple[Table, ...]:
+    return (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES)
 
-    Raises InvalidArgumentError unless both names are plain identifiers.
-    """
+
+def _on_cluster(database: str, cluster: str) -> str:
     _check_identifier("database name", database)
     _check_identifier("cluster name", cluster)
-    on = f" ON CLUSTER `{cluster}`"
+    return f" ON CLUSTER `{cluster}`"
+
+
+def _cluster_tables_ddl(database: str, cluster: str, on: str) -> list[str]:
     out = [f"CREATE DATABASE IF NOT EXISTS `{database}`{on}"]
-    for t in (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES):
+    for t in _cluster_tables():
         local = f"{t.name}{LOCAL_SUFFIX}"
         out.append(
             f"CREATE TABLE IF NOT EXISTS `{database}`.`{local}`{on} {t.body()}"
@@ -634,12 +634,43 @@ def cluster_ddl(database: str, cluster: str) -> list[str]:
             f" AS `{database}`.`{local}`"
             f" ENGINE = Distributed(`{cluster}`, `{database}`, `{local}`, {_shard_by(t)})"
         )
-    out.extend(v.ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
     return out
 
 
-def _cluster_tables() -> tuple[Table, ...]:
-    return (*TABLES, *AUX_TABLES, *AGGREGATE_TABLES)
+def _cluster_views_ddl(database: str, on: str) -> list[str]:
+    return [v.ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS]
+
+
+def _cluster_column_adds(database: str, on: str) -> list[str]:
+    out = []
+    for suffix in (LOCAL_SUFFIX, ""):
+        for t in _cluster_tables():
+            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS `{c}` {ty}"
+                             for c, ty in (*t.columns, *t.computed))
+            out.append(f"ALTER TABLE `{database}`.`{t.name}{suffix}`{on} {adds}")
+    return out
+
+
+def _cluster_after_columns(database: str, on: str) -> list[str]:
+    """Settings, projections and views' queries of the upgrade (after the columns)."""
+    out = [f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
+           f" MODIFY SETTING {t.settings(_REPLICATED_SETTINGS)}" for t in _cluster_tables()]
+    out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
+               f" ADD {_if_not_exists(t.projection)}" for t in _cluster_tables() if t.projection)
+    out.extend(v.modify_ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
+    return out
+
+
+def cluster_ddl(database: str, cluster: str) -> list[str]:
+    """The same schema for a ClickHouse cluster: every table as ``<name>_local`` with a
+    Replicated* engine on each shard, and ``<name>`` as a Distributed table over them
+    (sharded by run). Views run per shard from ``*_local`` into ``*_local``. The consumer
+    and the query service use the unsuffixed (Distributed) names unchanged.
+
+    Raises InvalidArgumentError unless both names are plain identifiers.
+    """
+    on = _on_cluster(database, cluster)
+    return [*_cluster_tables_ddl(database, cluster, on), *_cluster_views_ddl(database, on)]
 
 
 def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
@@ -657,21 +688,8 @@ def cluster_add_columns_ddl(database: str, cluster: str) -> list[str]:
 
     Raises InvalidArgumentError unless both names are plain identifiers.
     """
-    _check_identifier("database name", database)
-    _check_identifier("cluster name", cluster)
-    on = f" ON CLUSTER `{cluster}`"
-    out = []
-    for suffix in (LOCAL_SUFFIX, ""):
-        for t in _cluster_tables():
-            adds = ", ".join(f"ADD COLUMN IF NOT EXISTS `{c}` {ty}"
-                             for c, ty in (*t.columns, *t.computed))
-            out.append(f"ALTER TABLE `{database}`.`{t.name}{suffix}`{on} {adds}")
-    out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
-               f" MODIFY SETTING {t.settings(_REPLICATED_SETTINGS)}" for t in _cluster_tables())
-    out.extend(f"ALTER TABLE `{database}`.`{t.name}{LOCAL_SUFFIX}`{on}"
-               f" ADD {_if_not_exists(t.projection)}" for t in _cluster_tables() if t.projection)
-    out.extend(v.modify_ddl(database, suffix=LOCAL_SUFFIX, on_cluster=on) for v in VIEWS)
-    return out
+    on = _on_cluster(database, cluster)
+    return [*_cluster_column_adds(database, on), *_cluster_after_columns(database, on)]
 
 
 def cluster_upgrade_ddl(database: str, cluster: str) -> list[str]:
@@ -681,8 +699,6 @@ def cluster_upgrade_ddl(database: str, cluster: str) -> list[str]:
     cluster_add_columns_ddl. The views come after the columns they read: ClickHouse checks
     a view's SELECT against its source even when the view exists (CREATE ... IF NOT
     EXISTS of metric_summaries_mv fails on a metrics_local without experiment)."""
-    create = cluster_ddl(database, cluster)
-    alters = cluster_add_columns_ddl(database, cluster)
-    views = len(VIEWS)  # cluster_ddl ends with them
-    columns = 2 * len(_cluster_tables())  # cluster_add_columns_ddl starts with them
-    return [*create[:-views], *alters[:columns], *create[-views:], *alters[columns:]]
+    on = _on_cluster(database, cluster)
+    return [*_cluster_tables_ddl(database, cluster, on), *_cluster_column_adds(database, on),
+            *_cluster_views_ddl(database, on), *_cluster_after_columns(database, on)]
