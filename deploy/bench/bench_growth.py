@@ -54,6 +54,7 @@ import clickhouse_connect
 from bench_query import ORDER_BY, T0, median_s  # type: ignore[import-not-found]
 
 from runstream.proto import tables
+from runstream.query.downsample import MIN_BLOCKS, bucket_width
 
 SEARCH_FILTER = "params.p1 > 0.5 and metrics.m2 > 0.3"
 SCOPED_RUNS = 5_000
@@ -224,8 +225,8 @@ def timed_fill(what: str, fn: Callable[[], None]) -> float:
 
 def bench_series(ch: Any, dsn: str, disk: dict[str, str]) -> Table:
     t = Table("One series downsampled to 1,000 points (GetMetricHistory max_points=1000)",
-              ["points", "median", "floor: one scan of the series", "target", "disk (db)",
-               "fill"])
+              ["points", "median", "reads", "one scan of its points (same run)", "target",
+               "disk (db)", "fill"])
     targets = {10_000_000: "<= 150 ms", 100_000_000: "<= 1 s"}
     for n in (1_000_000, 10_000_000, 100_000_000):
         if n > MAX:
@@ -236,14 +237,17 @@ def bench_series(ch: Any, dsn: str, disk: dict[str, str]) -> Table:
         svc = service(dsn, db)
         got = len(svc.metric_history("s", "loss", max_points=1000).steps)
         s = median_s(lambda: svc.metric_history("s", "loss", max_points=1000), REPEAT)
-        # Where the time goes: the least any full-scan downsampling pays, one pass reading
-        # step and value of every point (min/max per 1,000 buckets, no dedup, no LTTB).
+        # The baseline: the least a downsampling that reads the points pays, one pass
+        # reading step and value of every point (min/max per 1,000 buckets, no LTTB). Above
+        # 4 blocks a bucket, the service reads metric_blocks instead.
+        reads = ("metric_blocks" if bucket_width(0, n - 1, 1000)
+                 >= MIN_BLOCKS * tables.BLOCK_STEPS else "points")
         floor = median_s(lambda: ch.query(
             f"SELECT intDiv(step * 1000, {n}) AS b, min(value), max(value) FROM `{db}`.metrics"
             " WHERE run_id = 's' AND key = 'loss' AND rank = 0 GROUP BY b").result_rows, REPEAT)
         svc.close()
         disk[db] = f"{fmt(n)}-point series"
-        t.add(fmt(n), f"{s * 1000:,.0f} ms ({got} pts)", f"{floor * 1000:,.0f} ms",
+        t.add(fmt(n), f"{s * 1000:,.0f} ms ({got} pts)", reads, f"{floor * 1000:,.0f} ms",
               targets.get(n, ""),
               human_bytes(disk_bytes(ch).get(db, 0)), f"{fill_s:.0f} s")
     return t
@@ -415,6 +419,41 @@ def bench_ingest(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, float]
     return t, statistics.median(cpu_per_point)
 
 
+def bench_blocks_cost(dsn: str) -> Table:
+    """What feeding metric_blocks (the downsampling's pre-aggregated blocks) costs an insert:
+    the consumer chain at 64 producers into a store with its view and one without it
+    (dropped), alternated, medians of 5."""
+    from runstream.consumer.factories import connect_clickhouse
+    from runstream.consumer.sink import ClickHouseSink
+
+    t = Table("What the downsampling's blocks cost at ingest (64 producers, consumer chain)",
+              ["store", "consumer CPU/point", "points/s"])
+    messages = encoded_events(64, INGEST_POINTS)
+    runs: dict[str, tuple[Any, Any, list[float], list[float]]] = {}
+    for name in ("with metric_blocks_mv", "without it (dropped)"):
+        db = "g_blocks_on" if name.startswith("with ") else "g_blocks_off"
+        client = connect_clickhouse(dsn, db)
+        sink = ClickHouseSink(client, db)
+        sink.ensure_schema()
+        if db == "g_blocks_off":
+            client.command(f"DROP VIEW `{db}`.`{tables.METRIC_BLOCKS.name}_mv`")
+        consume(sink, encoded_events(64, 50_000))  # warm-up
+        runs[name] = (client, sink, [], [])
+    for _ in range(5):
+        for client, sink, cpus, rates in runs.values():
+            client.command("TRUNCATE TABLE metrics")
+            wall, cpu = time.perf_counter(), time.process_time()
+            points = consume(sink, messages)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            cpus.append(cpu / points)
+            rates.append(points / wall)
+    for name, (client, _, cpus, rates) in runs.items():
+        t.add(name, f"{statistics.median(cpus) * 1e6:.2f} us", f"{statistics.median(rates):,.0f}")
+        client.command(f"DROP DATABASE `{client.database}`")
+        client.close()
+    return t
+
+
 def sdk_cpu_per_point(tmp: Path) -> float:
     """Process CPU of Run.log (10 keys a call) + the sender thread (encode, spool write)
     per point, from init to finish; median of 3."""
@@ -465,6 +504,7 @@ def main() -> int:
             cpu.add("total (broker not included: no Kafka here)",
                     f"{(sdk + consumer) * 1e6:.2f} us", "<= 1 us")
             out.append(cpu)
+            out.append(bench_blocks_cost(dsn))
         sizes = disk_bytes(ch)
         d = Table("Disk per size (system.parts bytes_on_disk, after OPTIMIZE FINAL where"
                   " noted in the fill)", ["database", "holds", "on disk"])

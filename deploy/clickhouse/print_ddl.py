@@ -12,7 +12,9 @@ consumer's own single-node DDL then finds every table there. ``--upgrade`` print
 brings a cluster made by an older Runstream up to date: the same CREATE ... IF NOT EXISTS
 (new tables), then ALTER TABLE ... ON CLUSTER ... ADD COLUMN IF NOT EXISTS of every column
 on each ``<table>_local`` and its Distributed ``<table>``, and the deduplication window
-setting; all of it is safe to run again.
+setting; all of it is safe to run again. It ends with the per-shard copies into the
+tables fed by views that the older schema lacked, as comments: run them once on one
+replica of each shard.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         statements = tables.all_ddl(args.database)
     for statement in statements:
         print(statement + ";\n")
+    if args.upgrade:
+        # INSERTs are not ON CLUSTER: each shard copies its own rows, once.
+        print("-- Then, on one replica of each shard, once (tables fed by views that an older"
+              " schema lacked):")
+        for statement in (tables.backfill_ddl(args.database, tables.LOCAL_SUFFIX),
+                          tables.blocks_backfill_ddl(args.database, tables.LOCAL_SUFFIX)):
+            print(f"-- {statement};")
     return 0
 
 

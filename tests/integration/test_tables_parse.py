@@ -40,6 +40,8 @@ def statements() -> dict[str, list[str]]:
         "upgrade_views_ddl": tables.upgrade_views_ddl(DB, {v.name: set() for v in tables.VIEWS}),
         "add_projections_ddl": tables.add_projections_ddl(DB, set(nothing), set()),
         "migration_ddl": tables.migration_ddl(DB),
+        "backfills": [f(DB, suffix) for f in (tables.backfill_ddl, tables.blocks_backfill_ddl)
+                      for suffix in ("", tables.LOCAL_SUFFIX)],
         "cluster_ddl": tables.cluster_ddl(DB, CLUSTER),
         "cluster_add_columns_ddl": tables.cluster_add_columns_ddl(DB, CLUSTER),
     }

@@ -149,7 +149,12 @@ def test_print_ddl_upgrade_prints_the_cluster_upgrade(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--cluster", "main", "--database", "rs", "--upgrade"]) == 0
-    printed = [s.strip() for s in capsys.readouterr().out.split(";\n") if s.strip()]
+    out = capsys.readouterr().out
+    statements, _, comments = out.partition("-- Then, on one replica of each shard")
+    printed = [s.strip() for s in statements.split(";\n") if s.strip()]
     assert printed == tables.cluster_upgrade_ddl("rs", "main")
+    # The per-shard copies, as comments (INSERTs are not ON CLUSTER).
+    assert [line.removeprefix("-- ").removesuffix(";") for line in comments.splitlines()[1:]
+            ] == [tables.backfill_ddl("rs", "_local"), tables.blocks_backfill_ddl("rs", "_local")]
     with pytest.raises(SystemExit):
         module.main(["--upgrade"])  # a single node upgrades itself

@@ -115,7 +115,8 @@ class ClickHouseSink:
         columns an older store's tables lack (ALTER TABLE ... ADD COLUMN IF NOT EXISTS),
         bring older views to their current SELECT (MODIFY QUERY), add the by_experiment
         projections older tables lack, copy a legacy ``params`` table into
-        ``param_values``, and read (or create) the store id. With ``dsn``
+        ``param_values``, fill the tables fed by views that an older store lacked
+        (run_experiments, metric_blocks), and read (or create) the store id. With ``dsn``
         ``chdb:///path``, also write the store id into ``<path>/runstream-store-id`` and
         note the directory, for :meth:`check_store`.
 
@@ -165,6 +166,7 @@ class ClickHouseSink:
             for statement in tables.migration_ddl(self.database):
                 self.client.command(statement)
         self._backfill_run_experiments()
+        self._backfill_blocks()
 
     def _backfill_run_experiments(self) -> None:
         # A store made before run_experiments: its view feeds new runs from now on, and
@@ -177,6 +179,19 @@ class ClickHouseSink:
             log.info("filling %s.%s from the %d rows of %s.%s", db,
                      tables.RUN_EXPERIMENTS.name, runs, db, tables.RUNS.name)
             self.client.command(tables.backfill_ddl(db))
+
+    def _backfill_blocks(self) -> None:
+        # A store made before metric_blocks: its view feeds new points from now on, and the
+        # points already there are aggregated once (empty table, points of some value).
+        db = self.database
+        (empty, points), = self.client.query(
+            f"SELECT (SELECT count() FROM `{db}`.`{tables.METRIC_BLOCKS.name}`) = 0,"  # noqa: S608
+            f" (SELECT count() FROM `{db}`.`{tables.METRICS.name}` WHERE NOT isNaN(value))"
+        ).result_rows
+        if empty and points:
+            log.info("filling %s.%s from the %d points of %s.%s", db,
+                     tables.METRIC_BLOCKS.name, points, db, tables.METRICS.name)
+            self.client.command(tables.blocks_backfill_ddl(db))
 
     def _read_store_id(self) -> str:
         table = tables.STORE_IDENTITY

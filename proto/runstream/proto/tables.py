@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from runstream.proto.config import IDENTIFIER
 from runstream.proto.errors import InvalidArgumentError
+from runstream.proto.sortkeys import MAX_VALUE_KEY, MIN_VALUE_KEY
 
 #: Insert tokens remembered per table (``non_replicated_deduplication_window`` on a single
 #: node, ``replicated_deduplication_window`` on a cluster): a replay is dropped at insert
@@ -335,6 +336,64 @@ _SUMMARIES = Table(
     by_experiment="experiment, run_id, key, rank",
 )
 
+#: Steps per block of :data:`METRIC_BLOCKS` (steps are >= 0: validation).
+BLOCK_STEPS = 1024
+
+# Per (run, key, rank, block of BLOCK_STEPS steps: intDiv(step, BLOCK_STEPS)) what a
+# downsampling bucket needs (runstream.query.downsample): the point count, sums for the
+# centroid (sum_scaled: the values times 2^-600, for a mean whose plain sum overflows), the
+# extremes with where they were (argMin/argMax over the packed keys the bucket query over
+# points uses, so both pick the same point) and the first and last points, NaN values left
+# out as the buckets leave them. Fed by a view from every metrics insert; a bucket made of
+# whole blocks merges its blocks' states, so a 100M-point series downsampled to 1,000 reads
+# ~100k rows instead of 100M points. The extremes and end points are idempotent; the count
+# and sums are not: a replay that reaches storage (README "Exactly once in query results")
+# stays counted twice here, where the points collapse when merged. Only bucket counts and
+# centroids (LTTB's choice between a bucket's min and max) can show it. Stores made before
+# it are filled at start (:func:`blocks_backfill_ddl`).
+METRIC_BLOCKS = Table(
+    "metric_blocks",
+    (
+        ("run_id", "LowCardinality(String)"), ("key", "LowCardinality(String)"),
+        ("rank", "UInt32"), ("block", "Int64"),
+        ("n", "SimpleAggregateFunction(sum, UInt64)"),
+        ("lo_step", "SimpleAggregateFunction(min, Int64)"),
+        ("hi_step", "SimpleAggregateFunction(max, Int64)"),
+        ("sum_step", "SimpleAggregateFunction(sum, Float64)"),
+        ("sum_value", "SimpleAggregateFunction(sum, Float64)"),
+        ("sum_scaled", "SimpleAggregateFunction(sum, Float64)"),
+        # The lowest / highest value's point, lowest step among equal values: one numeric
+        # state per column (merging a Tuple state cost ~7x as much per read).
+        *((f"{end}_{c}", f"AggregateFunction({fn}, {t}, UInt128)")
+          for end, fn in (("min", "argMin"), ("max", "argMax"))
+          for c, t in (("step", "Int64"), ("value", "Float64"), ("ts", "Int64"))),
+        # The value and ts_ms at lo_step / hi_step.
+        ("first_value", "AggregateFunction(argMin, Float64, Int64)"),
+        ("first_ts", "AggregateFunction(argMin, Int64, Int64)"),
+        ("last_value", "AggregateFunction(argMax, Float64, Int64)"),
+        ("last_ts", "AggregateFunction(argMax, Int64, Int64)"),
+    ),
+    "AggregatingMergeTree",
+    "run_id, key, rank, block",
+)
+# The view's SELECT, and the backfill's (constants only).
+_BLOCKS_SELECT = (
+    f"SELECT run_id, key, rank, intDiv(step, {BLOCK_STEPS}) AS block,"  # noqa: S608
+    " count() AS n,"
+    " min(step) AS lo_step, max(step) AS hi_step, sum(toFloat64(step)) AS sum_step,"
+    # materialize(): keeps ClickHouse from taking the factor out of the sum.
+    " sum(value) AS sum_value, sum(value * materialize(exp2(-600))) AS sum_scaled,"
+    f" argMinState(step, {MIN_VALUE_KEY}) AS min_step,"
+    f" argMinState(value, {MIN_VALUE_KEY}) AS min_value,"
+    f" argMinState(ts_ms, {MIN_VALUE_KEY}) AS min_ts,"
+    f" argMaxState(step, {MAX_VALUE_KEY}) AS max_step,"
+    f" argMaxState(value, {MAX_VALUE_KEY}) AS max_value,"
+    f" argMaxState(ts_ms, {MAX_VALUE_KEY}) AS max_ts,"
+    " argMinState(value, step) AS first_value, argMinState(ts_ms, step) AS first_ts,"
+    " argMaxState(value, step) AS last_value, argMaxState(ts_ms, step) AS last_ts"
+    " FROM {source} WHERE NOT isNaN(value) GROUP BY run_id, key, rank, block"
+)
+
 # Last sign of life per (run, rank) in the producer's clock (epoch ms): heartbeats, metric
 # points and status events sent by the run (not the consumer's own CRASHED/RUNNING rows).
 # max() is idempotent, so replays change nothing. The liveness checker reads it.
@@ -392,7 +451,7 @@ RUN_EXPERIMENTS = Table(
 )
 
 #: Tables fed by materialized views (never written by the consumer itself).
-AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, RANK_ACTIVITY, RUN_EXPERIMENTS)
+AGGREGATE_TABLES: tuple[Table, ...] = (_SUMMARIES, METRIC_BLOCKS, RANK_ACTIVITY, RUN_EXPERIMENTS)
 AUX_TABLES: tuple[Table, ...] = (INGEST_PROGRESS, STORE_IDENTITY)
 
 
@@ -437,6 +496,7 @@ VIEWS: tuple[View, ...] = (
         " min(value) AS min, max(value) AS max, toString(any(experiment)) AS experiment"
         " FROM {source} GROUP BY run_id, key, rank",
     ),
+    View(f"{METRIC_BLOCKS.name}_mv", METRICS.name, METRIC_BLOCKS.name, _BLOCKS_SELECT),
     View(
         "rank_activity_heartbeats_mv", HEARTBEATS.name, RANK_ACTIVITY.name,
         "SELECT run_id, rank, max(ts_ms) AS last_ms FROM {source} GROUP BY run_id, rank",
@@ -572,15 +632,29 @@ def migration_ddl(database: str) -> list[str]:
     ]
 
 
-def backfill_ddl(database: str) -> str:
+def backfill_ddl(database: str, suffix: str = "") -> str:
     """The INSERT ... SELECT that fills ``run_experiments`` from ``runs`` in a store made
     before it (run after :func:`all_ddl`, which creates the view that feeds it from then
     on; only while ``run_experiments`` is empty and ``runs`` is not). Copying a row twice
-    is harmless (ReplacingMergeTree). Raises InvalidArgumentError unless ``database`` is
-    an identifier."""
+    is harmless (ReplacingMergeTree). ``suffix``: :data:`LOCAL_SUFFIX` for one shard of a
+    cluster. Raises InvalidArgumentError unless ``database`` is an identifier."""
     _check_identifier("database name", database)
-    return (f"INSERT INTO `{database}`.`{RUN_EXPERIMENTS.name}` (experiment, run_id)"  # noqa: S608
-            f" SELECT DISTINCT experiment, run_id FROM `{database}`.`{RUNS.name}`")
+    return (f"INSERT INTO `{database}`.`{RUN_EXPERIMENTS.name}{suffix}` (experiment, run_id)"  # noqa: S608
+            f" SELECT DISTINCT experiment, run_id FROM `{database}`.`{RUNS.name}{suffix}`")
+
+
+def blocks_backfill_ddl(database: str, suffix: str = "") -> str:
+    """The INSERT ... SELECT that fills ``metric_blocks`` from ``metrics`` in a store made
+    before it (run after :func:`views_ddl`, which creates the view that feeds it from then
+    on; only while ``metric_blocks`` is empty and ``metrics`` is not). Points inserted
+    between the view's creation and this copy are counted twice (extremes and end points
+    stay exact: see METRIC_BLOCKS). ``suffix``: :data:`LOCAL_SUFFIX` for one shard of a
+    cluster (run on one replica of each). Raises InvalidArgumentError unless ``database``
+    is an identifier."""
+    _check_identifier("database name", database)
+    cols = ", ".join(f"`{c}`" for c in METRIC_BLOCKS.column_names)
+    return (f"INSERT INTO `{database}`.`{METRIC_BLOCKS.name}{suffix}` ({cols}) "
+            + _BLOCKS_SELECT.format(source=f"`{database}`.`{METRICS.name}{suffix}`"))
 
 
 # --- cluster ---------------------------------------------------------------------------

@@ -63,3 +63,22 @@ def bucket_width(lo_step: int, hi_step: int, max_points: int) -> int:
     """Steps per bucket so that [lo_step, hi_step] falls into at most ``max_points`` buckets."""
     span = hi_step - lo_step + 1
     return max(1, -(-span // max_points))
+
+
+#: A grid of whole blocks is used once its buckets would be at least this many blocks
+#: wide: aligning them then costs at most 1 / MIN_BLOCKS of the points asked for.
+MIN_BLOCKS = 4
+
+
+def bucket_grid(lo_step: int, hi_step: int, max_points: int, block: int = 0
+                ) -> tuple[int, int]:
+    """(first step, width) of the buckets that downsample [lo_step, hi_step] to at most
+    ``max_points``: from ``lo_step``, :func:`bucket_width` wide; or, with ``block`` (steps
+    per pre-aggregated block) and buckets at least MIN_BLOCKS blocks wide, a grid of whole
+    blocks (first step down to a block's start, width up to a multiple of ``block``), which
+    storage answers from the blocks instead of the points."""
+    width = bucket_width(lo_step, hi_step, max_points)
+    if block <= 0 or width < MIN_BLOCKS * block or lo_step < 0:
+        return lo_step, width
+    lo = lo_step - lo_step % block
+    return lo, -(-bucket_width(lo, hi_step, max_points) // block) * block

@@ -45,6 +45,13 @@ from clickhouse_connect.driver.query import QueryResult
 
 from runstream.proto import tables
 from runstream.proto.errors import DeadlineExceededError, RunstreamError, UnavailableError
+from runstream.proto.sortkeys import (
+    MAX_VALUE_KEY,
+    MIN_VALUE_KEY,
+    PARAM_FIRST_KEY,
+    RANK_NEWEST_KEY,
+    TS_SEQ_KEY,
+)
 from runstream.query import deadline
 from runstream.query.attempts import AnnotationRow, Segment, StartRow, StatusEvent
 from runstream.query.downsample import Bucket
@@ -70,14 +77,7 @@ from runstream.query.models import (
 )
 from runstream.query.ranks import Distribution
 from runstream.query.search_sql import ARCHIVED_RUNS, SCOPE, compile_search, keyset_value
-from runstream.query.sql import (
-    MAX_VALUE_KEY,
-    MIN_VALUE_KEY,
-    PARAM_FIRST_KEY,
-    RANK_NEWEST_KEY,
-    TS_SEQ_KEY,
-    fill,
-)
+from runstream.query.sql import fill
 from runstream.query.storage import (
     AccountRow,
     EnvelopeRows,
@@ -351,6 +351,52 @@ WHERE $where
 GROUP BY rank, bucket
 ORDER BY rank, bucket
 """
+
+# The same ranges and buckets read from metric_blocks (tables.METRIC_BLOCKS) instead of
+# the points, for a series of one run (no fork, no step range, no aggregate across ranks)
+# and a bucket grid of whole blocks (each series' first step and width multiples of
+# BLOCK_STEPS, as downsample.bucket_grid makes them): the blocks' states merged per bucket,
+# the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series). lo_v / hi_v are the
+# extremes' values (min(value) differs only in the sign of a zero).
+_BLOCKS_WHERE = "$run AND key $key$ranks"
+BLOCK_RANGE_SQL = """
+SELECT $series AS s, min(lo_step), max(hi_step), sum(n)
+FROM metric_blocks
+WHERE $where
+GROUP BY s
+"""
+BLOCK_BUCKETS_SQL = fill("""
+SELECT s, rank, bucket, sum(n) AS cnt, argMinMerge(min_value), argMaxMerge(max_value),
+    argMinMerge(min_step), argMinMerge(min_value), argMinMerge(min_ts),
+    argMaxMerge(max_step), argMaxMerge(max_value), argMaxMerge(max_ts),
+    sum(sum_step) / cnt,
+    if(isFinite(sum(sum_value) / cnt), sum(sum_value) / cnt, sum(sum_scaled) / cnt * exp2(600)),
+    min(lo_step), argMinMerge(first_value), argMinMerge(first_ts),
+    max(hi_step), argMaxMerge(last_value), argMaxMerge(last_ts)
+FROM (
+    SELECT *, $series AS s,
+        intDiv(block * $block - arrayElement({series_lo:Array(Int64)}, s + 1),
+            arrayElement({series_width:Array(Int64)}, s + 1)) AS bucket
+    FROM metric_blocks
+    WHERE $where
+)
+GROUP BY s, rank, bucket
+ORDER BY s, rank, bucket
+""", series="$series", where="$where", block=str(tables.BLOCK_STEPS))
+_ONE_SERIES = "toUInt32(0)"
+
+
+def _blocks_serve(aggregate: str, segments: Sequence[Segment], steps: StepRange | None
+                  ) -> bool:
+    """Whether metric_blocks holds what a series' range and buckets read: the run's own
+    points of one key, every step, per rank."""
+    return not aggregate and not segments and steps is None
+
+
+def _whole_blocks(lo: int, width: int) -> bool:
+    """Whether buckets of ``width`` steps from ``lo`` are each made of whole blocks."""
+    return lo >= 0 and lo % tables.BLOCK_STEPS == 0 and width % tables.BLOCK_STEPS == 0
+
 
 AGGREGATE_PAGE_SQL = """
 SELECT step, value, ts_ms FROM $source
@@ -1209,6 +1255,11 @@ class ClickHouseRepository:
     ) -> tuple[int, int, int]:
         """(min step, max step, point count) of the series' non-NaN points; count 0 if none.
         ``steps``: only steps in this inclusive range (every method below takes it too)."""
+        if _blocks_serve(aggregate, segments, steps):
+            params: dict[str, Any] = {"run_id": run_id, "key": key, "ranks": list(ranks)}
+            rows = self._rows(fill(BLOCK_RANGE_SQL, series=_ONE_SERIES,
+                                   where=_one_series_blocks(ranks)), params)
+            return (int(rows[0][1]), int(rows[0][2]), int(rows[0][3])) if rows else (0, 0, 0)
         source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         row = self._rows(fill(RANGE_SQL, source=source, where=where), params)[0]
         return int(row[0]), int(row[1]), int(row[2])
@@ -1218,6 +1269,12 @@ class ClickHouseRepository:
         *, segments: Sequence[Segment] = (), steps: StepRange | None = None,
     ) -> list[Bucket]:
         """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
+        if _blocks_serve(aggregate, segments, steps) and _whole_blocks(lo, width):
+            params: dict[str, Any] = {"run_id": run_id, "key": key, "ranks": list(ranks),
+                                      "series_lo": [lo], "series_width": [width]}
+            return [_bucket(row[1:]) for row in self._rows(
+                fill(BLOCK_BUCKETS_SQL, series=_ONE_SERIES, where=_one_series_blocks(ranks)),
+                params)]
         source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         params.update(lo=lo, width=width)
         return [_bucket(row) for row in self._rows(
@@ -1466,6 +1523,8 @@ class ClickHouseRepository:
         source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
                                                            steps)
         sql = fill(MULTI_RANGE_SQL, source=source, where=where, series=series)
+        if _blocks_serve(aggregate, (), steps):
+            sql = fill(BLOCK_RANGE_SQL, series=series, where=_multi_series_blocks(ranks))
         return {(run_ids[int(i) // len(keys)], keys[int(i) % len(keys)]):
                 (int(lo), int(hi), int(n)) for i, lo, hi, n in self._rows(sql, params)}
 
@@ -1478,6 +1537,21 @@ class ClickHouseRepository:
         out: dict[tuple[str, str], list[Bucket]] = {series: [] for series in bounds}
         if not bounds:
             return out
+        if _blocks_serve(aggregate, (), steps):
+            whole = {name: b for name, b in bounds.items() if _whole_blocks(*b)}
+            if whole:
+                out.update(self._series_buckets(whole, ranks, aggregate, steps, blocks=True))
+            rest = {name: b for name, b in bounds.items() if name not in whole}
+            if rest:
+                out.update(self._series_buckets(rest, ranks, aggregate, steps, blocks=False))
+            return out
+        return self._series_buckets(bounds, ranks, aggregate, steps, blocks=False)
+
+    def _series_buckets(
+        self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
+        aggregate: str, steps: StepRange | None, *, blocks: bool,
+    ) -> dict[tuple[str, str], list[Bucket]]:
+        out: dict[tuple[str, str], list[Bucket]] = {series: [] for series in bounds}
         run_ids = sorted({r for r, _ in bounds})
         keys = sorted({k for _, k in bounds})
         source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
@@ -1489,8 +1563,10 @@ class ClickHouseRepository:
             if name in bounds:
                 lo[i], width[i] = bounds[name]
         params.update(series_lo=lo, series_width=width)
-        sql = fill(MULTI_BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY,
-                   source=source, where=where, avg_value=_AVG_VALUE, series=series)
+        sql = (fill(BLOCK_BUCKETS_SQL, series=series, where=_multi_series_blocks(ranks))
+               if blocks else
+               fill(MULTI_BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY,
+                    source=source, where=where, avg_value=_AVG_VALUE, series=series))
         for row in self._rows(sql, params):
             name = names[int(row[0])]
             if name in out:
@@ -1590,6 +1666,16 @@ class ClickHouseRepository:
         for kind, key in self._rows(fill(RUN_KEYS_SQL, scope=scope), params):
             out[kind].append(key)
         return out
+
+
+def _one_series_blocks(ranks: Sequence[int]) -> str:
+    return fill(_BLOCKS_WHERE, run=_ONE_RUN, key="= {key:String}",
+                ranks=_SOME_RANKS if ranks else "")
+
+
+def _multi_series_blocks(ranks: Sequence[int]) -> str:
+    return fill(_BLOCKS_WHERE, run="run_id IN {run_ids:Array(String)}",
+                key="IN {keys:Array(String)}", ranks=_SOME_RANKS if ranks else "")
 
 
 def _bucket(row: Sequence[Any]) -> Bucket:

@@ -22,8 +22,9 @@ from typing import Any
 
 from runstream.proto import status, tables
 from runstream.proto.errors import InvalidArgumentError
+from runstream.proto.sortkeys import PARAM_FIRST_KEY, RANK_NEWEST_KEY, TS_SEQ_KEY
 from runstream.query.filters import LIST_OPS, USER_TAG, Agg, Clause, Kind, Op, OrderBy
-from runstream.query.sql import PARAM_FIRST_KEY, RANK_NEWEST_KEY, TS_SEQ_KEY, fill
+from runstream.query.sql import fill
 
 _OPS_SQL: Mapping[Op, str] = {
     Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">=",

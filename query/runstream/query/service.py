@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from runstream.proto import config as names
+from runstream.proto import tables
 from runstream.proto.errors import (
     InvalidArgumentError,
     NotFoundError,
@@ -42,7 +43,7 @@ from runstream.query.attempts import (
     number_attempts,
     run_status,
 )
-from runstream.query.downsample import Bucket, bucket_width, select_points
+from runstream.query.downsample import Bucket, bucket_grid, select_points
 from runstream.query.limits import (
     DEFAULT_HISTORY_PAGE_SIZE,
     DEFAULT_LAG_STEPS,
@@ -249,6 +250,12 @@ def lag_matrix(cells: Iterable[tuple[int, int, float]]) -> tuple[tuple[int, ...]
     ranks_out = tuple(sorted(grid))
     steps = sorted({step for row in grid.values() for step in row})
     return ranks_out, steps, [[grid[r].get(st, math.nan) for st in steps] for r in ranks_out]
+
+
+def _blocks(aggregate: str, kw: Mapping[str, Any]) -> int:
+    """Steps per pre-aggregated block (tables.METRIC_BLOCKS) where a series' downsampling
+    may read them (a run's own points per rank, every step), else 0."""
+    return 0 if aggregate or kw else tables.BLOCK_STEPS
 
 
 def _series_kw(seg: Sequence[Segment], steps: StepRange | None) -> dict[str, Any]:
@@ -813,7 +820,7 @@ class QueryService:
                 self._check_exists(run_id)
                 return MetricHistory(run_id=run_id, key=key, downsampled=True,
                                      aggregate=aggregate)
-            width = bucket_width(lo, hi, max_points)
+            lo, width = bucket_grid(lo, hi, max_points, _blocks(aggregate, kw))
             buckets = (self._ui.buckets(run_id, key, ranks, aggregate, lo, width, **kw) if kw
                        else self._repo.buckets(run_id, key, ranks, aggregate, lo, width))
         return assemble_downsampled(run_id, key, aggregate, count, buckets)
@@ -1171,7 +1178,7 @@ class QueryService:
             # when every series has points.
             ranges = (self._ui.series_ranges(sorted(plain), sorted(names_), rank_filter,
                                              aggregate, **kw) if plain else {})
-            bounds = {series: (lo, bucket_width(lo, hi, max_points))
+            bounds = {series: bucket_grid(lo, hi, max_points, _blocks(aggregate, kw))
                       for series, (lo, hi, n) in ranges.items() if n}
             buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, **kw)
         empty = [r for r in plain if not any((r, k) in bounds for k in names_)]
