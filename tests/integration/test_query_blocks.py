@@ -2,10 +2,14 @@
 the same buckets as the points give, the block table read instead of the points, and an
 older store's points aggregated at consumer start."""
 
+# ruff: noqa: B023
+# (every lambda here runs within its loop iteration: _reference calls it at once)
+
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -13,15 +17,21 @@ import pytest
 from runstream.consumer.factories import connect_clickhouse
 from runstream.consumer.sink import ClickHouseSink
 from runstream.proto import tables
+from runstream.query import repository
 from runstream.query.downsample import Bucket, bucket_grid
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.service import QueryService
 from tests.factories import T0, insert, start_rank
 
 BLOCK = tables.BLOCK_STEPS
-#: Covers every step: the same buckets, read from the points (a step range never reads
-#: the blocks).
-ALL_STEPS = (0, 10**12)
+
+
+@contextmanager
+def from_points() -> Iterator[None]:
+    """Reads inside are answered from the points, as before the blocks (the reference)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(repository, "_blocks_serve", lambda *_: False)
+        yield
 
 
 def _series(run_id: str, rank: int, steps: range, seq: int) -> list[dict[str, Any]]:
@@ -76,6 +86,11 @@ def _reads(repo: ClickHouseRepository) -> list[str]:
     return sent
 
 
+def _reference(read: Callable[[], Any]) -> Any:
+    with from_points():
+        return read()
+
+
 def _same(blocks: list[Bucket], points: list[Bucket]) -> None:
     assert len(blocks) == len(points) and blocks
     for b, p in zip(blocks, points, strict=True):
@@ -94,13 +109,13 @@ def test_buckets_of_whole_blocks_are_read_from_the_blocks_and_equal_the_points(
     sent = _reads(repo)
     lo, hi, count = repo.series_range("long", "loss", (), "")
     assert "FROM metric_blocks" in sent[-1] and "FROM metrics" not in sent[-1]
-    assert (lo, hi, count) == repo.series_range("long", "loss", (), "", steps=ALL_STEPS)
+    assert (lo, hi, count) == _reference(lambda: repo.series_range("long", "loss", (), ""))
     assert (lo, hi) == (1_500, 61_499)
     first, width = bucket_grid(lo, hi, 10, BLOCK)
     assert (first, width) == (1_024, 6 * BLOCK)
     blocks = repo.buckets("long", "loss", (), "", first, width)
     assert "FROM metric_blocks" in sent[-1] and "FROM metrics" not in sent[-1]
-    points = repo.buckets("long", "loss", (), "", first, width, steps=ALL_STEPS)
+    points = _reference(lambda: repo.buckets("long", "loss", (), "", first, width))
     assert "FROM metrics" in sent[-1]
     _same(blocks, points)
     by_rank = {r: [b for b in blocks if b.rank == r] for r in (0, 1)}
@@ -110,7 +125,7 @@ def test_buckets_of_whole_blocks_are_read_from_the_blocks_and_equal_the_points(
                b.max_value == 1.7e308 for b in by_rank[1])  # the overflowing sum's mean
     # One rank; and a grid that is not of whole blocks reads the points.
     _same(repo.buckets("long", "loss", (1,), "", first, width),
-          repo.buckets("long", "loss", (1,), "", first, width, steps=ALL_STEPS))
+          _reference(lambda: repo.buckets("long", "loss", (1,), "", first, width)))
     repo.buckets("long", "loss", (), "", first + 1, width)
     assert "FROM metrics" in sent[-1]
 
@@ -137,12 +152,37 @@ def test_a_downsampled_history_keeps_its_spikes_and_several_series_mix_both_read
     assert "FROM metric_blocks" in reads and "FROM metrics" in reads  # short: 300 steps/bucket
     assert both[0].steps == history.steps and both[0].values == history.values
     ranges = repo.series_ranges(["long", "short"], ["loss"], (), "")
-    assert ranges == repo.series_ranges(["long", "short"], ["loss"], (), "", steps=ALL_STEPS)
+    assert ranges == _reference(lambda: repo.series_ranges(["long", "short"], ["loss"], (), ""))
     bounds = {s: bucket_grid(lo, hi, 10, BLOCK) for s, (lo, hi, _) in ranges.items()}
     got = repo.series_buckets(bounds, (), "")
-    want = repo.series_buckets(bounds, (), "", steps=ALL_STEPS)
+    want = _reference(lambda: repo.series_buckets(bounds, (), ""))
     for series in bounds:
         _same(got[series], want[series])
+
+
+def test_a_step_range_reads_the_blocks_inside_it_and_the_points_of_the_blocks_it_cuts(
+    ch: Any, repo: ClickHouseRepository
+) -> None:
+    _seed(ch)
+    svc = QueryService(repo)
+    for steps in ((5_000, 52_345), (1_024, 61_439), (0, 10**12), (20_000, 20_500)):
+        rng = repo.series_range("long", "loss", (), "", steps=steps)
+        assert rng == _reference(lambda: repo.series_range("long", "loss", (), "", steps=steps))
+        first, width = bucket_grid(rng[0], rng[1], 8, BLOCK)
+        _same(repo.buckets("long", "loss", (), "", first, width, steps=steps),
+              _reference(lambda: repo.buckets("long", "loss", (), "", first, width,
+                                              steps=steps)))
+        bounds = {("long", "loss"): (first, width)}
+        _same(repo.series_buckets(bounds, (), "", steps=steps)[("long", "loss")],
+              _reference(lambda: repo.series_buckets(bounds, (), "", steps=steps)
+                         )[("long", "loss")])
+        zoomed = svc.metric_history("long", "loss", max_points=8, start_step=steps[0],
+                                    end_step=steps[1])
+        assert zoomed.steps and min(zoomed.steps) >= steps[0] and max(zoomed.steps) <= steps[1]
+        assert zoomed.total_points == rng[2]
+    # The zoom on the spike keeps it.
+    spike = svc.metric_history("long", "loss", max_points=8, start_step=10_000, end_step=50_000)
+    assert 100.0 in spike.values
 
 
 def test_an_insert_dropped_by_its_token_is_not_counted_in_the_blocks(
@@ -179,11 +219,11 @@ def test_an_older_store_gets_its_points_aggregated_into_blocks_at_start(
         repo = ClickHouseRepository(chdb_dsn, database)
         try:
             lo, hi, count = repo.series_range("long", "loss", (), "")
-            assert (lo, hi, count) == repo.series_range("long", "loss", (), "",
-                                                        steps=ALL_STEPS)
+            assert (lo, hi, count) == _reference(
+                lambda: repo.series_range("long", "loss", (), ""))
             first, width = bucket_grid(lo, hi, 10, BLOCK)
             _same(repo.buckets("long", "loss", (), "", first, width),
-                  repo.buckets("long", "loss", (), "", first, width, steps=ALL_STEPS))
+                  _reference(lambda: repo.buckets("long", "loss", (), "", first, width)))
         finally:
             repo.close()
     finally:

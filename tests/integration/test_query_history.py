@@ -197,6 +197,9 @@ def test_one_request_looks_for_repeated_ranks_once(
         for ask in (
             lambda: svc.metric_history("rep", "loss", max_points=10, aggregate="mean"),
             lambda: svc.metric_histories(["rep"], ["loss"], max_points=10, aggregate="max"),
+            # A series without points ("rep", "absent") among them.
+            lambda: svc.metric_histories(["rep"], ["loss", "absent"], max_points=10,
+                                         aggregate="mean"),
             lambda: svc.rank_envelope("rep", "loss", max_points=10),
         ):
             checks.clear()

@@ -38,7 +38,8 @@ KNOWN = {
     "bitNot", "bitShiftLeft", "reinterpretAsUInt64", "intDiv", "transform", "concat",
     "isFinite", "materialize", "exp2", "assumeNotNull", "nullIf", "toUInt8",
     "toInt64", "arrayFilter", "argMinIf", "arrayJoin", "greatest", "abs", "row_number",
-    "arrayElement", "toUInt64", "uniqExact",
+    "arrayElement", "toUInt64", "uniqExact", "argMinMerge", "bitAnd", "bitShiftRight",
+    "bitTest", "reinterpretAsInt64", "reinterpretAsFloat64", "argMinState", "argMaxState",
     # rank health (GetRankHealth)
     "OVER", "PARTITION", "quantilesIf", "quantiles", "median", "startsWith",
     # lambda parameters (FORK_SUMMARIES_SQL)

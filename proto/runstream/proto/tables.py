@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from runstream.proto.config import IDENTIFIER
 from runstream.proto.errors import InvalidArgumentError
-from runstream.proto.sortkeys import MAX_VALUE_KEY, MIN_VALUE_KEY
+from runstream.proto.sortkeys import MAX_VALUE_KEY, MIN_VALUE_KEY, STEP_VALUE_KEY
 
 #: Insert tokens remembered per table (``non_replicated_deduplication_window`` on a single
 #: node, ``replicated_deduplication_window`` on a cluster): a replay is dropped at insert
@@ -342,9 +342,9 @@ BLOCK_STEPS = 1024
 # Per (run, key, rank, block of BLOCK_STEPS steps: intDiv(step, BLOCK_STEPS)) what a
 # downsampling bucket needs (runstream.query.downsample): the point count, sums for the
 # centroid (sum_scaled: the values times 2^-600, for a mean whose plain sum overflows), the
-# extremes with where they were (argMin/argMax over the packed keys the bucket query over
-# points uses, so both pick the same point) and the first and last points, NaN values left
-# out as the buckets leave them. Fed by a view from every metrics insert; a bucket made of
+# extremes with where they were (the packed keys the bucket query over points uses, so
+# both pick the same point) and the first and last points, NaN values left out as the
+# buckets leave them. Fed by a view from every metrics insert; a bucket made of
 # whole blocks merges its blocks' states, so a 100M-point series downsampled to 1,000 reads
 # ~100k rows instead of 100M points. The extremes and end points are idempotent; the count
 # and sums are not: a replay that reaches storage (README "Exactly once in query results")
@@ -357,21 +357,22 @@ METRIC_BLOCKS = Table(
         ("run_id", "LowCardinality(String)"), ("key", "LowCardinality(String)"),
         ("rank", "UInt32"), ("block", "Int64"),
         ("n", "SimpleAggregateFunction(sum, UInt64)"),
-        ("lo_step", "SimpleAggregateFunction(min, Int64)"),
-        ("hi_step", "SimpleAggregateFunction(max, Int64)"),
         ("sum_step", "SimpleAggregateFunction(sum, Float64)"),
         ("sum_value", "SimpleAggregateFunction(sum, Float64)"),
         ("sum_scaled", "SimpleAggregateFunction(sum, Float64)"),
-        # The lowest / highest value's point, lowest step among equal values: one numeric
-        # state per column (merging a Tuple state cost ~7x as much per read).
-        *((f"{end}_{c}", f"AggregateFunction({fn}, {t}, UInt128)")
-          for end, fn in (("min", "argMin"), ("max", "argMax"))
-          for c, t in (("step", "Int64"), ("value", "Float64"), ("ts", "Int64"))),
-        # The value and ts_ms at lo_step / hi_step.
-        ("first_value", "AggregateFunction(argMin, Float64, Int64)"),
-        ("first_ts", "AggregateFunction(argMin, Int64, Int64)"),
-        ("last_value", "AggregateFunction(argMax, Float64, Int64)"),
-        ("last_ts", "AggregateFunction(argMax, Int64, Int64)"),
+        # The lowest / highest value's point (lowest step among equal values), and the
+        # first / last point: the packed keys of runstream.proto.sortkeys, which hold the
+        # step and value (decoded by the reader), with the point's ts_ms as an argMin/argMax
+        # state (numeric states and plain min/max: a Tuple state cost ~7x as much to merge,
+        # and every state costs the insert).
+        ("min_key", "SimpleAggregateFunction(min, UInt128)"),
+        ("min_ts", "AggregateFunction(argMin, Int64, UInt128)"),
+        ("max_key", "SimpleAggregateFunction(max, UInt128)"),
+        ("max_ts", "AggregateFunction(argMax, Int64, UInt128)"),
+        ("first_key", "SimpleAggregateFunction(min, UInt128)"),
+        ("first_ts", "AggregateFunction(argMin, Int64, UInt128)"),
+        ("last_key", "SimpleAggregateFunction(max, UInt128)"),
+        ("last_ts", "AggregateFunction(argMax, Int64, UInt128)"),
     ),
     "AggregatingMergeTree",
     "run_id, key, rank, block",
@@ -379,18 +380,13 @@ METRIC_BLOCKS = Table(
 # The view's SELECT, and the backfill's (constants only).
 _BLOCKS_SELECT = (
     f"SELECT run_id, key, rank, intDiv(step, {BLOCK_STEPS}) AS block,"  # noqa: S608
-    " count() AS n,"
-    " min(step) AS lo_step, max(step) AS hi_step, sum(toFloat64(step)) AS sum_step,"
+    " count() AS n, sum(toFloat64(step)) AS sum_step,"
     # materialize(): keeps ClickHouse from taking the factor out of the sum.
     " sum(value) AS sum_value, sum(value * materialize(exp2(-600))) AS sum_scaled,"
-    f" argMinState(step, {MIN_VALUE_KEY}) AS min_step,"
-    f" argMinState(value, {MIN_VALUE_KEY}) AS min_value,"
-    f" argMinState(ts_ms, {MIN_VALUE_KEY}) AS min_ts,"
-    f" argMaxState(step, {MAX_VALUE_KEY}) AS max_step,"
-    f" argMaxState(value, {MAX_VALUE_KEY}) AS max_value,"
-    f" argMaxState(ts_ms, {MAX_VALUE_KEY}) AS max_ts,"
-    " argMinState(value, step) AS first_value, argMinState(ts_ms, step) AS first_ts,"
-    " argMaxState(value, step) AS last_value, argMaxState(ts_ms, step) AS last_ts"
+    f" min({MIN_VALUE_KEY}) AS min_key, argMinState(ts_ms, {MIN_VALUE_KEY}) AS min_ts,"
+    f" max({MAX_VALUE_KEY}) AS max_key, argMaxState(ts_ms, {MAX_VALUE_KEY}) AS max_ts,"
+    f" min({STEP_VALUE_KEY}) AS first_key, argMinState(ts_ms, {STEP_VALUE_KEY}) AS first_ts,"
+    f" max({STEP_VALUE_KEY}) AS last_key, argMaxState(ts_ms, {STEP_VALUE_KEY}) AS last_ts"
     " FROM {source} WHERE NOT isNaN(value) GROUP BY run_id, key, rank, block"
 )
 
@@ -643,6 +639,12 @@ def backfill_ddl(database: str, suffix: str = "") -> str:
             f" SELECT DISTINCT experiment, run_id FROM `{database}`.`{RUNS.name}{suffix}`")
 
 
+def blocks_select(source: str) -> str:
+    """The view's SELECT of metric_blocks rows (its columns, in order) over ``source``: a
+    table or a parenthesised subquery with run_id, key, rank, step, value and ts_ms."""
+    return _BLOCKS_SELECT.format(source=source)
+
+
 def blocks_backfill_ddl(database: str, suffix: str = "") -> str:
     """The INSERT ... SELECT that fills ``metric_blocks`` from ``metrics`` in a store made
     before it (run after :func:`views_ddl`, which creates the view that feeds it from then
@@ -654,7 +656,7 @@ def blocks_backfill_ddl(database: str, suffix: str = "") -> str:
     _check_identifier("database name", database)
     cols = ", ".join(f"`{c}`" for c in METRIC_BLOCKS.column_names)
     return (f"INSERT INTO `{database}`.`{METRIC_BLOCKS.name}{suffix}` ({cols}) "
-            + _BLOCKS_SELECT.format(source=f"`{database}`.`{METRICS.name}{suffix}`"))
+            + blocks_select(f"`{database}`.`{METRICS.name}{suffix}`"))
 
 
 # --- cluster ---------------------------------------------------------------------------

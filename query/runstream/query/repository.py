@@ -51,6 +51,10 @@ from runstream.proto.sortkeys import (
     PARAM_FIRST_KEY,
     RANK_NEWEST_KEY,
     TS_SEQ_KEY,
+    step_of_high,
+    step_of_low,
+    value_of_high,
+    value_of_low,
 )
 from runstream.query import deadline
 from runstream.query.attempts import AnnotationRow, Segment, StartRow, StatusEvent
@@ -353,44 +357,85 @@ ORDER BY rank, bucket
 """
 
 # The same ranges and buckets read from metric_blocks (tables.METRIC_BLOCKS) instead of
-# the points, for a series of one run (no fork, no step range, no aggregate across ranks)
-# and a bucket grid of whole blocks (each series' first step and width multiples of
+# the points, for a series of one run (no fork, no aggregate across ranks; $blocks:
+# _blocks_from) and a bucket grid of whole blocks (each series' first step and width multiples of
 # BLOCK_STEPS, as downsample.bucket_grid makes them): the blocks' states merged per bucket,
-# the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series). lo_v / hi_v are the
-# extremes' values (min(value) differs only in the sign of a zero).
+# the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series), the steps and values
+# decoded from the blocks' packed keys (lo_v / hi_v are the extremes' values: a zero's sign
+# is the only way they can differ from min(value) / max(value)).
 _BLOCKS_WHERE = "$run AND key $key$ranks"
-BLOCK_RANGE_SQL = """
-SELECT $series AS s, min(lo_step), max(hi_step), sum(n)
-FROM metric_blocks
-WHERE $where
+BLOCK_RANGE_SQL = fill("""
+SELECT $series AS s, $first_step, $last_step, sum(n)
+FROM $blocks
 GROUP BY s
-"""
+""", series="$series", blocks="$blocks", first_step=step_of_high("min(first_key)"),
+    last_step=step_of_high("max(last_key)"))
 BLOCK_BUCKETS_SQL = fill("""
-SELECT s, rank, bucket, sum(n) AS cnt, argMinMerge(min_value), argMaxMerge(max_value),
-    argMinMerge(min_step), argMinMerge(min_value), argMinMerge(min_ts),
-    argMaxMerge(max_step), argMaxMerge(max_value), argMaxMerge(max_ts),
-    sum(sum_step) / cnt,
-    if(isFinite(sum(sum_value) / cnt), sum(sum_value) / cnt, sum(sum_scaled) / cnt * exp2(600)),
-    min(lo_step), argMinMerge(first_value), argMinMerge(first_ts),
-    max(hi_step), argMaxMerge(last_value), argMaxMerge(last_ts)
+SELECT s, rank, bucket, cnt, $min_v, $max_v,
+    $min_s, $min_v, min_t, $max_s, $max_v, max_t,
+    ss / cnt, if(isFinite(sv / cnt), sv / cnt, sc / cnt * exp2(600)),
+    $first_s, $first_v, first_t, $last_s, $last_v, last_t
 FROM (
-    SELECT *, $series AS s,
-        intDiv(block * $block - arrayElement({series_lo:Array(Int64)}, s + 1),
-            arrayElement({series_width:Array(Int64)}, s + 1)) AS bucket
-    FROM metric_blocks
-    WHERE $where
+    SELECT s, rank, bucket, sum(n) AS cnt, sum(sum_step) AS ss, sum(sum_value) AS sv,
+        sum(sum_scaled) AS sc,
+        min(min_key) AS mk, argMinMerge(min_ts) AS min_t,
+        max(max_key) AS xk, argMaxMerge(max_ts) AS max_t,
+        min(first_key) AS fk, argMinMerge(first_ts) AS first_t,
+        max(last_key) AS lk, argMaxMerge(last_ts) AS last_t
+    FROM (
+        SELECT *, $series AS s,
+            intDiv(block * $block - arrayElement({series_lo:Array(Int64)}, s + 1),
+                arrayElement({series_width:Array(Int64)}, s + 1)) AS bucket
+        FROM $blocks
+    )
+    GROUP BY s, rank, bucket
 )
-GROUP BY s, rank, bucket
 ORDER BY s, rank, bucket
-""", series="$series", where="$where", block=str(tables.BLOCK_STEPS))
+""", series="$series", blocks="$blocks", block=str(tables.BLOCK_STEPS),
+    min_v=value_of_high("mk"), min_s=step_of_low("mk"), max_v=value_of_high("xk"),
+    max_s=step_of_low("xk", negated=True), first_s=step_of_high("fk"),
+    first_v=value_of_low("fk"), last_s=step_of_high("lk"), last_v=value_of_low("lk"))
 _ONE_SERIES = "toUInt32(0)"
 
 
-def _blocks_serve(aggregate: str, segments: Sequence[Segment], steps: StepRange | None
-                  ) -> bool:
+def _blocks_serve(aggregate: str, segments: Sequence[Segment]) -> bool:
     """Whether metric_blocks holds what a series' range and buckets read: the run's own
-    points of one key, every step, per rank."""
-    return not aggregate and not segments and steps is None
+    points of one key, per rank (a step range reads the blocks inside it and the points
+    of the blocks it cuts: :func:`_blocks_from`)."""
+    return not aggregate and not segments
+
+
+# The blocks of a step range: those inside it, and the points of the (at most two) blocks
+# it cuts aggregated into blocks as the view aggregates them. {full_lo} / {full_hi}: the
+# first and last block inside the range (:func:`_add_block_steps`).
+_RANGE_BLOCKS = fill("""(
+    SELECT $columns FROM metric_blocks
+    WHERE $where AND block >= {full_lo:Int64} AND block <= {full_hi:Int64}
+    UNION ALL
+    $edges
+)""", columns=", ".join(tables.METRIC_BLOCKS.column_names), where="$where",
+    edges=tables.blocks_select(fill("""(
+        SELECT run_id, key, rank, step, value, ts_ms FROM metrics
+        WHERE $where$steps AND (step < {full_lo:Int64} * $block
+            OR step >= ({full_hi:Int64} + 1) * $block))""", where="$where",
+        steps=_STEP_RANGE, block=str(tables.BLOCK_STEPS))))
+
+
+def _blocks_from(where: str, steps: StepRange | None) -> str:
+    """The $blocks of BLOCK_RANGE_SQL / BLOCK_BUCKETS_SQL: the blocks of the series in
+    ``where``, every step or only ``steps``."""
+    if steps is None:
+        return f"metric_blocks WHERE {where}"
+    return fill(_RANGE_BLOCKS, where=where)
+
+
+def _add_block_steps(params: dict[str, Any], steps: StepRange | None) -> None:
+    """Bind a step range and the blocks wholly inside it."""
+    if steps is not None:
+        _add_steps(params, steps)
+        start, end = steps
+        params["full_lo"] = -(-start // tables.BLOCK_STEPS)
+        params["full_hi"] = (end + 1) // tables.BLOCK_STEPS - 1
 
 
 def _whole_blocks(lo: int, width: int) -> bool:
@@ -1255,10 +1300,12 @@ class ClickHouseRepository:
     ) -> tuple[int, int, int]:
         """(min step, max step, point count) of the series' non-NaN points; count 0 if none.
         ``steps``: only steps in this inclusive range (every method below takes it too)."""
-        if _blocks_serve(aggregate, segments, steps):
+        if _blocks_serve(aggregate, segments):
             params: dict[str, Any] = {"run_id": run_id, "key": key, "ranks": list(ranks)}
+            _add_block_steps(params, steps)
             rows = self._rows(fill(BLOCK_RANGE_SQL, series=_ONE_SERIES,
-                                   where=_one_series_blocks(ranks)), params)
+                                   blocks=_blocks_from(_one_series_blocks(ranks), steps)),
+                              params)
             return (int(rows[0][1]), int(rows[0][2]), int(rows[0][3])) if rows else (0, 0, 0)
         source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         row = self._rows(fill(RANGE_SQL, source=source, where=where), params)[0]
@@ -1269,12 +1316,13 @@ class ClickHouseRepository:
         *, segments: Sequence[Segment] = (), steps: StepRange | None = None,
     ) -> list[Bucket]:
         """Buckets of ``width`` steps from step ``lo``, per rank (rank 0 when aggregated)."""
-        if _blocks_serve(aggregate, segments, steps) and _whole_blocks(lo, width):
+        if _blocks_serve(aggregate, segments) and _whole_blocks(lo, width):
             params: dict[str, Any] = {"run_id": run_id, "key": key, "ranks": list(ranks),
                                       "series_lo": [lo], "series_width": [width]}
+            _add_block_steps(params, steps)
             return [_bucket(row[1:]) for row in self._rows(
-                fill(BLOCK_BUCKETS_SQL, series=_ONE_SERIES, where=_one_series_blocks(ranks)),
-                params)]
+                fill(BLOCK_BUCKETS_SQL, series=_ONE_SERIES,
+                     blocks=_blocks_from(_one_series_blocks(ranks), steps)), params)]
         source, where, params = self._series(run_id, key, ranks, aggregate, segments, steps)
         params.update(lo=lo, width=width)
         return [_bucket(row) for row in self._rows(
@@ -1523,21 +1571,30 @@ class ClickHouseRepository:
         source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
                                                            steps)
         sql = fill(MULTI_RANGE_SQL, source=source, where=where, series=series)
-        if _blocks_serve(aggregate, (), steps):
-            sql = fill(BLOCK_RANGE_SQL, series=series, where=_multi_series_blocks(ranks))
+        if _blocks_serve(aggregate, ()):
+            _add_block_steps(params, steps)
+            sql = fill(BLOCK_RANGE_SQL, series=series,
+                       blocks=_blocks_from(_multi_series_blocks(ranks), steps))
         return {(run_ids[int(i) // len(keys)], keys[int(i) % len(keys)]):
                 (int(lo), int(hi), int(n)) for i, lo, hi, n in self._rows(sql, params)}
 
     def series_buckets(
         self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
         aggregate: str, *, steps: StepRange | None = None,
+        read: tuple[Sequence[str], Sequence[str]] = ((), ()),
     ) -> dict[tuple[str, str], list[Bucket]]:
         """(run_id, key) -> :meth:`buckets` of each series in ``bounds`` ((run_id, key) ->
-        (first step, width)), in one query."""
+        (first step, width)), in one query. ``read``: the run ids and keys that
+        :meth:`series_ranges` read in the same :meth:`shared_reads` block; an aggregate then
+        reads the same series (those without points cost nothing), so both share one
+        repeated-rank check."""
         out: dict[tuple[str, str], list[Bucket]] = {series: [] for series in bounds}
         if not bounds:
             return out
-        if _blocks_serve(aggregate, (), steps):
+        if aggregate and all(r in read[0] and k in read[1] for r, k in bounds):
+            return self._series_buckets(bounds, ranks, aggregate, steps, blocks=False,
+                                        every=(list(read[0]), list(read[1])))
+        if _blocks_serve(aggregate, ()):
             whole = {name: b for name, b in bounds.items() if _whole_blocks(*b)}
             if whole:
                 out.update(self._series_buckets(whole, ranks, aggregate, steps, blocks=True))
@@ -1550,10 +1607,11 @@ class ClickHouseRepository:
     def _series_buckets(
         self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
         aggregate: str, steps: StepRange | None, *, blocks: bool,
+        every: tuple[list[str], list[str]] | None = None,
     ) -> dict[tuple[str, str], list[Bucket]]:
         out: dict[tuple[str, str], list[Bucket]] = {series: [] for series in bounds}
-        run_ids = sorted({r for r, _ in bounds})
-        keys = sorted({k for _, k in bounds})
+        run_ids, keys = every or (sorted({r for r, _ in bounds}),
+                                  sorted({k for _, k in bounds}))
         source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
                                                            steps)
         lo = [0] * (len(run_ids) * len(keys))
@@ -1563,7 +1621,10 @@ class ClickHouseRepository:
             if name in bounds:
                 lo[i], width[i] = bounds[name]
         params.update(series_lo=lo, series_width=width)
-        sql = (fill(BLOCK_BUCKETS_SQL, series=series, where=_multi_series_blocks(ranks))
+        if blocks:
+            _add_block_steps(params, steps)
+        sql = (fill(BLOCK_BUCKETS_SQL, series=series,
+                    blocks=_blocks_from(_multi_series_blocks(ranks), steps))
                if blocks else
                fill(MULTI_BUCKETS_SQL, min_key=MIN_VALUE_KEY, max_key=MAX_VALUE_KEY,
                     source=source, where=where, avg_value=_AVG_VALUE, series=series))

@@ -254,8 +254,8 @@ def lag_matrix(cells: Iterable[tuple[int, int, float]]) -> tuple[tuple[int, ...]
 
 def _blocks(aggregate: str, kw: Mapping[str, Any]) -> int:
     """Steps per pre-aggregated block (tables.METRIC_BLOCKS) where a series' downsampling
-    may read them (a run's own points per rank, every step), else 0."""
-    return 0 if aggregate or kw else tables.BLOCK_STEPS
+    may read them (a run's own points per rank, a step range or not), else 0."""
+    return 0 if aggregate or "segments" in kw else tables.BLOCK_STEPS
 
 
 def _series_kw(seg: Sequence[Segment], steps: StepRange | None) -> dict[str, Any]:
@@ -1174,13 +1174,14 @@ class QueryService:
         plain = [r for r in ids if r not in chains]
         kw = _series_kw((), steps)
         with self._ui.shared_reads():
-            # Sorted as series_buckets reads them, so both share one repeated-rank check
-            # when every series has points.
-            ranges = (self._ui.series_ranges(sorted(plain), sorted(names_), rank_filter,
-                                             aggregate, **kw) if plain else {})
+            # The buckets read the series the ranges read, so both share one repeated-rank
+            # check.
+            read = (sorted(plain), sorted(names_))
+            ranges = (self._ui.series_ranges(*read, rank_filter, aggregate, **kw)
+                      if plain else {})
             bounds = {series: bucket_grid(lo, hi, max_points, _blocks(aggregate, kw))
                       for series, (lo, hi, n) in ranges.items() if n}
-            buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, **kw)
+            buckets = self._ui.series_buckets(bounds, rank_filter, aggregate, read=read, **kw)
         empty = [r for r in plain if not any((r, k) in bounds for k in names_)]
         if empty:
             existing = self._ui.existing_runs(empty)

@@ -248,6 +248,7 @@ class UiStore(Protocol):
     def series_buckets(
         self, bounds: Mapping[tuple[str, str], tuple[int, int]], ranks: Sequence[int],
         aggregate: str, *, steps: StepRange | None = None,
+        read: tuple[Sequence[str], Sequence[str]] = ((), ()),
     ) -> dict[tuple[str, str], list[Bucket]]: ...
 
     def existing_runs(self, run_ids: Sequence[str]) -> set[str]: ...
