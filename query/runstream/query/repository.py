@@ -358,11 +358,11 @@ ORDER BY rank, bucket
 
 # The same ranges and buckets read from metric_blocks (tables.METRIC_BLOCKS) instead of
 # the points, for a series of one run (no fork, no aggregate across ranks; $blocks:
-# _blocks_from) and a bucket grid of whole blocks (each series' first step and width multiples of
-# BLOCK_STEPS, as downsample.bucket_grid makes them): the blocks' states merged per bucket,
-# the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series), the steps and values
-# decoded from the blocks' packed keys (lo_v / hi_v are the extremes' values: a zero's sign
-# is the only way they can differ from min(value) / max(value)).
+# _blocks_from) and a bucket grid of whole blocks (each series' first step and width
+# multiples of BLOCK_STEPS, as downsample.bucket_grid makes them): the blocks' states
+# merged per bucket, the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series), the
+# steps and values decoded from the blocks' packed keys (lo_v / hi_v are the extremes'
+# values: a zero's sign is the only way they can differ from min(value) / max(value)).
 _BLOCKS_WHERE = "$run AND key $key$ranks"
 BLOCK_RANGE_SQL = fill("""
 SELECT $series AS s, $first_step, $last_step, sum(n)
@@ -1598,6 +1598,8 @@ class ClickHouseRepository:
             whole = {name: b for name, b in bounds.items() if _whole_blocks(*b)}
             if whole:
                 out.update(self._series_buckets(whole, ranks, aggregate, steps, blocks=True))
+            # The rest reads the points of its runs x keys (a block series among them is
+            # scanned for nothing: GetMetricHistories rarely mixes both).
             rest = {name: b for name, b in bounds.items() if name not in whole}
             if rest:
                 out.update(self._series_buckets(rest, ranks, aggregate, steps, blocks=False))
