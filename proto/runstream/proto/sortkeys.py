@@ -1,9 +1,9 @@
 """Sort keys packed into one ``UInt128``, as ClickHouse SQL fragments (pure constants).
 
 The order-preserving bits of each part, high part first: ``argMin``/``argMax`` over them
-are several times cheaper than over tuples. Shared by the query SQL
-(:mod:`runstream.query.sql`) and the materialized views of :mod:`runstream.proto.tables`,
-which must pick the same rows.
+are several times cheaper than over tuples. Shared by the query service's SQL
+(``runstream.query.repository``, ``runstream.query.search_sql``) and the materialized views
+of :mod:`runstream.proto.tables`, which must pick the same rows.
 """
 
 from __future__ import annotations
