@@ -39,10 +39,13 @@ pytestmark = pytest.mark.kafka
 RUNS = 8  # one rank each: keys "grp-<i>/0" spread over the topic's 4 partitions
 
 
-ROUNDS = 60  # one event per run per round
-
-
-ROUND_S = 0.2  # the stream lasts ~12 s, longer than the takeover (10 s session timeout)
+# One event per run per round, a round every ROUND_S: at least ROUNDS rounds, and the stream
+# goes on for ROUNDS_AFTER_KILL rounds after the kill, however long the group took to form
+# (under load the setup outlasted a fixed 12 s stream), so the survivor takes over mid-stream.
+ROUNDS = 60
+ROUNDS_AFTER_KILL = 30
+MAX_ROUNDS = 1_500
+ROUND_S = 0.2
 
 
 POINTS = 500  # per event: 250 steps x (loss, acc)
@@ -93,12 +96,19 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
     request.addfinalizer(producer.close)
     header = [(codec.CONTENT_TYPE_HEADER, codec.PROTOBUF_CONTENT_TYPE.encode())]
 
+    killed = threading.Event()
+    rounds = [0]  # rounds sent
+
     def stream() -> None:
-        for seq in range(1, ROUNDS + 1):
+        after_kill = 0
+        while rounds[0] < MAX_ROUNDS and (rounds[0] < ROUNDS or after_kill < ROUNDS_AFTER_KILL):
+            seq = rounds[0] + 1
             futures = [producer.send(kafka_topic, codec.encode(event(run, seq)),
                                      key=f"grp-{run}/0".encode(), headers=header)
                        for run in range(RUNS)]
             partitions.update(f.get(timeout=30).partition for f in futures)
+            rounds[0] = seq
+            after_kill += killed.is_set()
             time.sleep(ROUND_S)
 
     streaming = threading.Thread(target=stream, name="test-stream", daemon=True)
@@ -176,14 +186,15 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
              timeout_s=60, interval_s=0.1, what="points stored by each member")
     assert sorted(map(sorted, assignments())) == sorted(map(sorted, owners)), \
         "the group rebalanced again before the kill"
-    assert streaming.is_alive(), "the stream ended before the kill: lengthen it"
+    assert streaming.is_alive(), "the stream reached MAX_ROUNDS before the kill"
     procs["a"].send_signal(signal.SIGKILL)
     procs["a"].wait(timeout=30)
+    killed.set()
 
     streaming.join(timeout=120)
     assert not streaming.is_alive()
     assert len(partitions) >= 2, "the runs' keys should spread over several partitions"
-    total = RUNS * ROUNDS
+    total = RUNS * rounds[0]
     wait_for(lambda: committed(admin, group), lambda n: n >= total, timeout_s=120,
              interval_s=0.2, what="every offset committed by the survivor")
     procs["b"].send_signal(signal.SIGTERM)
@@ -192,7 +203,7 @@ def test_two_consumer_processes_share_a_stream_and_one_takes_over_from_a_killed_
     a, b = stored(dsns["a"]), stored(dsns["b"])
     assert a and b, "each consumer should have stored part of the stream"
     expected = {(f"grp-{run}", seq): (POINTS, float(sum(event(run, seq).metrics.values)))
-                for run in range(RUNS) for seq in range(1, ROUNDS + 1)}
+                for run in range(RUNS) for seq in range(1, rounds[0] + 1)}
     for store in (a, b):
         for ev, (n, value_sum) in store.items():
             assert n == POINTS, f"event {ev} stored partly"
