@@ -10,7 +10,9 @@ through every run_id-ordered table, as in a real store.
 
 Dimensions (one table each):
 
-* one series (one run, one key, one rank) downsampled to 1,000 points: 1M, 10M, 100M.
+* one series (one run, one key, one rank) downsampled to 1,000 points: 1M, 10M, 100M; the
+  whole series and zoomed to its middle half (a step range), with what it reads (the points,
+  or metric_blocks' pre-aggregated blocks) and one scan of its points as the baseline.
 * SearchRuns, two clauses + order by a metric (10 params, 5 metrics x 2 steps a run):
   10k, 100k, 1M runs, all in the experiment searched.
 * the same search inside a fixed 5,000-run experiment in stores that also hold 100k and
@@ -26,7 +28,9 @@ Dimensions (one table each):
   batches of 200,000 rows as the pipeline seals them), without Kafka; points/s, process
   CPU per point, RSS after each size.
 * CPU per point: the SDK (Run.log of 10 keys + the sender thread encoding and writing
-  the spool; process CPU, measured before chdb is loaded) and the consumer chain above.
+  the spool; process CPU, measured before chdb is loaded) and the consumer chain above;
+  and what feeding metric_blocks costs that chain (64 producers into a store with its view
+  and one without, alternated).
 
 Environment: BENCH_GROWTH_MAX (largest size run, e.g. 10M; default 100M = every size),
 BENCH_GROWTH_REPEAT (7), BENCH_GROWTH_INGEST_POINTS (2,000,000 per producer count),
