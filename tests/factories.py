@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -183,6 +184,22 @@ def insert(ch: Any, table: tables.Table, rows: Sequence[Mapping[str, Any]]) -> N
     types = {name: ctype.split(" CODEC")[0] for name, ctype in table.columns}
     data = [[row.get(c, zero(types[c])) for c in table.column_names] for row in rows]
     ch.insert(table.name, data, column_names=list(table.column_names))
+
+
+@contextmanager
+def store_of(chdb_dsn: str, database: str, statements: Iterable[str]) -> Iterator[Any]:
+    """A client of a database made by ``statements`` (e.g. an older schema's DDL), dropped
+    when the block ends."""
+    from runstream.consumer.factories import connect_clickhouse
+
+    ch = connect_clickhouse(chdb_dsn, database)
+    try:
+        for statement in statements:
+            ch.command(statement)
+        yield ch
+    finally:
+        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
+        ch.close()
 
 
 def start_rank(ch: Any, run_id: str, rank: int, world_size: int, ts_ms: int, *,

@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from runstream.consumer.factories import connect_clickhouse
 from runstream.consumer.sink import ClickHouseSink
 from runstream.proto import tables
 from runstream.query import repository
 from runstream.query.downsample import Bucket, bucket_grid
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.service import QueryService
-from tests.factories import T0, insert, start_rank
+from tests.factories import T0, insert, start_rank, store_of
 
 BLOCK = tables.BLOCK_STEPS
 
@@ -202,11 +201,8 @@ def test_an_older_store_gets_its_points_aggregated_into_blocks_at_start(
     chdb_dsn: str, ch_database: str
 ) -> None:
     database = f"{ch_database}_noblocks"
-    ch = connect_clickhouse(chdb_dsn, database)
-    try:
-        for statement in tables.all_ddl(database):
-            if "metric_blocks" not in statement:
-                ch.command(statement)
+    older = [s for s in tables.all_ddl(database) if "metric_blocks" not in s]
+    with store_of(chdb_dsn, database, older) as ch:
         _seed(ch)
         assert not ch.query("SELECT name FROM system.tables WHERE database = {db:String}"
                             " AND name = 'metric_blocks'", parameters={"db": database}
@@ -226,6 +222,3 @@ def test_an_older_store_gets_its_points_aggregated_into_blocks_at_start(
                   _reference(lambda: repo.buckets("long", "loss", (), "", first, width)))
         finally:
             repo.close()
-    finally:
-        ch.command(f"DROP DATABASE IF EXISTS `{database}`")
-        ch.close()

@@ -11,14 +11,13 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from runstream.consumer.factories import connect_clickhouse
 from runstream.consumer.rows import RowBatch
 from runstream.consumer.sink import ClickHouseSink
 from runstream.proto import tables
 from runstream.query.filters import parse_filter, parse_order_by
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.search_sql import SCOPE, compile_search
-from tests.factories import T0, insert, points, sample_run, start_rank
+from tests.factories import T0, insert, points, sample_run, start_rank, store_of
 
 #: Runs of another experiment: several granules (8,192 rows) of every table.
 OTHERS = 40_000
@@ -174,10 +173,7 @@ def test_an_older_store_gets_the_column_projections_and_view_and_finds_every_run
     chdb_dsn: str, ch_database: str
 ) -> None:
     database = f"{ch_database}_old"
-    ch = connect_clickhouse(chdb_dsn, database)
-    try:
-        for statement in _old_ddl(database):
-            ch.command(statement)
+    with store_of(chdb_dsn, database, _old_ddl(database)) as ch:
         assert not ch.query("SELECT name FROM system.columns WHERE database = {db:String}"
                             " AND table = 'tags' AND name = 'experiment'",
                             parameters={"db": database}).result_rows
@@ -215,6 +211,3 @@ def test_an_older_store_gets_the_column_projections_and_view_and_finds_every_run
                 "new-run", "old-run"]
         finally:
             repo.close()
-    finally:
-        ch.command(f"DROP DATABASE `{database}`")
-        ch.close()

@@ -165,33 +165,24 @@ class ClickHouseSink:
                      tables.PARAMS.name, tables.LEGACY_PARAMS_MIGRATED)
             for statement in tables.migration_ddl(self.database):
                 self.client.command(statement)
-        self._backfill_run_experiments()
-        self._backfill_blocks()
+        # Tables fed by views that the store lacked: their view feeds them from now on,
+        # and what the source already holds is copied once (empty target, non-empty source).
+        self._fill_once(tables.RUN_EXPERIMENTS, tables.RUNS, "1", tables.backfill_ddl)
+        self._fill_once(tables.METRIC_BLOCKS, tables.METRICS, "NOT isNaN(value)",
+                        tables.blocks_backfill_ddl)
 
-    def _backfill_run_experiments(self) -> None:
-        # A store made before run_experiments: its view feeds new runs from now on, and
-        # the runs already there are copied once (empty table, non-empty runs).
+    def _fill_once(self, target: tables.Table, source: tables.Table, rows: str,
+                   ddl: Callable[[str], str]) -> None:
+        """Run ``ddl(database)`` if ``target`` is empty and ``source`` has ``rows`` (a
+        constant condition)."""
         db = self.database
-        (empty, runs), = self.client.query(
-            f"SELECT (SELECT count() FROM `{db}`.`{tables.RUN_EXPERIMENTS.name}`) = 0,"  # noqa: S608
-            f" (SELECT count() FROM `{db}`.`{tables.RUNS.name}`)").result_rows
-        if empty and runs:
-            log.info("filling %s.%s from the %d rows of %s.%s", db,
-                     tables.RUN_EXPERIMENTS.name, runs, db, tables.RUNS.name)
-            self.client.command(tables.backfill_ddl(db))
-
-    def _backfill_blocks(self) -> None:
-        # A store made before metric_blocks: its view feeds new points from now on, and the
-        # points already there are aggregated once (empty table, points of some value).
-        db = self.database
-        (empty, points), = self.client.query(
-            f"SELECT (SELECT count() FROM `{db}`.`{tables.METRIC_BLOCKS.name}`) = 0,"  # noqa: S608
-            f" (SELECT count() FROM `{db}`.`{tables.METRICS.name}` WHERE NOT isNaN(value))"
-        ).result_rows
-        if empty and points:
-            log.info("filling %s.%s from the %d points of %s.%s", db,
-                     tables.METRIC_BLOCKS.name, points, db, tables.METRICS.name)
-            self.client.command(tables.blocks_backfill_ddl(db))
+        (empty, n), = self.client.query(
+            f"SELECT (SELECT count() FROM `{db}`.`{target.name}`) = 0,"  # noqa: S608
+            f" (SELECT count() FROM `{db}`.`{source.name}` WHERE {rows})").result_rows
+        if empty and n:
+            log.info("filling %s.%s from the %d rows of %s.%s", db, target.name, n, db,
+                     source.name)
+            self.client.command(ddl(db))
 
     def _read_store_id(self) -> str:
         table = tables.STORE_IDENTITY

@@ -363,7 +363,6 @@ ORDER BY rank, bucket
 # merged per bucket, the columns of BUCKETS_SQL (and MULTI_BUCKETS_SQL with $series), the
 # steps and values decoded from the blocks' packed keys (lo_v / hi_v are the extremes'
 # values: a zero's sign is the only way they can differ from min(value) / max(value)).
-_BLOCKS_WHERE = "$run AND key $key$ranks"
 BLOCK_RANGE_SQL = fill("""
 SELECT $series AS s, $first_step, $last_step, sum(n)
 FROM $blocks
@@ -1570,11 +1569,12 @@ class ClickHouseRepository:
             return {}
         source, where, series, params = self._multi_series(run_ids, keys, ranks, aggregate,
                                                            steps)
-        sql = fill(MULTI_RANGE_SQL, source=source, where=where, series=series)
         if _blocks_serve(aggregate, ()):
             _add_block_steps(params, steps)
             sql = fill(BLOCK_RANGE_SQL, series=series,
                        blocks=_blocks_from(_multi_series_blocks(ranks), steps))
+        else:
+            sql = fill(MULTI_RANGE_SQL, source=source, where=where, series=series)
         return {(run_ids[int(i) // len(keys)], keys[int(i) % len(keys)]):
                 (int(lo), int(hi), int(n)) for i, lo, hi, n in self._rows(sql, params)}
 
@@ -1732,13 +1732,14 @@ class ClickHouseRepository:
 
 
 def _one_series_blocks(ranks: Sequence[int]) -> str:
-    return fill(_BLOCKS_WHERE, run=_ONE_RUN, key="= {key:String}",
-                ranks=_SOME_RANKS if ranks else "")
+    """_SERIES_WHERE of a run's own series over every step (metric_blocks has its columns;
+    _blocks_from adds a step range)."""
+    return fill(_SERIES_WHERE, run=_ONE_RUN, ranks=_SOME_RANKS if ranks else "", steps="")
 
 
 def _multi_series_blocks(ranks: Sequence[int]) -> str:
-    return fill(_BLOCKS_WHERE, run="run_id IN {run_ids:Array(String)}",
-                key="IN {keys:Array(String)}", ranks=_SOME_RANKS if ranks else "")
+    """_MULTI_WHERE over every step, as :func:`_one_series_blocks`."""
+    return fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "", steps="")
 
 
 def _bucket(row: Sequence[Any]) -> Bucket:
