@@ -158,3 +158,10 @@ def test_print_ddl_upgrade_prints_the_cluster_upgrade(capsys):
             ] == [tables.backfill_ddl("rs", "_local"), tables.blocks_backfill_ddl("rs", "_local")]
     with pytest.raises(SystemExit):
         module.main(["--upgrade"])  # a single node upgrades itself
+
+
+@pytest.mark.parametrize(("aggregate", "forked", "steps"), [
+    ("", False, tables.BLOCK_STEPS), ("mean", False, 0), ("", True, 0), ("max", True, 0)])
+def test_blocks_serve_a_runs_own_points_per_rank_only(aggregate: str, forked: bool,
+                                                      steps: int) -> None:
+    assert tables.series_block_steps(aggregate, forked) == steps

@@ -339,6 +339,14 @@ _SUMMARIES = Table(
 #: Steps per block of :data:`METRIC_BLOCKS` (steps are >= 0: validation).
 BLOCK_STEPS = 1024
 
+
+def series_block_steps(aggregate: str, forked: bool) -> int:
+    """Steps per :data:`METRIC_BLOCKS` block where the blocks hold what a series read asks
+    for (a run's own points of one key, per rank, every step or a step range), else 0: an
+    aggregate across ranks or a fork's segments read the points. The query service picks
+    its bucket grid by it, the repository its read, so the two agree."""
+    return 0 if aggregate or forked else BLOCK_STEPS
+
 # Per (run, key, rank, block of BLOCK_STEPS steps: intDiv(step, BLOCK_STEPS)) what a
 # downsampling bucket needs (runstream.query.downsample): the point count, sums for the
 # centroid (sum_scaled: the values times 2^-600, for a mean whose plain sum overflows), the

@@ -398,10 +398,10 @@ _ONE_SERIES = "toUInt32(0)"
 
 
 def _blocks_serve(aggregate: str, segments: Sequence[Segment]) -> bool:
-    """Whether metric_blocks holds what a series' range and buckets read: the run's own
-    points of one key, per rank (a step range reads the blocks inside it and the points
-    of the blocks it cuts: :func:`_blocks_from`)."""
-    return not aggregate and not segments
+    """Whether metric_blocks holds what a series' range and buckets read
+    (:func:`tables.series_block_steps`; a step range reads the blocks inside it and the
+    points of the blocks it cuts: :func:`_blocks_from`)."""
+    return tables.series_block_steps(aggregate, bool(segments)) > 0
 
 
 # The blocks of a step range: those inside it, and the points of the (at most two) blocks

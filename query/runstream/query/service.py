@@ -253,9 +253,9 @@ def lag_matrix(cells: Iterable[tuple[int, int, float]]) -> tuple[tuple[int, ...]
 
 
 def _blocks(aggregate: str, kw: Mapping[str, Any]) -> int:
-    """Steps per pre-aggregated block (tables.METRIC_BLOCKS) where a series' downsampling
-    may read them (a run's own points per rank, a step range or not), else 0."""
-    return 0 if aggregate or "segments" in kw else tables.BLOCK_STEPS
+    """Steps per pre-aggregated block where a series' downsampling may read them, else 0
+    (:func:`tables.series_block_steps`)."""
+    return tables.series_block_steps(aggregate, "segments" in kw)
 
 
 def _series_kw(seg: Sequence[Segment], steps: StepRange | None) -> dict[str, Any]:
