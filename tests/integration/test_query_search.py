@@ -81,6 +81,56 @@ def test_search_filters_mlflow_grammar(ch: Any, client: Client) -> None:
     assert search("tags.missing = 'x'") == []
 
 
+def _kv(run_id: str, key: str, value: str, *, rank: int = 0, ts_ms: int = T0) -> dict[str, Any]:
+    return {"run_id": run_id, "key": key, "value": value, "rank": rank,
+            "producer_id": f"p{rank}", "seq": 2, "ts_ms": ts_ms, "experiment": "exp"}
+
+
+def test_each_key_in_one_pass_keeps_its_own_value(ch: Any, client: Client) -> None:
+    """Params and tags are read in one pass per table for every key named (as metrics
+    are): each key still gets its own value (a param's lowest rank's first, a tag's latest
+    version), and a run without the key matches no comparison, negated ones included."""
+    for i, run_id in enumerate(("a", "b", "c", "d")):
+        start_rank(ch, run_id, 0, 2, T0 + i)
+    insert(ch, tables.PARAMS, [
+        # a: rank 1 logged lr first, but rank 0's value is the run's.
+        {**_kv("a", "lr", "0.5", rank=1, ts_ms=T0 - 10), "type": "FLOAT"},
+        {**_kv("a", "lr", "0.1"), "type": "FLOAT"},
+        {**_kv("a", "opt", "adam"), "type": "STRING"},
+        # b: a second value of lr logged later by rank 0 is a conflict, not the value.
+        {**_kv("b", "lr", "0.3"), "type": "FLOAT"},
+        {**_kv("b", "lr", "0.9", ts_ms=T0 + 50), "type": "FLOAT"},
+        {**_kv("b", "opt", "sgd"), "type": "STRING"},
+        # c: lr only, as text.
+        {**_kv("c", "lr", "auto"), "type": "STRING"},
+    ])
+    insert(ch, tables.TAGS, [
+        _kv("a", "team", "old"), _kv("a", "team", "new", ts_ms=T0 + 5),
+        _kv("b", "team", "old"), _kv("c", "stage", "prod"),
+    ])
+
+    def search(f: str, order: list[str] | None = None) -> list[str]:
+        return ids(client.search_runs(filter=f, page_size=100, order_by=order or [])[0])
+
+    assert search("params.lr = '0.1'") == ["a"]
+    assert search("params.lr = '0.5'") == search("params.lr = '0.9'") == []
+    assert sorted(search("params.lr < 0.4")) == ["a", "b"]  # numeric: "auto" is no number
+    assert search("params.lr > 0.2 and params.opt = 'sgd'") == ["b"]
+    assert sorted(search("params.opt != 'adam' and params.lr != '0.2'")) == ["b"]
+    assert search("tags.team = 'new'") == ["a"]
+    assert search("tags.team != 'new'") == ["b"]
+    assert search("tags.team = 'old' and params.opt LIKE 's%'") == ["b"]
+    assert search("tags.stage = 'prod' and params.lr = 'auto'") == ["c"]
+    assert sorted(search("params.opt IS NULL and tags.team IS NULL")) == ["c", "d"]
+    assert search("params.opt IS NOT NULL and tags.stage IS NULL and params.lr > 0.2") == ["b"]
+    # Order by a param of the pass that filters on another: numbers first, then text,
+    # runs without it last; the same for tags.
+    assert search("", ["params.lr"]) == ["a", "b", "c", "d"]
+    assert search("", ["params.lr DESC"]) == ["b", "a", "c", "d"]
+    assert search("params.lr != 'x'", ["params.opt DESC", "tags.team"]) == ["b", "a", "c"]
+    assert search("", ["tags.team", "params.opt"]) == ["a", "b", "d", "c"]
+
+
 def test_search_order_by_and_stable_pages(ch: Any, client: Client) -> None:
     seed_runs(ch)
     for order in (["metrics.val_acc DESC"], ["params.batch", "metrics.loss"],

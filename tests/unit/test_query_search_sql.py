@@ -1,5 +1,5 @@
-"""runstream.query.search_sql: SearchRuns compiled to SQL without user text, every metric
-read in one pass."""
+"""runstream.query.search_sql: SearchRuns compiled to SQL without user text, every metric,
+param and tag read in one pass of its table."""
 
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ def test_no_user_text_reaches_the_sql() -> None:
         compile_search([], clauses, order, [0, "notfloat", 0, 2.0, 0, evil, 5, "run"], 10)
 
 
+def test_every_param_and_every_tag_is_read_in_one_pass_of_its_table() -> None:
+    clauses = parse_filter("params.lr > 0.1 AND params.opt = 'adam' AND tags.t != 'x'"
+                           " AND tags.u LIKE 'a%' AND params.lr < 1")
+    order = parse_order_by(["params.batch DESC", "tags.t"])
+    sql = compile_search(["e"], clauses, order, None, 10)
+    assert sql.sql.count("FROM param_values") == 1 and sql.sql.count("FROM tags") == 1
+    assert sql.parameters["param_keys"] == ["batch", "lr", "opt"]
+    assert sql.parameters["tag_keys"] == ["t", "u"]
+    # No clause is a run_id IN (subquery): it was pushed into every other read.
+    assert "r.run_id IN" not in sql.sql
+    assert "FROM tags" not in compile_search([], parse_filter("params.x = 1"), [], None, 10).sql
+
+
 def test_every_metric_field_is_read_in_one_pass() -> None:
     clauses = parse_filter("metrics.a > 1 AND min(metrics.b) < 2 AND metrics.a != 3")
     order = parse_order_by(["metrics.c DESC", "max(metrics.a)"])
@@ -39,10 +52,9 @@ def test_is_null_tests_the_key_and_negated_artifact_ops_mean_none() -> None:
     compiled = compile_search([], parse_filter(
         "tags.v IS NULL AND params.lr IS NOT NULL AND attributes.artifact_uri != 's3://x'"
         " AND attributes.artifact_uri LIKE 's3://%'"), [], None, 10)
-    assert "r.run_id NOT IN (SELECT run_id FROM tags WHERE key = {c0_k:String})" \
-        in compiled.sql
-    assert "r.run_id IN (SELECT run_id FROM param_values WHERE key = {c1_k:String})" \
-        in compiled.sql
+    # Whether the run has any row of the key, from the pass over its table.
+    assert "countIf(key = {c0_k:String}) > 0 AS c0_has" in compiled.sql
+    assert "AND NOT ifNull(t.c0_has, 0)\n    AND ifNull(p.c1_has, 0)\n" in compiled.sql
     # Each artifact at its latest version; "!=" means no artifact has the URI.
     uris = ("(SELECT run_id, argMax(uri, ts_ms) AS uri FROM artifacts WHERE 1\n"
             "    GROUP BY run_id, name, rank)")
@@ -55,8 +67,9 @@ def test_is_null_tests_the_key_and_negated_artifact_ops_mean_none() -> None:
 
 def test_user_id_reads_the_mlflow_user_tag_only_when_named() -> None:
     compiled = compile_search([], parse_filter("attributes.user_id = 'ann'"), [], None, 10)
-    assert compiled.parameters["user_tag"] == "mlflow.user" and "AS u" in compiled.sql
-    assert "AS u" not in compile_search([], parse_filter("status = 'x'"), [], None, 10).sql
+    assert compiled.parameters["u_k"] == "mlflow.user" and "FROM tags" in compiled.sql
+    assert compiled.parameters["tag_keys"] == ["mlflow.user"]
+    assert "FROM tags" not in compile_search([], parse_filter("status = 'x'"), [], None, 10).sql
 
 
 def test_ties_break_as_mlflow_start_time_desc_then_run_id_asc() -> None:
