@@ -28,9 +28,11 @@ Dimensions (one table each):
   batches of 200,000 rows as the pipeline seals them), without Kafka; points/s, process
   CPU per point, RSS after each size.
 * CPU per point: the SDK (Run.log of 10 keys + the sender thread encoding and writing
-  the spool; process CPU, measured before chdb is loaded) and the consumer chain above;
-  and what feeding metric_blocks costs that chain (64 producers into a store with its view
-  and one without, alternated).
+  the spool; process CPU, measured before chdb is loaded) and the consumer chain above,
+  split into its Python part and its inserts (the embedded engine runs in the consumer's
+  process, so its insert CPU counts there); and what the views on metrics cost that chain
+  (64 producers into a store with every view, one without metric_blocks_mv and one
+  without any, alternated).
 
 Environment: BENCH_GROWTH_MAX (largest size run, e.g. 10M; default 100M = every size),
 BENCH_GROWTH_REPEAT (7), BENCH_GROWTH_INGEST_POINTS (2,000,000 per producer count),
@@ -376,22 +378,31 @@ def encoded_events(producers: int, points: int) -> list[bytes]:
     return [events[i] for i in range(longest) for events in out if i < len(events)]
 
 
-def consume(sink: Any, messages: list[bytes]) -> int:
-    """The consumer's chain on ``messages``: decode -> validate -> batch -> insert."""
+def consume(sink: Any, messages: list[bytes]) -> tuple[int, float]:
+    """The consumer's chain on ``messages``: decode -> validate -> batch -> insert; returns
+    (points, process CPU seconds spent inside the inserts). The inserts are synchronous,
+    so that CPU is the embedded engine's (and the driver's) alone."""
     from runstream.consumer.rows import RowBatch
     from runstream.proto import codec
 
-    batch, n, points = RowBatch(), 0, 0
+    batch, n, points, insert_cpu = RowBatch(), 0, 0, 0.0
+
+    def write() -> None:
+        nonlocal insert_cpu
+        cpu = time.process_time()
+        sink.write(batch, f"bench-{id(messages)}-{n}")
+        insert_cpu += time.process_time() - cpu
+
     for data in messages:
         batch.add(codec.decode(data))
         if batch.rows >= 200_000:
             points += batch.points
-            sink.write(batch, f"bench-{id(messages)}-{n}")
+            write()
             batch, n = RowBatch(), n + 1
     if batch.rows:
         points += batch.points
-        sink.write(batch, f"bench-{id(messages)}-{n}")
-    return points
+        write()
+    return points, insert_cpu
 
 
 def bench_ingest(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, float]:
@@ -400,8 +411,9 @@ def bench_ingest(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, float]
 
     t = Table(f"Ingest, producers at once ({fmt(INGEST_POINTS)} points each size; consumer"
               " chain decode -> validate -> batch -> insert, one process, no Kafka)",
-              ["producers", "points/s", "consumer CPU/point", "RSS after", "target"])
-    cpu_per_point = []
+              ["producers", "points/s", "consumer CPU/point", "of which the inserts",
+               "RSS after", "target"])
+    cpu_per_point, insert_per_point = [], []
     for producers in (1, 64, 1024):
         db = f"g_ingest_{producers}"
         client = connect_clickhouse(dsn, db)
@@ -409,54 +421,66 @@ def bench_ingest(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, float]
         sink.ensure_schema()
         messages = encoded_events(producers, INGEST_POINTS)
         consume(sink, encoded_events(producers, 50_000))  # warm-up: first inserts, imports
-        rates, cpus = [], []
+        rates, cpus, inserts = [], [], []
         for _ in range(3):
             ch.command(f"TRUNCATE TABLE `{db}`.metrics")
             wall, cpu = time.perf_counter(), time.process_time()
-            points = consume(sink, messages)
+            points, insert_cpu = consume(sink, messages)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             rates.append(points / wall)
             cpus.append(cpu / points)
+            inserts.append(insert_cpu / points)
         del messages
         disk[db] = f"ingest, {producers} producers"
         cpu_per_point.append(statistics.median(cpus))
+        insert_per_point.append(statistics.median(inserts))
         t.add(f"{producers:,}", f"{statistics.median(rates):,.0f}",
-              f"{statistics.median(cpus) * 1e6:.2f} us", human_bytes(rss_bytes()),
+              f"{statistics.median(cpus) * 1e6:.2f} us",
+              f"{statistics.median(inserts) * 1e6:.2f} us", human_bytes(rss_bytes()),
               ">= 1M points/s, RSS flat" if producers == 1024 else "")
         client.close()
-    return t, statistics.median(cpu_per_point)
+    return t, statistics.median(cpu_per_point), statistics.median(insert_per_point)
+
+
+#: The views fed by every insert into metrics (tables.VIEWS).
+METRICS_VIEWS = tuple(v.name for v in tables.VIEWS if v.source == tables.METRICS.name)
 
 
 def bench_blocks_cost(dsn: str) -> Table:
-    """What feeding metric_blocks (the downsampling's pre-aggregated blocks) costs an insert:
-    the consumer chain at 64 producers into a store with its view and one without it
-    (dropped), alternated, medians of 5."""
+    """What the views on metrics cost an insert, metric_blocks_mv (the downsampling's
+    pre-aggregated blocks) on its own: the consumer chain at 64 producers into a store with
+    every view, one without metric_blocks_mv and one without any view on metrics (dropped),
+    alternated, medians of 5."""
     from runstream.consumer.factories import connect_clickhouse
     from runstream.consumer.sink import ClickHouseSink
 
-    t = Table("What the downsampling's blocks cost at ingest (64 producers, consumer chain)",
-              ["store", "consumer CPU/point", "points/s"])
+    t = Table("What the views on metrics cost at ingest (64 producers, consumer chain)",
+              ["store", "consumer CPU/point", "of which the inserts", "points/s"])
     messages = encoded_events(64, INGEST_POINTS)
-    runs: dict[str, tuple[Any, Any, list[float], list[float]]] = {}
-    for name in ("with metric_blocks_mv", "without it (dropped)"):
-        db = "g_blocks_on" if name.startswith("with ") else "g_blocks_off"
+    stores = {"every view": (), "without metric_blocks_mv": (f"{tables.METRIC_BLOCKS.name}_mv",),
+              f"without any view on metrics ({', '.join(METRICS_VIEWS)})": METRICS_VIEWS}
+    runs: dict[str, tuple[Any, Any, list[float], list[float], list[float]]] = {}
+    for i, (name, dropped) in enumerate(stores.items()):
+        db = f"g_views_{i}"
         client = connect_clickhouse(dsn, db)
         sink = ClickHouseSink(client, db)
         sink.ensure_schema()
-        if db == "g_blocks_off":
-            client.command(f"DROP VIEW `{db}`.`{tables.METRIC_BLOCKS.name}_mv`")
+        for view in dropped:
+            client.command(f"DROP VIEW `{db}`.`{view}`")
         consume(sink, encoded_events(64, 50_000))  # warm-up
-        runs[name] = (client, sink, [], [])
+        runs[name] = (client, sink, [], [], [])
     for _ in range(5):
-        for client, sink, cpus, rates in runs.values():
+        for client, sink, cpus, inserts, rates in runs.values():
             client.command("TRUNCATE TABLE metrics")
             wall, cpu = time.perf_counter(), time.process_time()
-            points = consume(sink, messages)
+            points, insert_cpu = consume(sink, messages)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             cpus.append(cpu / points)
+            inserts.append(insert_cpu / points)
             rates.append(points / wall)
-    for name, (client, _, cpus, rates) in runs.items():
-        t.add(name, f"{statistics.median(cpus) * 1e6:.2f} us", f"{statistics.median(rates):,.0f}")
+    for name, (client, _, cpus, inserts, rates) in runs.items():
+        t.add(name, f"{statistics.median(cpus) * 1e6:.2f} us",
+              f"{statistics.median(inserts) * 1e6:.2f} us", f"{statistics.median(rates):,.0f}")
         client.command(f"DROP DATABASE `{client.database}`")
         client.close()
     return t
@@ -503,12 +527,16 @@ def main() -> int:
         if wanted("ranks"):
             out.append(bench_ranks(ch, dsn, disk))
         if wanted("ingest"):
-            ingest, consumer = bench_ingest(ch, dsn, disk)
+            ingest, consumer, inserts = bench_ingest(ch, dsn, disk)
             out.append(ingest)
             cpu = Table("CPU per point", ["part", "CPU/point", "target"])
             cpu.add("SDK: Run.log + sender (encode, spool)", f"{sdk * 1e6:.2f} us", "")
             cpu.add("consumer: decode + validate + batch + insert", f"{consumer * 1e6:.2f} us",
                     "")
+            cpu.add("  of which decode + validate + batch (Python)",
+                    f"{(consumer - inserts) * 1e6:.2f} us", "")
+            cpu.add("  of which the inserts (the embedded engine: tables and their views)",
+                    f"{inserts * 1e6:.2f} us", "")
             cpu.add("total (broker not included: no Kafka here)",
                     f"{(sdk + consumer) * 1e6:.2f} us", "<= 1 us")
             out.append(cpu)
