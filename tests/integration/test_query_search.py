@@ -106,7 +106,7 @@ def test_each_key_in_one_pass_keeps_its_own_value(ch: Any, client: Client) -> No
     ])
     insert(ch, tables.TAGS, [
         _kv("a", "team", "old"), _kv("a", "team", "new", ts_ms=T0 + 5),
-        _kv("b", "team", "old"), _kv("c", "stage", "prod"),
+        _kv("b", "team", "old"), _kv("c", "stage", "prod"), _kv("b", "mlflow.user", "ann"),
     ])
 
     def search(f: str, order: list[str] | None = None) -> list[str]:
@@ -121,6 +121,9 @@ def test_each_key_in_one_pass_keeps_its_own_value(ch: Any, client: Client) -> No
     assert search("tags.team != 'new'") == ["b"]
     assert search("tags.team = 'old' and params.opt LIKE 's%'") == ["b"]
     assert search("tags.stage = 'prod' and params.lr = 'auto'") == ["c"]
+    # MLflow's user tag, as an attribute and as a tag in one search.
+    assert search("attributes.user_id = 'ann' and tags.`mlflow.user` LIKE 'a%'") == ["b"]
+    assert sorted(search("attributes.user_id != 'ann' and tags.team LIKE '%'")) == ["a"]
     assert sorted(search("params.opt IS NULL and tags.team IS NULL")) == ["c", "d"]
     assert search("params.opt IS NOT NULL and tags.stage IS NULL and params.lr > 0.2") == ["b"]
     # Order by a param of the pass that filters on another: numbers first, then text,

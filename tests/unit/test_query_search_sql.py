@@ -44,6 +44,11 @@ def test_every_metric_field_is_read_in_one_pass() -> None:
     compiled = compile_search([], clauses, order, None, 10)
     assert compiled.sql.count("metric_summaries") == 1
     assert compiled.parameters["metric_keys"] == ["a", "b", "c"]
+    # metrics.a, named twice, is merged once; max(metrics.a) is another aggregate.
+    assert compiled.sql.count("argMaxMergeIf(last, key = {c0_k:String})") == 1
+    assert "c2_k" not in compiled.parameters and "(m.c0_has AND m.c0_m != {c2_v:Float64})" \
+        in compiled.sql
+    assert "maxIf(max, key = {o1_k:String})" in compiled.sql
     assert "metric_summaries" not in compile_search([], parse_filter("params.x = 1"), [], None,
                                                     10).sql
 
@@ -70,6 +75,11 @@ def test_user_id_reads_the_mlflow_user_tag_only_when_named() -> None:
     assert compiled.parameters["u_k"] == "mlflow.user" and "FROM tags" in compiled.sql
     assert compiled.parameters["tag_keys"] == ["mlflow.user"]
     assert "FROM tags" not in compile_search([], parse_filter("status = 'x'"), [], None, 10).sql
+    # The same tag named as a tag too: one column pair, the user's.
+    both = compile_search([], parse_filter("tags.`mlflow.user` LIKE 'a%' AND attributes.user_id"
+                                           " != 'bob'"), [], None, 10)
+    assert both.sql.count("AS u_has") == 1 and "c0_has" not in both.sql
+    assert "(t.u_has AND t.u_t LIKE {c0_v:String})" in both.sql
 
 
 def test_ties_break_as_mlflow_start_time_desc_then_run_id_asc() -> None:

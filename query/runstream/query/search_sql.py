@@ -171,32 +171,36 @@ def _value_param(clause: Clause, name: str, numeric: bool) -> tuple[str, Any]:
 
 class _KeyPass:
     """The columns of one table's single join (:data:`_KEYS_JOIN`): (has, value) per
-    (key, value expression) the search names; the table's alias is ``alias``, its keys'
-    parameter ``keys_param``."""
+    (key, value expression) the search names, each computed once however often it is
+    named; the table's alias is ``alias``, its keys' parameter ``keys_param``."""
 
     def __init__(self, params: dict[str, Any], table: str, alias: str, keys_param: str) -> None:
         self._params = params
         self.table, self.alias, self.keys_param = table, alias, keys_param
         self.columns: list[str] = []
-        self.keys: list[str] = []
+        self._named: dict[tuple[str, str], tuple[str, str]] = {}
 
     def add(self, name: str, key: str, value_if_sql: str) -> tuple[str, str]:
         """(has-the-key, value) expressions, NULL for a run without any key of the pass;
-        ``name`` is the placeholder prefix (``c0``, ``o1``); ``value_if_sql`` aggregates
-        the rows where ``key = $k``."""
+        ``name`` is the placeholder prefix (``c0``, ``o1``) where the pair is new;
+        ``value_if_sql`` aggregates the rows where ``key = $k``."""
+        named = self._named.get((key, value_if_sql))
+        if named is not None:
+            return named
         k = f"{name}_k"
         self._params[k] = key
-        self.keys.append(key)
         placeholder = f"{{{k}:String}}"
         self.columns.append(f"countIf(key = {placeholder}) > 0 AS {name}_has")
         self.columns.append(f"{fill(value_if_sql, k=placeholder)} AS {name}_{self.alias}")
-        return f"{self.alias}.{name}_has", f"{self.alias}.{name}_{self.alias}"
+        named = self._named[(key, value_if_sql)] = (f"{self.alias}.{name}_has",
+                                                    f"{self.alias}.{name}_{self.alias}")
+        return named
 
     def join(self, scope: str) -> str:
         """The join, or "" when the search names no key of this kind."""
         if not self.columns:
             return ""
-        self._params[self.keys_param] = sorted(set(self.keys))
+        self._params[self.keys_param] = sorted({key for key, _ in self._named})
         return fill(_KEYS_JOIN, columns="".join(",\n        " + c for c in self.columns),
                     table=self.table, keys=f"{{{self.keys_param}:Array(String)}}",
                     scope=scope, alias=self.alias)
@@ -322,6 +326,12 @@ def compile_search(
     params: dict[str, Any] = {"limit": limit, "terminal": sorted(status.ENDED_OR_CRASHED),
                               "unspecified": status.UNSPECIFIED}
     passes = _Passes.of(params)
+    attributes = {c.field.name for c in clauses if c.field.kind is Kind.ATTRIBUTE}
+    attributes |= {o.field.name for o in order_by if o.field.kind is Kind.ATTRIBUTE}
+    if "user_id" in attributes:
+        # First in the tags pass, so that its columns are u_* (_ATTRIBUTE_SQL) even when a
+        # clause names the same tag.
+        passes.tags.add("u", USER_TAG, _TAG_IF_SQL)
     scope = f" AND {SCOPE if scoped else PREFILTER}" if experiments else ""
     where = [_clause_sql(i, c, params, passes, scope) for i, c in enumerate(clauses)]
     if VIEW_WHERE[view]:
@@ -361,10 +371,6 @@ def compile_search(
         where.append("(" + " OR ".join(ors) + ")")
     if experiments:
         params["experiments"] = list(experiments)
-    attributes = {c.field.name for c in clauses if c.field.kind is Kind.ATTRIBUTE}
-    attributes |= {o.field.name for o in order_by if o.field.kind is Kind.ATTRIBUTE}
-    if "user_id" in attributes:
-        passes.tags.add("u", USER_TAG, _TAG_IF_SQL)
     if any(o.field.kind is Kind.ATTRIBUTE and o.field.name == "artifact_uri" for o in order_by):
         joins.insert(0, fill(_ARTIFACT_JOIN, uris=fill(_ARTIFACT_URIS, scope=scope)))
     joins[:0] = passes.joins(scope)
