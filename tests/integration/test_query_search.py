@@ -88,8 +88,10 @@ def _kv(run_id: str, key: str, value: str, *, rank: int = 0, ts_ms: int = T0) ->
 
 def test_each_key_in_one_pass_keeps_its_own_value(ch: Any, client: Client) -> None:
     """Params and tags are read in one pass per table for every key named (as metrics
-    are): each key still gets its own value (a param's lowest rank's first, a tag's latest
-    version), and a run without the key matches no comparison, negated ones included."""
+    are), datasets in one pass over the inputs: each key still gets its own value (a
+    param's lowest rank's first, a tag's latest version), a run without the key matches no
+    comparison, negated ones included, and a dataset clause asks whether any of the run's
+    inputs, at its latest version, matches."""
     for i, run_id in enumerate(("a", "b", "c", "d")):
         start_rank(ch, run_id, 0, 2, T0 + i)
     insert(ch, tables.PARAMS, [
@@ -109,9 +111,23 @@ def test_each_key_in_one_pass_keeps_its_own_value(ch: Any, client: Client) -> No
         _kv("b", "team", "old"), _kv("c", "stage", "prod"), _kv("b", "mlflow.user", "ann"),
     ])
 
+    def dataset(run_id: str, name: str, digest: str, ts_ms: int) -> dict[str, Any]:
+        return {"run_id": run_id, "name": name, "rank": 0, "uri": f"s3://d/{name}",
+                "digest": digest, "role": "training", "producer_id": "p0", "seq": 3,
+                "ts_ms": ts_ms, "experiment": "exp"}
+
+    # a's train set was logged again with a new digest (its latest version counts).
+    insert(ch, tables.INPUTS, [dataset("a", "train", "d1", T0), dataset("a", "train", "d2", T0 + 9),
+                               dataset("b", "train", "d1", T0), dataset("b", "eval", "e1", T0)])
+
     def search(f: str, order: list[str] | None = None) -> list[str]:
         return ids(client.search_runs(filter=f, page_size=100, order_by=order or [])[0])
 
+    assert search("datasets.digest = 'd2'") == ["a"]
+    assert search("datasets.digest = 'd1' and params.lr > 0") == ["b"]
+    # Some input of the run matches (a negated operator too): b's eval set is not "train".
+    assert search("datasets.name != 'train'") == ["b"]
+    assert sorted(search("datasets.name IN ('train', 'x') and tags.team LIKE '%'")) == ["a", "b"]
     assert search("params.lr = '0.1'") == ["a"]
     assert search("params.lr = '0.5'") == search("params.lr = '0.9'") == []
     assert sorted(search("params.lr < 0.4")) == ["a", "b"]  # numeric: "auto" is no number

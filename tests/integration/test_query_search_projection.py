@@ -136,11 +136,12 @@ def test_a_search_inside_an_experiment_reads_its_granules_of_every_table(
         # alone (no run_experiments set), and none of the other experiment's.
         assert found == _search(repo, ["small"], scoped=False)[0]
         assert len(_search(repo, ["big"], scoped=False)[0]) == 1000  # the limit
-        # The plan's reads (the joins: runs, run_status, metric_summaries and the two
-        # order-by joins; EXPLAIN leaves out the sets of the IN filters) go through the
-        # projections, never the tables, and read only the granules holding "small".
+        # The plan's reads (runs, run_status and one pass joined per other table: every
+        # clause and order-by item is a column of one) go through the projections, never
+        # the tables, and read only the granules holding "small".
         reads = _reads(repo, sql, params)
-        assert len(reads) == 5 and all(r[0] == tables.PROJECTION for r in reads), reads
+        assert len(reads) == len(PROJECTED), reads
+        assert all(r[0] == tables.PROJECTION for r in reads), reads
         assert all(read <= 2 < there for _, read, there in reads), reads
         # The scope every read of those tables carries (test_search_scope checks that they
         # do) reads each through its projection too: the filters' sets included.

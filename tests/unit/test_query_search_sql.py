@@ -35,6 +35,12 @@ def test_every_param_and_every_tag_is_read_in_one_pass_of_its_table() -> None:
     assert sql.parameters["tag_keys"] == ["t", "u"]
     # No clause is a run_id IN (subquery): it was pushed into every other read.
     assert "r.run_id IN" not in sql.sql
+    datasets = compile_search(["e"], parse_filter(
+        "datasets.digest = 'd' AND datasets.name IN ('a', 'b') AND attributes.artifact_uri"
+        " LIKE 's3://%'"), parse_order_by(["attributes.artifact_uri"]), None, 10).sql
+    assert datasets.count("FROM inputs") == datasets.count("FROM artifacts") == 1
+    assert "countIf(name IN {c1_v:Array(String)}) > 0 AS c1_any" in datasets
+    assert "min(uri) AS v" in datasets and "r.run_id IN" not in datasets
     assert "FROM tags" not in compile_search([], parse_filter("params.x = 1"), [], None, 10).sql
 
 
@@ -60,13 +66,13 @@ def test_is_null_tests_the_key_and_negated_artifact_ops_mean_none() -> None:
     # Whether the run has any row of the key, from the pass over its table.
     assert "countIf(key = {c0_k:String}) > 0 AS c0_has" in compiled.sql
     assert "AND NOT ifNull(t.c0_has, 0)\n    AND ifNull(p.c1_has, 0)\n" in compiled.sql
-    # Each artifact at its latest version; "!=" means no artifact has the URI.
+    # Each artifact at its latest version, in one pass; "!=" means no artifact has the URI.
     uris = ("(SELECT run_id, argMax(uri, ts_ms) AS uri FROM artifacts WHERE 1\n"
             "    GROUP BY run_id, name, rank)")
-    assert f"r.run_id NOT IN (SELECT run_id FROM {uris} WHERE uri = {{c2_v:String}})" \
-        in compiled.sql
-    assert f"r.run_id IN (SELECT run_id FROM {uris} WHERE uri LIKE {{c3_v:String}})" \
-        in compiled.sql
+    assert compiled.sql.count("FROM artifacts") == 1 and f"FROM {uris}" in compiled.sql
+    assert "countIf(uri = {c2_v:String}) > 0 AS c2_any" in compiled.sql
+    assert "countIf(uri LIKE {c3_v:String}) > 0 AS c3_any" in compiled.sql
+    assert "AND NOT ifNull(a.c2_any, 0)\n    AND ifNull(a.c3_any, 0)\n" in compiled.sql
     assert (compiled.parameters["c0_k"], compiled.parameters["c2_v"]) == ("v", "s3://x")
 
 
