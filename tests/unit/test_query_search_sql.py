@@ -94,3 +94,15 @@ def test_ties_break_as_mlflow_start_time_desc_then_run_id_asc() -> None:
         "s0_0_n ASC, s0_0_v ASC, start_ms DESC, run_id ASC")
     assert [(c.alias, c.descending) for c in compiled.keyset][-2:] == [
         ("start_ms", True), ("run_id", False)]
+
+
+def test_the_view_filters_on_one_join_of_the_archive_actions() -> None:
+    sqls = {view: compile_search(["e"], (), (), None, 10, view=view).sql
+            for view in ("ACTIVE_ONLY", "ARCHIVED_ONLY", "ALL")}
+    assert "AND NOT ifNull(x.archived, 0)\n" in sqls["ACTIVE_ONLY"]
+    assert "AND ifNull(x.archived, 0)\n" in sqls["ARCHIVED_ONLY"]
+    for view in ("ACTIVE_ONLY", "ARCHIVED_ONLY"):
+        # Not a set of the archived runs: that was pushed into every read.
+        assert sqls[view].count("FROM annotations") == 1
+        assert "r.run_id IN" not in sqls[view] and "r.run_id NOT IN" not in sqls[view]
+    assert "annotations" not in sqls["ALL"]
