@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import runstream
-from tests.helpers import REPO, create_topic, free_port
+from tests.helpers import REPO, create_topic, drop_databases, free_port
 
 
 @pytest.fixture
@@ -73,6 +74,11 @@ def chdb_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def ch_database() -> str:
-    """A random database name; tables are created in it by whoever needs them."""
-    return f"rs_test_{uuid.uuid4().hex[:12]}"
+def ch_database(chdb_dsn: str) -> Iterator[str]:
+    """A random database name; tables are created in it by whoever needs them. Dropped
+    after the test with every database named after it (``<name>_ref``): see
+    :func:`tests.helpers.drop_databases`."""
+    name = f"rs_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    if "chdb" in sys.modules:  # else the engine never started in this process: nothing made
+        drop_databases(chdb_dsn, name)

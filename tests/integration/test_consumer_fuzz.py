@@ -25,7 +25,7 @@ from runstream.proto import codec, tables, validation
 from runstream.proto.errors import DecodeError, ValidationError
 from runstream.proto.v1 import events_pb2 as pb
 from tests.factories import make_config, metrics_event, sample_run
-from tests.helpers import create_topic, table_columns, wait_for
+from tests.helpers import create_topic, drop_databases, table_columns, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -167,37 +167,40 @@ def test_fuzzed_messages_stored_or_dead_lettered_exactly_once(
     # one of them, so compare distinct keys.
     keys_expected: set[tuple[Any, ...]] = set().union(*(e for _, e in placed if e is not None))
 
-    pipeline = build_kafka_pipeline(make_config(kafka_bootstrap, topic, chdb_dsn, database,
-                                                tmp_path, max_batch_rows=2000))
     try:
-        assert pipeline.drain(timeout_s=120)
-    finally:
-        pipeline.close()
-    assert pipeline.messages == len(placed)
-    assert pipeline.dead_lettered == len(dead_expected)
+        pipeline = build_kafka_pipeline(make_config(kafka_bootstrap, topic, chdb_dsn, database,
+                                                    tmp_path, max_batch_rows=2000))
+        try:
+            assert pipeline.drain(timeout_s=120)
+        finally:
+            pipeline.close()
+        assert pipeline.messages == len(placed)
+        assert pipeline.dead_lettered == len(dead_expected)
 
-    client = connect_clickhouse(chdb_dsn, database)
-    stored = client.query(f"SELECT {', '.join(NATURAL_KEY)} FROM metrics FINAL").result_rows
-    assert len(stored) == len(keys_expected)
-    assert {tuple(r) for r in stored} == keys_expected
-    assert client.query(
-        "SELECT count() FROM metrics FINAL WHERE producer_id = {p:String}",
-        parameters={"p": GOOD_PRODUCER}).result_rows[0][0] == 10 * good
+        client = connect_clickhouse(chdb_dsn, database)
+        stored = client.query(f"SELECT {', '.join(NATURAL_KEY)} FROM metrics FINAL").result_rows
+        assert len(stored) == len(keys_expected)
+        assert {tuple(r) for r in stored} == keys_expected
+        assert client.query(
+            "SELECT count() FROM metrics FINAL WHERE producer_id = {p:String}",
+            parameters={"p": GOOD_PRODUCER}).result_rows[0][0] == 10 * good
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
-    consumer.assign([TopicPartition(f"{topic}.dlq", 0)])
-    dead: list[Any] = []
-    try:
-        def fetch() -> int:
-            for records in consumer.poll(timeout_ms=200, max_records=5000).values():
-                dead.extend(records)
-            return len(dead)
-        wait_for(fetch, lambda n: n >= len(dead_expected), timeout_s=60, what="dead letters")
+        consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None,
+                                 auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer.assign([TopicPartition(f"{topic}.dlq", 0)])
+        dead: list[Any] = []
+        try:
+            def fetch() -> int:
+                for records in consumer.poll(timeout_ms=200, max_records=5000).values():
+                    dead.extend(records)
+                return len(dead)
+            wait_for(fetch, lambda n: n >= len(dead_expected), timeout_s=60, what="dead letters")
+        finally:
+            consumer.close()
+        where = [(int(dict(r.headers)[PARTITION_HEADER]), int(dict(r.headers)[OFFSET_HEADER]))
+                 for r in dead]
+        assert len(where) == len(set(where)) == len(dead_expected)  # each dead letter once
+        assert set(where) == dead_expected  # exactly the undecodable / invalid ones
+        assert all(dict(r.headers)[REASON_HEADER] for r in dead)
     finally:
-        consumer.close()
-    where = [(int(dict(r.headers)[PARTITION_HEADER]), int(dict(r.headers)[OFFSET_HEADER]))
-             for r in dead]
-    assert len(where) == len(set(where)) == len(dead_expected)  # each dead letter once
-    assert set(where) == dead_expected  # exactly the undecodable / invalid ones
-    assert all(dict(r.headers)[REASON_HEADER] for r in dead)
+        drop_databases(chdb_dsn, database)  # hypothesis runs many examples per test

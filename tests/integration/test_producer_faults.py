@@ -22,7 +22,7 @@ from runstream.consumer.factories import build_kafka_pipeline, connect_clickhous
 from runstream.proto import spool, tables
 from runstream.sync import sync
 from tests.factories import make_config
-from tests.helpers import REPO, free_port, points_of, read_spool, wait_for
+from tests.helpers import REPO, free_port, points_of, read_spool, source_state, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -60,7 +60,7 @@ def ingest(bootstrap: str, topic: str, dsn: str, database: str, tmp_path: Path) 
     config = make_config(bootstrap, topic, dsn, database, tmp_path)
     pipeline = build_kafka_pipeline(config)
     try:
-        assert pipeline.drain(timeout_s=120)
+        assert pipeline.drain(timeout_s=120), source_state(pipeline.source)
         assert pipeline.dead_lettered == 0
     finally:
         pipeline.close()
