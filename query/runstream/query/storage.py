@@ -217,7 +217,9 @@ class UiStore(Protocol):
     def shared_reads(self) -> AbstractContextManager[None]:
         """The reads of one request made inside (in this thread) share what they derive
         from the same points, computed by the first of them: the ranks that logged a step
-        twice, which a cross-rank aggregate groups. Nests; outside it nothing is shared."""
+        twice, which a cross-rank aggregate groups. Nests. (Across requests a store may
+        keep it only while it is sure the points are the same: ClickHouseRepository keeps
+        it while the same parts hold them.)"""
         ...
 
     def metric_points(
