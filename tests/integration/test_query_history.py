@@ -165,6 +165,19 @@ def test_mean_across_ranks_does_not_overflow(ch: Any, client: Client, chdb_dsn: 
     assert [(b.avg_step, b.avg_value) for b in buckets] == [(0.5, BIG), (2.5, 1.5)]
 
 
+class CheckCounting(ClickHouseRepository):
+    """The repository, listing the repeated-rank checks it runs in ``checks``."""
+
+    def __init__(self, dsn: str, database: str) -> None:
+        super().__init__(dsn, database)
+        self.checks: list[str] = []
+
+    def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
+        if "HAVING count() != uniqExact(step)" in sql:
+            self.checks.append(sql)
+        return super()._rows(sql, parameters)
+
+
 def _seed_repeats(ch: Any) -> None:
     """Run "rep": 4 ranks x 100 steps of "loss"; rank 1's steps 20..59 replayed, rank 2
     given a second value at steps 10..19."""
@@ -186,18 +199,13 @@ def test_a_kept_repeated_rank_check_follows_inserts_and_merges_of_the_series(
     start_rank(ch, "kept", 0, 2, T0)
     for rank in range(2):
         insert(ch, tables.METRICS, points("kept", "loss", rank, range(50)))
-    checks: list[str] = []
-
-    class Counting(ClickHouseRepository):
-        def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-            if "HAVING count() != uniqExact(step)" in sql:
-                checks.append(sql)
-            return super()._rows(sql, parameters)
+    repository = CheckCounting(chdb_dsn, ch_database)
+    checks = repository.checks
 
     def mean(step: int) -> float:
         return svc.metric_history("kept", "loss", aggregate="mean").values[step]
 
-    svc = QueryService(Counting(chdb_dsn, ch_database))
+    svc = QueryService(repository)
     try:
         assert mean(10) == pytest.approx((10 * 0.5 + 1000 + 10 * 0.5) / 2)
         assert mean(10) == pytest.approx((10 * 0.5 + 1000 + 10 * 0.5) / 2)
@@ -230,15 +238,10 @@ def test_one_request_looks_for_repeated_ranks_once(
     the repeated-rank check once; the next request runs it again only if a part holding
     the series' points changed (a replay inserted here)."""
     _seed_repeats(ch)
-    checks: list[str] = []
+    repository = CheckCounting(chdb_dsn, ch_database)
+    checks = repository.checks
 
-    class Counting(ClickHouseRepository):
-        def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-            if "HAVING count() != uniqExact(step)" in sql:
-                checks.append(sql)
-            return super()._rows(sql, parameters)
-
-    svc = QueryService(Counting(chdb_dsn, ch_database))
+    svc = QueryService(repository)
     try:
         for i, ask in enumerate((
             lambda: svc.metric_history("rep", "loss", max_points=10, aggregate="mean"),
