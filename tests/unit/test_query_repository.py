@@ -41,3 +41,36 @@ def test_missing_tables_say_the_consumer_creates_them() -> None:
     error = DatabaseError("Code: 60. Unknown table", code=60, name="UNKNOWN_TABLE")
     mapped = ClickHouseRepository("chdb:///never-opened", "db")._error(error, "query")
     assert "not in ClickHouse database 'db' yet" in str(mapped)
+
+
+class _Answering:
+    """A client answering the parts read (SERIES_PARTS_SQL) with ``engine`` and one part,
+    and counting the repeated-rank checks it is sent."""
+
+    def __init__(self, engine: str) -> None:
+        self.engine, self.checks = engine, 0
+
+    def query(self, sql: str, **_: object) -> object:
+        class Result:
+            result_rows: list[tuple[object, ...]] = []
+            result_columns: list[list[object]] = [[], [], []]
+
+        if "_part" in sql:
+            Result.result_rows = [(0, "uuid-1", self.engine), (1, "all_1_1_0", "")]
+        elif "uniqExact(step)" in sql:
+            self.checks += 1
+        return Result()
+
+
+@pytest.mark.parametrize(("engine", "checks"), [
+    ("ReplacingMergeTree", 1),  # a local table: kept while its parts are the same
+    ("Distributed", 3),  # shards' part names may coincide: checked at every request
+])
+def test_the_repeated_rank_check_is_kept_only_for_a_local_table(engine: str,
+                                                                checks: int) -> None:
+    repo = ClickHouseRepository("chdb:///never-opened", "db")
+    client = _Answering(engine)
+    repo._local.client = client
+    for _ in range(3):
+        repo.aggregate_points("r1", "loss", [], "mean", -1, 10)
+    assert client.checks == checks

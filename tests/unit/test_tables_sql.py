@@ -48,8 +48,8 @@ KNOWN = {
     "_part", "DISTINCT",
 }
 # ClickHouse's own catalog, which the SQL may read besides the contract: the database's
-# tables and these of their columns (SERIES_PARTS_SQL: the metrics table's uuid).
-CATALOG = {"system": {"tables", "database", "name", "uuid"}}
+# tables and these of their columns (SERIES_PARTS_SQL: the metrics table's uuid, engine).
+CATALOG = {"system": {"tables", "database", "name", "uuid", "engine"}}
 
 
 class _RecordingResult:

@@ -310,17 +310,19 @@ GROUP BY k
 HAVING count() != uniqExact(step)
 """
 _RANK_KEY = "toUInt64(rank)"
-#: The metrics table's identity and the names of its parts that hold the points matching
-#: $where. Parts are immutable and a table never reuses a part's name (an insert, a merge
-#: and a mutation each make a new one; a table made again has a new uuid), so while these
-#: are the same, so are those points and what REPEATED_RANKS_SQL finds in them: it is
-#: read again only when they change. (The check is a third to half of a cross-rank
-#: aggregate's time: 139 of 403 ms at 1,024 ranks x 10k steps; this read ~15 ms.)
+#: The metrics table's identity and engine, and the names of its parts that hold the
+#: points matching $where. Parts are immutable and a table never reuses a part's name (an
+#: insert, a merge and a mutation each make a new one; a table made again has a new uuid),
+#: so while these are the same, so are those points and what REPEATED_RANKS_SQL finds in
+#: them: it is read again only when they change. (The check is a third to half of a
+#: cross-rank aggregate's time: 139 of 403 ms at 1,024 ranks x 10k steps; this read
+#: ~15 ms.) Only for a local table: over a Distributed one, _part is each shard's name,
+#: and two shards' parts may share one, so a new part could leave the set the same.
 SERIES_PARTS_SQL = """
-SELECT 0, toString(uuid) FROM system.tables
+SELECT 0, toString(uuid), engine FROM system.tables
 WHERE database = {database:String} AND name = 'metrics'
 UNION ALL
-SELECT DISTINCT 1, _part FROM metrics WHERE $where
+SELECT DISTINCT 1, _part, '' FROM metrics WHERE $where
 """
 #: Checks kept per repository (least recently used dropped first).
 REPEATED_MEMO_SIZE = 512
@@ -1308,18 +1310,23 @@ class ClickHouseRepository:
             return memo[key]
         held = self._rows(fill(SERIES_PARTS_SQL, where=where),
                           {**params, "database": self.database})
-        table = next((name for kind, name in held if kind == 0), "")
-        series = (key, table, frozenset(name for kind, name in held if kind == 1))
-        with self._lock:
-            ranks = self._repeated.get(series)
-            if ranks is not None:
-                self._repeated.move_to_end(series)
+        table, engine = next(((name, e) for kind, name, e in held if kind == 0), ("", ""))
+        kept = engine.endswith("MergeTree")  # a local table (not Distributed)
+        series = (key, table, frozenset(name for kind, name, _ in held if kind == 1))
+        ranks = None
+        if kept:
+            with self._lock:
+                ranks = self._repeated.get(series)
+                if ranks is not None:
+                    self._repeated.move_to_end(series)
         if ranks is None:
             # Parts read before the check: a part written in between is in the check and
             # not in the key, so the next read sees other parts and checks again.
             ranks = [int(k) for (k,) in self._rows(sql, params)]
+        if kept:
             with self._lock:
                 self._repeated[series] = ranks
+                self._repeated.move_to_end(series)
                 while len(self._repeated) > REPEATED_MEMO_SIZE:
                     self._repeated.popitem(last=False)
         if memo is not None:
