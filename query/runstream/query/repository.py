@@ -1323,12 +1323,11 @@ class ClickHouseRepository:
             # Parts read before the check: a part written in between is in the check and
             # not in the key, so the next read sees other parts and checks again.
             ranks = [int(k) for (k,) in self._rows(sql, params)]
-        if kept:
-            with self._lock:
-                self._repeated[series] = ranks
-                self._repeated.move_to_end(series)
-                while len(self._repeated) > REPEATED_MEMO_SIZE:
-                    self._repeated.popitem(last=False)
+            if kept:
+                with self._lock:
+                    self._repeated[series] = ranks
+                    while len(self._repeated) > REPEATED_MEMO_SIZE:
+                        self._repeated.popitem(last=False)
         if memo is not None:
             memo[key] = ranks
         return ranks
