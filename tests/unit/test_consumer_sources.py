@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kafka.errors import CommitFailedError, KafkaConnectionError
+from kafka.structs import ConsumerGroupMetadata, MemberState
 
 from runstream.consumer.sources import KafkaSource
 
@@ -27,6 +28,12 @@ class Polls:
             raise step
         return step
 
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata(group_id="g", state=MemberState.STABLE)
+
+    def assignment(self) -> set[Any]:
+        return set()
+
 
 def source(consumer: Polls) -> KafkaSource:
     src = object.__new__(KafkaSource)  # the polling logic only: no broker to join
@@ -35,6 +42,7 @@ def source(consumer: Polls) -> KafkaSource:
     src._revoke_callback = None
     src._unchecked = set()
     src._outage = False
+    src._unformed_since = None
     return src
 
 

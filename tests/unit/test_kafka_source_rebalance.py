@@ -25,6 +25,7 @@ from kafka.errors import (
     RebalanceInProgressError,
     UnknownMemberIdError,
 )
+from kafka.structs import ConsumerGroupMetadata, MemberState
 
 from runstream.consumer.sources import REBALANCE_STUCK_S, KafkaSource
 from runstream.proto.errors import UnavailableError
@@ -48,6 +49,7 @@ class Broker:
     def __init__(self) -> None:
         self.refusal: BaseException | None = None
         self.unreachable = False
+        self.poll_error: BaseException | None = None  # what every poll raises now
         self.consumers: list[FakeConsumer] = []
 
 
@@ -64,6 +66,7 @@ class FakeConsumer:
         self.assigned: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, Any]] = []
         self.closed = False
+        self.state = MemberState.STABLE  # kafka-python's member state
         self.broker.consumers.append(self)
 
     def partitions_for_topic(self, topic: str) -> set[int]:
@@ -78,7 +81,12 @@ class FakeConsumer:
         self.listener.on_partitions_assigned(set(partitions))
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        if self.broker.poll_error is not None:
+            raise self.broker.poll_error
         return {}
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return ConsumerGroupMetadata(group_id="runstream-test", state=self.state)
 
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         if self.closed:
@@ -368,3 +376,79 @@ def test_the_lag_thread_survives_a_rebuild(
         clock.now = 1000.0 + t
         refused(source)
     assert source._lag_thread is lag_thread and lag_thread.is_alive()
+
+
+# --- outside a formed group with nothing assigned: no commit to be refused --------------
+
+
+def polls(src: KafkaSource, clock: Clock, *seconds: float) -> None:
+    for t in seconds:
+        clock.now = 1000.0 + t
+        src.poll(0.0, 10)
+
+
+@pytest.mark.parametrize("state", [MemberState.UNJOINED, MemberState.REBALANCING])
+def test_a_group_that_does_not_form_for_longer_than_the_bound_rebuilds_the_consumer_once(
+    source: KafkaSource, broker: Broker, clock: Clock, caplog: pytest.LogCaptureFixture,
+    state: str,
+) -> None:
+    first = broker.consumers[0]
+    first.state = state
+    polls(source, clock, 0, 10, 20, STUCK_S)  # not longer than the bound
+    assert len(broker.consumers) == 1
+    polls(source, clock, 31)
+    assert len(broker.consumers) == 2 and first.closed
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelname == "WARNING" and "rebuilding the Kafka consumer" in r.getMessage()]
+    assert len(warnings) == 1 and "nothing assigned for 31s" in warnings[0]
+    assert state in warnings[0]
+    # The new consumer gets a bound of its own, counted from its first poll.
+    second = broker.consumers[1]
+    second.state = state
+    polls(source, clock, 32, 50, 62)
+    assert len(broker.consumers) == 2
+    polls(source, clock, 63)
+    assert len(broker.consumers) == 3
+
+
+def test_a_formed_group_that_assigns_nothing_keeps_the_consumer(
+    source: KafkaSource, broker: Broker, clock: Clock,
+) -> None:
+    # More members than partitions: a member of a formed group may hold none for hours.
+    polls(source, clock, *range(0, 7200, 30))
+    assert len(broker.consumers) == 1
+
+
+def test_an_assignment_or_a_formed_group_restarts_the_clock(
+    source: KafkaSource, broker: Broker, clock: Clock,
+) -> None:
+    first = broker.consumers[0]
+    first.state = MemberState.REBALANCING
+    polls(source, clock, 0, 20)
+    first.assign(TP0)  # still rebalancing, but holding partitions: commits tell (above)
+    polls(source, clock, 25, 60, 90)
+    first.assigned = set()
+    polls(source, clock, 91, 110)
+    first.state = MemberState.STABLE
+    polls(source, clock, 115)
+    first.state = MemberState.UNJOINED
+    polls(source, clock, 120, 150)
+    assert len(broker.consumers) == 1
+    polls(source, clock, 151)
+    assert len(broker.consumers) == 2
+
+
+def test_an_outage_is_waited_out_not_rebuilt(
+    source: KafkaSource, broker: Broker, clock: Clock,
+) -> None:
+    first = broker.consumers[0]
+    first.state = MemberState.UNJOINED
+    polls(source, clock, 0)
+    broker.poll_error = KafkaConnectionError("Kafka unreachable")
+    polls(source, clock, 10, 100, 300)  # the broker down for minutes
+    assert len(broker.consumers) == 1
+    broker.poll_error = None
+    polls(source, clock, 301, 320, 331)  # back: the bound counts from here
+    assert len(broker.consumers) == 1
+    polls(source, clock, 332)
+    assert len(broker.consumers) == 2

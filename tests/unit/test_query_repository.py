@@ -45,10 +45,10 @@ def test_missing_tables_say_the_consumer_creates_them() -> None:
 
 class _Answering:
     """A client answering the parts read (SERIES_PARTS_SQL) with ``engine`` and one part,
-    and counting the repeated-rank checks it is sent."""
+    and counting the repeated-rank checks and the parts reads it is sent."""
 
     def __init__(self, engine: str) -> None:
-        self.engine, self.checks = engine, 0
+        self.engine, self.checks, self.part_reads = engine, 0, 0
 
     def query(self, sql: str, **_: object) -> object:
         class Result:
@@ -56,21 +56,25 @@ class _Answering:
             result_columns: list[list[object]] = [[], [], []]
 
         if "_part" in sql:
+            self.part_reads += 1
             Result.result_rows = [(0, "uuid-1", self.engine), (1, "all_1_1_0", "")]
         elif "uniqExact(step)" in sql:
             self.checks += 1
         return Result()
 
 
-@pytest.mark.parametrize(("engine", "checks"), [
-    ("ReplacingMergeTree", 1),  # a local table: kept while its parts are the same
-    ("Distributed", 3),  # shards' part names may coincide: checked at every request
+@pytest.mark.parametrize(("engine", "checks", "part_reads"), [
+    ("ReplacingMergeTree", 1, 3),  # a local table: kept while its parts are the same
+    # Shards' part names may coincide: checked at every request, and the parts are read
+    # only once, to learn the engine.
+    ("Distributed", 3, 1),
 ])
-def test_the_repeated_rank_check_is_kept_only_for_a_local_table(engine: str,
-                                                                checks: int) -> None:
+def test_the_repeated_rank_check_is_kept_only_for_a_local_table(engine: str, checks: int,
+                                                                part_reads: int) -> None:
     repo = ClickHouseRepository("chdb:///never-opened", "db")
     client = _Answering(engine)
     repo._local.client = client
     for _ in range(3):
         repo.aggregate_points("r1", "loss", [], "mean", -1, 10)
     assert client.checks == checks
+    assert client.part_reads == part_reads

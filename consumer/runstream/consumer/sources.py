@@ -195,8 +195,13 @@ def parse_commit_metadata(
 #: no successful commit in between, before it replaces its KafkaConsumer with a new one.
 #: After a broker restart kafka-python 3.0 can stay in a rebalance that never completes
 #: (every commit refused with RebalanceInProgressError, the group never re-forms); a
-#: rebalance that does complete takes seconds, unless a member is slow to rejoin.
+#: rebalance that does complete takes seconds, unless a member is slow to rejoin. The same
+#: bound applies to a consumer that stays outside a formed group (kafka-python's member
+#: state not STABLE) with nothing assigned: after a broker restart a new consumer was once
+#: seen assigned nothing for the 120 s a test waited, with no commit to be refused.
 REBALANCE_STUCK_S = 30.0
+#: kafka-python's member state of a consumer in a formed group (kafka.structs.MemberState).
+_STABLE = "<stable>"
 
 
 class KafkaSource:
@@ -230,7 +235,11 @@ class KafkaSource:
     that between two refusals, the consumer is
     replaced (see :meth:`_rebuild`, logged at WARNING): the old one leaves the group, a new
     one with the same settings joins it at the next poll. Other commit errors (timeouts,
-    the broker unreachable) neither start nor reset that clock.
+    the broker unreachable) neither start nor reset that clock. A consumer with nothing
+    assigned has nothing to commit, so its polls keep the other clock: outside a formed
+    group (member state not STABLE) with nothing assigned for longer than
+    ``rebalance_stuck_s`` of polls, it is replaced the same way; a poll that failed for an
+    outage (Kafka unreachable) restarts that clock, as a formed group or an assignment does.
 
     Not thread-safe (see the module): poll, commit, caught_up and close run on one polling
     thread, which alone uses the KafkaConsumer, also when it replaces it. kafka-python's IO
@@ -278,6 +287,9 @@ class KafkaSource:
         # and when the last was (polling thread only).
         self._refused_since: float | None = None
         self._refused_last = 0.0
+        # Since when (clock) polls find the consumer outside a formed group with nothing
+        # assigned, None while they do not (polling thread only).
+        self._unformed_since: float | None = None
         # True from a rebuild until the revoke callback ran at the next poll: what the
         # pipeline holds was read through the replaced consumer (polling thread only).
         self._fenced = False
@@ -379,11 +391,13 @@ class KafkaSource:
             if not self._outage:
                 log.warning("runstream-consumer: Kafka unreachable, retrying: %s", e)
             self._outage = True
+            self._unformed_since = None  # an outage is waited out, not rebuilt
             time.sleep(max(0.0, min(timeout_s, 1.0)))
             return []
         if self._outage:
             log.warning("runstream-consumer: Kafka reachable again")
             self._outage = False
+        self._check_group_formed()
         if self._revoked:
             # Partitions moved since the last poll: let the pipeline write and commit what
             # it holds now. A commit for a partition now owned elsewhere is rejected and
@@ -537,6 +551,24 @@ class KafkaSource:
         if refused_s > self._rebalance_stuck_s:
             self._rebuild(f"offset commits refused for a rebalance for {refused_s:.0f}s "
                           f"(last: {type(error).__name__}: {error})")
+
+    def _check_group_formed(self) -> None:
+        """Rebuild the consumer once polls have found it outside a formed group with
+        nothing assigned for longer than ``rebalance_stuck_s``. Polling thread only."""
+        state = getattr(self._consumer.group_metadata(), "state", _STABLE)  # kafka-python
+        if state == _STABLE or self._consumer.assignment():
+            self._unformed_since = None
+            return
+        now = self._clock()
+        if self._unformed_since is None:
+            self._unformed_since = now
+            return
+        unformed_s = now - self._unformed_since
+        if unformed_s > self._rebalance_stuck_s:
+            self._rebuild(f"outside a formed consumer group with nothing assigned for "
+                          f"{unformed_s:.0f}s (member state {state})")
+            # The new consumer (or, if none could be built, the old one) gets a bound of its own.
+            self._unformed_since = None
 
     def _rebuild(self, reason: str) -> None:
         """Replace the KafkaConsumer with a new one of the same settings (see

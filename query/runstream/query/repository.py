@@ -317,7 +317,8 @@ _RANK_KEY = "toUInt64(rank)"
 #: them: it is read again only when they change. (The check is a third to half of a
 #: cross-rank aggregate's time: 139 of 403 ms at 1,024 ranks x 10k steps; this read
 #: ~15 ms.) Only for a local table: over a Distributed one, _part is each shard's name,
-#: and two shards' parts may share one, so a new part could leave the set the same.
+#: and two shards' parts may share one, so a new part could leave the set the same; once a
+#: repository has seen a Distributed metrics table it no longer reads this.
 SERIES_PARTS_SQL = """
 SELECT 0, toString(uuid), engine FROM system.tables
 WHERE database = {database:String} AND name = 'metrics'
@@ -898,6 +899,9 @@ class ClickHouseRepository:
         self._lock = threading.Lock()
         # _repeated_ranks' checks by series and its parts (SERIES_PARTS_SQL), under the lock.
         self._repeated: OrderedDict[tuple[str, str, frozenset[str]], list[int]] = OrderedDict()
+        # Whether metrics was found to be a Distributed table (no check is kept over it, so
+        # its parts are not read again); a store does not turn one into a local table.
+        self._distributed_metrics = False
         self._clients: list[ChClient] = []
         self._closed = False
         # An embedded store's directory, its (st_dev, st_ino) once seen, and whether its
@@ -1308,10 +1312,12 @@ class ClickHouseRepository:
         key = repr((sql, sorted(params.items())))
         if memo is not None and key in memo:
             return memo[key]
-        held = self._rows(fill(SERIES_PARTS_SQL, where=where),
-                          {**params, "database": self.database})
+        held = [] if self._distributed_metrics else self._rows(
+            fill(SERIES_PARTS_SQL, where=where), {**params, "database": self.database})
         table, engine = next(((name, e) for kind, name, e in held if kind == 0), ("", ""))
         kept = engine.endswith("MergeTree")  # a local table (not Distributed)
+        if engine.startswith("Distributed"):
+            self._distributed_metrics = True
         series = (key, table, frozenset(name for kind, name, _ in held if kind == 1))
         ranks = None
         if kept:
