@@ -14,7 +14,9 @@ Dimensions (one table each):
   whole series and zoomed to its middle half (a step range), with what it reads (the points,
   or metric_blocks' pre-aggregated blocks) and one scan of its points as the baseline.
 * SearchRuns, two clauses + order by a metric (10 params, 5 metrics x 2 steps a run):
-  10k, 100k, 1M runs, all in the experiment searched.
+  10k, 100k, 1M runs, all in the experiment searched; and where its time goes: each
+  subquery of the compiled SQL alone (the runs' head rows, their status, one pass per table
+  the clauses name) and the rest (joining them on run_id, filtering, ordering).
 * the same search inside a fixed 5,000-run experiment in stores that also hold 100k and
   1M other runs: the search scoped by the experiment column (its tables' by_experiment
   projections) and, measured in the same run, the scope before it, the experiment's run
@@ -47,6 +49,7 @@ ranks, ingest; default all).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -212,6 +215,47 @@ def run_id_scoped_search() -> Iterator[None]:
         repository.compile_search = original
 
 
+@contextmanager
+def captured_searches() -> Iterator[list[Any]]:
+    """Every CompiledSearch the repository runs meanwhile, in order (this bench only)."""
+    from runstream.query import repository
+
+    seen: list[Any] = []
+    original = repository.compile_search
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        seen.append(original(*args, **kwargs))
+        return seen[-1]
+
+    repository.compile_search = capture
+    try:
+        yield seen
+    finally:
+        repository.compile_search = original
+
+
+#: A subquery of the compiled search: its body and alias (``FROM (`` / ``JOIN (`` at a line
+#: end, ``) AS x`` at a line start: search_sql's layout).
+SUBQUERY = re.compile(r"\(\n(.*?)\n\) AS (\w+)", re.S)
+#: What each subquery of the search reads (search_sql's aliases).
+PASSES = {"r": "runs (head row)", "s": "run_status", "m": "metric_summaries pass",
+          "p": "param_values pass", "x": "annotations (archived)"}
+
+
+def search_passes(dsn: str, db: str, compiled: Any) -> dict[str, float]:
+    """Median seconds of each subquery of ``compiled`` alone (count() of its rows, with
+    the search's settings) in database ``db``, by alias."""
+    ch = clickhouse_connect.get_client(dsn=dsn, database=db)
+    settings = compiled.sql[compiled.sql.rindex("SETTINGS"):]
+    out = {}
+    for body, alias in SUBQUERY.findall(compiled.sql):
+        out[alias] = median_s(lambda: ch.query(f"SELECT count() FROM ({body}) {settings}",
+                                               parameters=compiled.parameters).result_rows,
+                              REPEAT)
+    ch.close()
+    return out
+
+
 def service(dsn: str, db: str) -> Any:
     from runstream.query.repository import ClickHouseRepository
     from runstream.query.service import QueryService
@@ -264,11 +308,15 @@ def bench_series(ch: Any, dsn: str, disk: dict[str, str]) -> Table:
     return t
 
 
-def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table]:
+def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table, Table]:
     t = Table("SearchRuns, 2 clauses + order by a metric, all runs in the experiment searched"
               f" (`{SEARCH_FILTER}`, order by {ORDER_BY[0]}, page 100)",
               ["runs", "now", "run_id scope (same run)", "half of them archived", "target",
                "disk (db)", "fill"])
+    parts = Table("Where that search's time goes: each subquery alone (count() of its rows),"
+                  " and the rest (joining them on run_id, the filter, the order and the page)",
+                  ["runs", "whole", *(f"{a}: {what}" for a, what in PASSES.items()),
+                   "rest: joins, filter, order"])
     scoped = Table(f"The same search inside a fixed {SCOPED_RUNS:,}-run experiment, in stores"
                    " of other runs (ids spread like uuid4 hex; ids adjacent in the key space)",
                    ["other runs in the store", "spread: now", "spread: run_id scope",
@@ -298,7 +346,12 @@ def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table]
                                            filter_text=SEARCH_FILTER, order_by=ORDER_BY)
 
         # Before and after alternate per size, so load on the machine hits both alike.
-        now_all = median_s(search("bench"), REPEAT)
+        with captured_searches() as compiled:
+            now_all = median_s(search("bench"), REPEAT)
+        passes = search_passes(dsn, db, compiled[-1])
+        parts.add(fmt(n), f"{now_all * 1000:,.0f} ms",
+                  *(f"{passes[a] * 1000:,.0f} ms" if a in passes else "-" for a in PASSES),
+                  f"{(now_all - sum(passes.values())) * 1000:,.0f} ms")
         now_5k = median_s(search("exp5k"), REPEAT)
         now_near = median_s(search("near5k"), REPEAT)
         page_now = [r.run_id for e in ("exp5k", "near5k") for r in search(e)().runs]
@@ -327,7 +380,7 @@ def bench_search(ch: Any, dsn: str, disk: dict[str, str]) -> tuple[Table, Table]
                    f"{now_near * 1000:,.0f} ms", f"{old_near * 1000:,.0f} ms",
                    f"{archived_5k * 1000:,.0f} ms",
                    "same time at every size", f"{len(page_now) // 2} (same page)")
-    return t, scoped
+    return t, parts, scoped
 
 
 def bench_ranks(ch: Any, dsn: str, disk: dict[str, str]) -> Table:
