@@ -8,13 +8,14 @@ tests/e2e/test_consumer_group_e2e.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from runstream.consumer.dlq import KafkaDeadLetterSink
 from runstream.consumer.factories import build_kafka_pipeline, connect_clickhouse
@@ -147,6 +148,48 @@ def test_two_pipelines_share_partitions_and_take_over_exactly(
     thread_b.join(timeout=60)
     assert b.error is None
     # Exact: every point once, though A's last batch and B's re-read overlap.
+    assert metric_count(client) == len(events) * 100
+    assert int(client.query("SELECT sum(points) FROM metric_counts FINAL").result_rows[0][0]) \
+        == len(events) * 100
+
+
+def test_a_consumer_kept_out_of_a_forming_group_is_rebuilt_and_ingests_everything_once(
+    kafka_bootstrap: str, kafka_topic: str, chdb_dsn: str, ch_database: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A consumer with nothing assigned has no commit to be refused: KafkaSource rebuilds it
+    once it has stayed outside a formed group too long (sources.REBALANCE_STUCK_S). Here
+    the group cannot form because a member joined and stopped polling: a newcomer's join
+    waits for it to rejoin until its heartbeat thread leaves the group after
+    ``max_poll_interval_ms``. The consumer is rebuilt meanwhile, and then ingests every
+    point once."""
+    events = many_events(40)
+    produce(kafka_bootstrap, kafka_topic, events, codec.PROTOBUF)
+    config = make_config(kafka_bootstrap, kafka_topic, chdb_dsn, ch_database, tmp_path)
+    blocker = KafkaConsumer(kafka_topic, bootstrap_servers=kafka_bootstrap,
+                            group_id=config.group_id, enable_auto_commit=False,
+                            max_poll_interval_ms=12_000, client_id="rs-test-blocker")
+    try:
+        wait_for(lambda: blocker.poll(timeout_ms=200) is not None and blocker.assignment(),
+                 timeout_s=60, what="the blocking member to join")
+        client = connect_clickhouse(chdb_dsn, ch_database)
+        sink = ClickHouseSink(client, ch_database)
+        sink.ensure_schema()
+        source = KafkaSource(config.kafka_bootstrap, config.topic, config.group_id,
+                             store_id=sink.store_id, rebalance_stuck_s=2.0)
+        dead = KafkaDeadLetterSink(config.kafka_bootstrap, config.dlq_topic)
+        pipeline = Pipeline(source, sink, dead, config)
+        with caplog.at_level(logging.WARNING, logger="runstream.consumer.sources"):
+            try:
+                assert pipeline.drain(timeout_s=90)
+            finally:
+                pipeline.close()
+    finally:
+        blocker.close(autocommit=False)
+    rebuilds = [r.getMessage() for r in caplog.records
+                if "outside a formed consumer group" in r.getMessage()]
+    assert rebuilds, "the consumer was never rebuilt while the group could not form"
+    assert pipeline.dead_lettered == 0
     assert metric_count(client) == len(events) * 100
     assert int(client.query("SELECT sum(points) FROM metric_counts FINAL").result_rows[0][0]) \
         == len(events) * 100
