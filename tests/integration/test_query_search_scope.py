@@ -46,10 +46,10 @@ def _seed(ch: Any) -> None:
 
 
 def _rows(repo: ClickHouseRepository, experiments: list[str], filter_text: str, order: str,
-          scoped: bool) -> list[tuple[Any, ...]]:
+          scoped: bool, view: str = "ACTIVE_ONLY") -> list[tuple[Any, ...]]:
     compiled = compile_search(experiments, parse_filter(filter_text),
                               parse_order_by([order] if order else []), None, 1000,
-                              scoped=scoped)
+                              scoped=scoped, view=view)
     assert (SCOPE in compiled.sql) is scoped
     return [tuple(r) for r in repo._rows(compiled.sql, compiled.parameters)]
 
@@ -67,6 +67,42 @@ def test_scoped_search_returns_the_runs_of_the_unscoped_sql(
         others = [r[0] for r in _rows(repo, ["other"], "", "", True)]
         assert sorted(others) == ["late", "r10", "r11", "split"]
         assert "split" in [r[0] for r in _rows(repo, ["exp"], "", "", True)]
+    finally:
+        repo.close()
+
+
+def _archive(ch: Any, run_id: str, experiment: str, action: str, ts_ms: int) -> None:
+    """An archive action as the consumer stores the CLI's Annotation (the run's head
+    experiment, or '' as rows written before the column hold)."""
+    insert(ch, tables.ANNOTATIONS, [{
+        "run_id": run_id, "experiment": experiment, "archive": action, "user": "u",
+        "host": "h", "producer_id": f"cli-{run_id}-{ts_ms}", "seq": 1, "ts_ms": ts_ms}])
+
+
+def test_a_scoped_search_finds_every_archive_action_of_its_runs(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    _seed(ch)
+    # "split" is archived under its head experiment ("other"); searched in "exp" it must
+    # be left out too. r11's action holds no experiment; r10 is archived, then restored;
+    # many runs elsewhere are archived (what the scoped read no longer groups).
+    _archive(ch, "split", "other", "ARCHIVE", T0 + 7000)
+    _archive(ch, "r11", "", "ARCHIVE", T0 + 7000)
+    _archive(ch, "r10", "other", "ARCHIVE", T0 + 7000)
+    _archive(ch, "r10", "other", "RESTORE", T0 + 8000)
+    for i in range(0, 60, 2):
+        _archive(ch, f"big{i:02d}", "big", "ARCHIVE", T0 + 7000)
+    repo = ClickHouseRepository(chdb_dsn, ch_database)
+    try:
+        for view in ("ACTIVE_ONLY", "ARCHIVED_ONLY", "ALL"):
+            for experiments in (["other"], ["exp"], ["other", "exp"], ["big"]):
+                for filter_text, order in SEARCHES[:2]:
+                    scoped = _rows(repo, experiments, filter_text, order, True, view)
+                    assert scoped == _rows(repo, experiments, filter_text, order, False, view)
+        assert sorted(r[0] for r in _rows(repo, ["other"], "", "", True)) == ["late", "r10"]
+        assert "split" not in [r[0] for r in _rows(repo, ["exp"], "", "", True)]
+        assert "split" in [r[0] for r in _rows(repo, ["exp"], "", "", True, "ARCHIVED_ONLY")]
+        assert len(_rows(repo, ["big"], "", "", True)) == 30
     finally:
         repo.close()
 

@@ -10,7 +10,7 @@ import pytest
 from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError
 from runstream.query.filters import parse_filter, parse_order_by
-from runstream.query.search_sql import PREFILTER, SCOPE, compile_search
+from runstream.query.search_sql import ANNOTATED_RUNS, PREFILTER, SCOPE, compile_search
 
 FILTER = ("metrics.a > 1 AND min(metrics.b) < 2 AND params.lr = '0.1' AND params.n > 3 AND "
           "tags.t LIKE 'x%' AND datasets.digest = 'd' AND params.gone IS NULL AND "
@@ -55,8 +55,26 @@ def test_the_scope_is_the_only_difference_from_the_unscoped_sql() -> None:
         unscoped = _compile(["e1"], False, after)
         assert "run_experiments" not in unscoped
         # and, unscoped, the projections are not used (they skip nothing there).
-        assert scoped.replace(SCOPE, PREFILTER).replace(
+        # and, unscoped, the projections are not used (they skip nothing there), nor are
+        # the archive actions narrowed to the experiments' runs.
+        assert scoped.replace(SCOPE, PREFILTER).replace(ANNOTATED_RUNS, "").replace(
             "join_use_nulls = 1", "join_use_nulls = 1, optimize_use_projections = 0") == unscoped
+
+
+def test_a_scoped_search_reads_the_archive_actions_of_the_experiments_runs_only() -> None:
+    scoped = _compile(["e1"], True)
+    (annotations,) = [r for r in re.split(r"\bFROM\s+", scoped)[1:]
+                      if r.startswith("annotations")]
+    # By run id (a run's annotations carry its head experiment only), from the same set
+    # of the experiments' runs as the other reads' scope.
+    assert annotations.startswith("annotations WHERE archive != ''" + ANNOTATED_RUNS.split(
+        " FROM run_experiments")[0])
+    assert ANNOTATED_RUNS in scoped
+    assert ANNOTATED_RUNS not in _compile(["e1"], False)
+    assert ANNOTATED_RUNS not in _compile([], True)
+    # No archive condition, no archive read.
+    every = compile_search(["e1"], (), (), None, 10, view="ALL").sql
+    assert "annotations" not in every
 
 
 def test_a_search_of_every_experiment_reads_no_scope() -> None:
