@@ -140,6 +140,12 @@ def test_a_search_inside_an_experiment_reads_its_granules_of_every_table(
         # clause and order-by item is a column of one) go through the projections, never
         # the tables, and read only the granules holding "small".
         reads = _reads(repo, sql, params)
+        # (The set of the experiment's runs that the archive actions are narrowed to,
+        # search_sql.ANNOTATED_RUNS, may show as a read of run_experiments: by its own
+        # key, experiment first.)
+        sets = [r for r in reads if r[0] == tables.RUN_EXPERIMENTS.name]
+        assert all(read <= 2 < there for _, read, there in sets), sets
+        reads = [r for r in reads if r not in sets]
         assert len(reads) == len(PROJECTED), reads
         assert all(r[0] == tables.PROJECTION for r in reads), reads
         assert all(read <= 2 < there for _, read, there in reads), reads

@@ -54,7 +54,6 @@ def test_the_scope_is_the_only_difference_from_the_unscoped_sql() -> None:
         scoped = _compile(["e1"], True, after)
         unscoped = _compile(["e1"], False, after)
         assert "run_experiments" not in unscoped
-        # and, unscoped, the projections are not used (they skip nothing there).
         # and, unscoped, the projections are not used (they skip nothing there), nor are
         # the archive actions narrowed to the experiments' runs.
         assert scoped.replace(SCOPE, PREFILTER).replace(ANNOTATED_RUNS, "").replace(
