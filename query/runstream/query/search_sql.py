@@ -108,8 +108,10 @@ _EXPERIMENT_WHERE = "WHERE experiment IN {experiments:Array(String)}"
 #: existed hold ''; they are found through run_experiments (the runs of the experiments,
 #: a set built first). A run whose ranks were started under different experiments is
 #: found in each, with the rows logged under it.
-SCOPE = ("(experiment IN {experiments:Array(String)} OR experiment = '' AND run_id IN"
-         " (SELECT run_id FROM run_experiments WHERE experiment IN {experiments:Array(String)}))")
+#: The runs of the experiments searched, as a condition on run_id (run_experiments).
+EXPERIMENT_RUNS = ("run_id IN (SELECT run_id FROM run_experiments"
+                   " WHERE experiment IN {experiments:Array(String)})")
+SCOPE = f"(experiment IN {{experiments:Array(String)}} OR experiment = '' AND {EXPERIMENT_RUNS})"
 #: The same rows without the set, for experiments that are most of the store (the set of
 #: their run ids costs more than it saves): the older rows of every run pass, and the
 #: join on the experiments' runs keeps theirs.
@@ -137,8 +139,7 @@ LEFT JOIN (
 #: each, so their experiment column would miss some). Without it, a 5,000-run experiment's
 #: search grouped every archive action of the store: 234-254 ms against 94-101 ms with
 #: 500k archived runs elsewhere (bench_growth's fill, alternated by hand).
-ANNOTATED_RUNS = (" AND run_id IN (SELECT run_id FROM run_experiments"
-                  " WHERE experiment IN {experiments:Array(String)})")
+ANNOTATED_RUNS = f" AND {EXPERIMENT_RUNS}"
 #: SearchRunsRequest.view (its value names) -> the condition on the run (on _ARCHIVED_JOIN),
 #: chosen by code.
 VIEW_WHERE: Mapping[str, str] = {
@@ -386,6 +387,7 @@ def compile_search(
         # First in the tags pass, so that its columns are u_* (_ATTRIBUTE_SQL) even when a
         # clause names the same tag.
         passes.tags.add("u", USER_TAG, _TAG_IF_SQL)
+    narrowed = bool(experiments) and scoped
     scope = f" AND {SCOPE if scoped else PREFILTER}" if experiments else ""
     where = [_clause_sql(i, c, params, passes) for i, c in enumerate(clauses)]
     if VIEW_WHERE[view]:
@@ -426,6 +428,8 @@ def compile_search(
         params["experiments"] = list(experiments)
     if any(o.field.kind is Kind.ATTRIBUTE and o.field.name == "artifact_uri" for o in order_by):
         passes.artifacts.column("min(uri) AS v")
+    archived_join = (fill(_ARCHIVED_JOIN, runs=ANNOTATED_RUNS if narrowed else "")
+                     if VIEW_WHERE[view] else "")
     sql = fill(
         _SEARCH_BASE,
         rank_newest=RANK_NEWEST_KEY,
@@ -434,11 +438,9 @@ def compile_search(
         # runs always had its experiment: no older rows to find through the scope.
         experiment_where=_EXPERIMENT_WHERE if experiments else "",
         scope=scope,
-        joins="".join(passes.joins(scope)) + (fill(
-            _ARCHIVED_JOIN, runs=ANNOTATED_RUNS if experiments and scoped else "")
-            if VIEW_WHERE[view] else ""),
+        joins="".join(passes.joins(scope)) + archived_join,
         where="".join(f"\n    AND {w}" for w in where),
-        settings="" if experiments and scoped else _NO_PROJECTIONS,
+        settings="" if narrowed else _NO_PROJECTIONS,
         order=", ".join(f"{c.alias} {'DESC' if c.descending else 'ASC'}" for c in keyset),
     )
     return CompiledSearch(sql, params, tuple(keyset))
