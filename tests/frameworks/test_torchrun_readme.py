@@ -80,8 +80,13 @@ def test_an_elastic_restart_is_a_new_attempt_of_the_same_run(serve_env: dict[str
         assert len(runs) == 1, [r.run_id for r in runs]
 
         def two_attempts() -> object:
+            # Each rank's spool is ingested on its own, so the run can read FINISHED (the
+            # lowest rank that started in the attempt: rank 1 until rank 0's start is in)
+            # before rank 0 of the new attempt is: wait for both ranks' end as well.
             run = client.get_run(runs[0].run_id)
-            return run if len(run.attempts) == 2 and run.info.status == "FINISHED" else None
+            done = (len(run.attempts) == 2 and run.info.status == "FINISHED" and len(run.ranks) == 2
+                    and all(r.status == "FINISHED" for r in run.ranks))
+            return run if done else None
 
         run = wait_for(two_attempts, timeout_s=120, what="two attempts, FINISHED")
         assert [(a.attempt, a.restart) for a in run.attempts] == [(0, 0), (1, 1)]
