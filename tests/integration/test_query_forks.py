@@ -10,7 +10,9 @@ import pytest
 
 from runstream.proto import tables
 from runstream.query.client import Client
+from runstream.query.service import QueryService
 from tests.factories import T0, insert, points, seed_through_consumer, started_event
+from tests.integration.test_query_history import CheckCounting
 
 
 def seed_fork(ch: Any) -> None:
@@ -93,6 +95,22 @@ def test_downsampled_and_aggregated_fork_histories(ch: Any, client: Client) -> N
     assert mean.values[60] == (-60 * 0.5 + -(1000 + 60 * 0.5)) / 2  # the child's
     assert client.metric_history("child", "loss", aggregate="mean",
                                  own_points_only=True).steps == list(range(50, 80))
+
+
+def test_a_forks_clean_segments_are_not_checked_on_their_points(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    """The repeated-rank check takes each run of a fork's chain on its own summaries: the
+    parent's steps 50..99 beside the child's are no repeat, so no point is read twice."""
+    seed_fork(ch)
+    repository = CheckCounting(chdb_dsn, ch_database)
+    try:
+        mean = QueryService(repository).metric_history("child", "loss", aggregate="mean")
+        assert mean.steps == list(range(80))
+        assert mean.values[60] == (-60 * 0.5 + -(1000 + 60 * 0.5)) / 2
+        assert len(repository.checks) == 1 and repository.point_checks == []
+    finally:
+        repository.close()
 
 
 def test_a_fork_of_a_fork_walks_up_the_chain(ch: Any, client: Client) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from runstream.consumer.sink import ClickHouseSink
 from runstream.proto import tables
 from runstream.proto.errors import InvalidArgumentError, NotFoundError
 from runstream.query.client import Client
 from runstream.query.repository import ClickHouseRepository
 from runstream.query.service import QueryService
-from tests.factories import T0, insert, points, start_rank
+from tests.factories import T0, insert, points, start_rank, store_of
 
 
 def test_metric_history_pages_losslessly_with_dedup_and_rank_filter(
@@ -166,16 +168,24 @@ def test_mean_across_ranks_does_not_overflow(ch: Any, client: Client, chdb_dsn: 
 
 
 class CheckCounting(ClickHouseRepository):
-    """The repository, listing the repeated-rank checks it runs in ``checks``."""
+    """The repository, listing the repeated-rank checks it runs: ``checks`` their first
+    read (SUSPECT_RANKS_SQL, on the summaries), ``point_checks`` the suspects of each read of
+    the points that follows (REPEATED_RANKS_SQL) and ``found`` what each of those found."""
 
     def __init__(self, dsn: str, database: str) -> None:
         super().__init__(dsn, database)
         self.checks: list[str] = []
+        self.point_checks: list[list[int]] = []
+        self.found: list[list[int]] = []
 
     def _rows(self, sql: str, parameters: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
-        if "HAVING count() !=" in sql:  # REPEATED_RANKS_SQL
+        rows = super()._rows(sql, parameters)
+        if "groupBitmapMerge(steps)" in sql:  # SUSPECT_RANKS_SQL
             self.checks.append(sql)
-        return super()._rows(sql, parameters)
+        elif "HAVING count() !=" in sql:  # REPEATED_RANKS_SQL
+            self.point_checks.append(sorted(parameters["suspects"]))
+            self.found.append(sorted(int(k) for (k,) in rows))
+        return rows
 
 
 def _seed_repeats(ch: Any) -> None:
@@ -228,6 +238,99 @@ def test_a_kept_repeated_rank_check_follows_inserts_and_merges_of_the_series(
         assert len(checks) == 4
     finally:
         svc.repository.close()
+
+
+def test_only_ranks_whose_summaries_count_a_step_twice_are_checked_on_their_points(
+    ch: Any, chdb_dsn: str, ch_database: str
+) -> None:
+    """The check reads the points of the suspects alone: the ranks whose summaries hold more
+    points than distinct steps (a replay, a value logged again, NaN included). A replay
+    that a merge has collapsed keeps its rank a suspect, cleared by its points; a run whose
+    ranks logged each step once is never read twice."""
+    start_rank(ch, "sus", 0, 4, T0)
+    for rank in range(4):
+        rows = points("sus", "loss", rank, range(100))
+        if rank == 2:  # rank 2's first value at step 7 is NaN, logged again later
+            rows[7] = dict(rows[7], value=math.nan)
+        insert(ch, tables.METRICS, rows)
+    insert(ch, tables.METRICS, points("sus", "loss", 1, range(100))[20:60])  # a replay
+    insert(ch, tables.METRICS, [dict(points("sus", "loss", 2, range(7, 8))[0], value=-9.0,
+                                     seq=50, ts_ms=T0 + 300)])
+    start_rank(ch, "clean", 0, 4, T0)
+    for rank in range(4):
+        insert(ch, tables.METRICS, points("clean", "loss", rank, range(100)))
+    repository = CheckCounting(chdb_dsn, ch_database)
+    svc = QueryService(repository)
+
+    def mean(run_id: str) -> list[float]:
+        history = svc.metric_history(run_id, "loss", aggregate="mean")
+        assert history.steps == list(range(100))
+        return list(history.values)
+
+    want = [(sum(r * 1000 + s * 0.5 for r in (0, 1, 3)) + (-9.0 if s == 7 else 2000 + s * 0.5))
+            / 4 for s in range(100)]
+    try:
+        # Read as they are, rank 2's NaN at step 7 would make the step's mean NaN.
+        assert mean("sus") == pytest.approx(want, rel=1e-12)
+        # (A background merge may have collapsed the replay already.)
+        assert repository.point_checks == [[1, 2]] and repository.found[0] in ([1, 2], [2])
+        ch.command("OPTIMIZE TABLE metrics FINAL")  # collapses rank 1's replay
+        assert mean("sus") == pytest.approx(want, rel=1e-12)
+        assert (repository.point_checks, repository.found[1]) == ([[1, 2]] * 2, [2])
+        assert len(repository.checks) == 2
+        assert mean("clean") == pytest.approx(
+            [sum(r * 1000 + s * 0.5 for r in range(4)) / 4 for s in range(100)], rel=1e-12)
+        assert len(repository.checks) == 3 and len(repository.point_checks) == 2
+    finally:
+        repository.close()
+
+
+def test_the_points_of_an_older_stores_series_are_checked_until_its_summaries_count_them(
+    chdb_dsn: str, ch_database: str
+) -> None:
+    """A store whose summaries predate the repeated-rank check's columns: the upgrade at
+    start adds them and brings the view up to date; a rank with rows written before
+    (counted 0) stays a suspect, so a step it logged twice then is still found."""
+    database = f"{ch_database}_oldsummaries"
+    summaries = next(t for t in tables.AGGREGATE_TABLES if t.name == tables.METRIC_SUMMARIES)
+    older = replace(summaries, columns=tuple(
+        c for c in summaries.columns if c[0] not in ("points", "steps", "counted")))
+    view = next(v for v in tables.VIEWS if v.target == tables.METRIC_SUMMARIES)
+    counted = (", count() AS points, groupBitmapState(toUInt64(step)) AS steps,"
+               " toUInt8(1) AS counted")
+    assert counted in view.select
+    old_view = replace(view, select=view.select.replace(counted, ""))
+    statements = [older.ddl(database) if s.startswith(f"CREATE TABLE IF NOT EXISTS `{database}`"
+                                                      f".`{tables.METRIC_SUMMARIES}` ")
+                  else old_view.ddl(database) if f".`{view.name}` " in s else s
+                  for s in tables.all_ddl(database)]
+    with store_of(chdb_dsn, database, statements) as ch:
+        start_rank(ch, "old", 0, 2, T0)
+        for rank in range(2):
+            insert(ch, tables.METRICS, points("old", "loss", rank, range(50)))
+        insert(ch, tables.METRICS, [dict(points("old", "loss", 1, range(10, 11))[0],
+                                         value=-7.0, seq=99, ts_ms=T0 + 500)])
+        ClickHouseSink(ch, database).ensure_schema()
+        assert {"points", "steps", "counted"} <= {name for (name,) in ch.query(
+            "SELECT name FROM system.columns WHERE database = {db:String}"
+            " AND table = 'metric_summaries_mv'", parameters={"db": database}).result_rows}
+        for rank in range(2):
+            insert(ch, tables.METRICS, points("old", "loss", rank, range(50, 100), seq=11))
+        start_rank(ch, "new", 0, 2, T0)
+        for rank in range(2):
+            insert(ch, tables.METRICS, points("new", "loss", rank, range(100)))
+        repository = CheckCounting(chdb_dsn, database)
+        svc = QueryService(repository)
+        try:
+            history = svc.metric_history("old", "loss", aggregate="mean")
+            assert history.steps == list(range(100))
+            assert history.values[10] == pytest.approx((10 * 0.5 - 7.0) / 2)
+            assert history.values[60] == pytest.approx((60 * 0.5 + 1000 + 60 * 0.5) / 2)
+            assert (repository.point_checks, repository.found) == ([[0, 1]], [[1]])
+            svc.metric_history("new", "loss", aggregate="mean")  # counted from the start
+            assert len(repository.point_checks) == 1
+        finally:
+            repository.close()
 
 
 def test_one_request_looks_for_repeated_ranks_once(

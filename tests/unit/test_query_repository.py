@@ -45,7 +45,8 @@ def test_missing_tables_say_the_consumer_creates_them() -> None:
 
 class _Answering:
     """A client answering the parts read (SERIES_PARTS_SQL) with ``engine`` and one part,
-    and counting the repeated-rank checks and the parts reads it is sent."""
+    and counting the repeated-rank checks (their first read, SUSPECT_RANKS_SQL) and the
+    parts reads it is sent."""
 
     def __init__(self, engine: str) -> None:
         self.engine, self.checks, self.part_reads = engine, 0, 0
@@ -58,7 +59,7 @@ class _Answering:
         if "_part" in sql:
             self.part_reads += 1
             Result.result_rows = [(0, "uuid-1", self.engine), (1, "all_1_1_0", "")]
-        elif "HAVING count() !=" in sql:  # REPEATED_RANKS_SQL
+        elif "groupBitmapMerge(steps)" in sql:  # SUSPECT_RANKS_SQL
             self.checks += 1
         return Result()
 

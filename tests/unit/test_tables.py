@@ -81,7 +81,12 @@ def test_an_older_store_gets_the_projections_and_view_queries_it_lacks():
     views["metric_summaries_mv"] -= {"experiment"}
     (modify,) = tables.upgrade_views_ddl("rs", {**have, **views})
     assert modify.startswith("ALTER TABLE `rs`.`metric_summaries_mv` MODIFY QUERY SELECT")
-    assert "AS experiment FROM `rs`.`metrics`" in modify
+    assert "AS experiment," in modify and "AS counted FROM `rs`.`metrics`" in modify
+    # A view older than the repeated-rank check's columns is brought up to date too.
+    views["metric_summaries_mv"] = {"run_id", "key", "rank", "last", "last_step", "min", "max",
+                                    "experiment"}
+    (modify,) = tables.upgrade_views_ddl("rs", {**have, **views})
+    assert "groupBitmapState(toUInt64(step)) AS steps" in modify
     projected = {t.name for t in (*tables.TABLES, *tables.AGGREGATE_TABLES) if t.projection}
     assert projected == {"runs", "run_status", "param_values", "tags", "artifacts", "inputs",
                          "metric_summaries"}

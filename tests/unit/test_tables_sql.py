@@ -40,7 +40,7 @@ KNOWN = {
     "toInt64", "arrayFilter", "argMinIf", "arrayJoin", "greatest", "abs", "row_number",
     "arrayElement", "toUInt64", "uniqExact", "argMinMerge", "bitAnd", "bitShiftRight",
     "bitTest", "reinterpretAsInt64", "reinterpretAsFloat64", "argMinState", "argMaxState",
-    "groupBitmap",
+    "groupBitmap", "groupBitmapMerge",
     # rank health (GetRankHealth)
     "OVER", "PARTITION", "quantilesIf", "quantiles", "median", "startsWith",
     # lambda parameters (FORK_SUMMARIES_SQL)

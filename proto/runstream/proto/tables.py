@@ -314,7 +314,7 @@ TABLES: tuple[Table, ...] = (
 CONSUMER_PRODUCER_ID = "runstream-consumer"
 
 # Latest/min/max per (run, key, rank), maintained on insert so summaries never scan points.
-# All three aggregates are idempotent, so a replayed point changes nothing. "Latest" is the
+# The latest, min and max are idempotent, so a replayed point changes none of them. "Latest" is the
 # value at the highest (step, ts_ms), compared as one packed UInt128 (step << 64 | ts_ms;
 # validation keeps both >= 0): a Tuple key made every insert ~20% slower (bench_consumer).
 # Readers only ever argMaxMerge(last), so they tolerate older key types too.
@@ -330,6 +330,15 @@ _SUMMARIES = Table(
         # The run's experiment ('' for points written before the column: max() lets a
         # later point's experiment win over it).
         ("experiment", "SimpleAggregateFunction(max, String)"),
+        # For the cross-rank aggregates' repeated-rank check (the repository's
+        # SUSPECT_RANKS_SQL): how many points the inserts held (every point, NaN and replays
+        # included: a sum, so a replay that reaches storage counts twice), a bitmap of their
+        # steps, and 1 on every row the view writes (0, the default, on rows written before
+        # these columns). A (run, key, rank) whose min(counted) is 1 and whose points equal
+        # its distinct steps logged each step once; any other is checked on its points.
+        ("points", "SimpleAggregateFunction(sum, UInt64)"),
+        ("steps", "AggregateFunction(groupBitmap, UInt64)"),
+        ("counted", "SimpleAggregateFunction(min, UInt8)"),
     ),
     "AggregatingMergeTree",
     "run_id, key, rank",
@@ -497,7 +506,9 @@ VIEWS: tuple[View, ...] = (
         # any(): one insert's points of a (run, key, rank) share their experiment, and
         # max(toString()) of every point cost ~8% of a metrics insert (the column's max
         # merges the rest).
-        " min(value) AS min, max(value) AS max, toString(any(experiment)) AS experiment"
+        " min(value) AS min, max(value) AS max, toString(any(experiment)) AS experiment,"
+        # Steps as UInt64: one-to-one on Int64 (validation keeps them >= 0 anyway).
+        " count() AS points, groupBitmapState(toUInt64(step)) AS steps, toUInt8(1) AS counted"
         " FROM {source} GROUP BY run_id, key, rank",
     ),
     View(f"{METRIC_BLOCKS.name}_mv", METRICS.name, METRIC_BLOCKS.name, _BLOCKS_SELECT),

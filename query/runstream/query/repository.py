@@ -242,6 +242,8 @@ _POINTS_AFTER = """
 # One run's points, or a fork's history: the steps in (after, to] of each run of the
 # chain (runstream.query.attempts.fork_segments; each run once, steps disjoint).
 _ONE_RUN = "run_id = {run_id:String}"
+#: The runs of a fork's segments (_SEGMENTS without their steps).
+_SEGMENT_RUNS = "run_id IN {seg_runs:Array(String)}"
 _SEGMENTS = """run_id IN {seg_runs:Array(String)}
     AND step > transform(toString(run_id), {seg_runs:Array(String)}, {seg_after:Array(Int64)},
         toInt64(0))
@@ -302,13 +304,30 @@ _RANK_STEP_VALUES = """
         FROM metrics
         WHERE $where AND $rank_key IN {repeated:Array(UInt64)}
         GROUP BY $group rank, step"""
-#: The ranks ($rank_key) of the points matching $where with a step logged more than once:
-#: more points than distinct steps, counted exactly by a bitmap of the steps (the cast to
-#: UInt64 is one-to-one), half the cost of uniqExact's hash set: 215 against 402 ms at
-#: 1,024 ranks x 10k steps (bench_growth's fill, alternated by hand in chdb).
+#: The ranks ($rank_key) of the series matching $series (run_id, key and rank conditions)
+#: that may have logged a step more than once, from what the metric_summaries view counted
+#: at insert (tables.METRIC_SUMMARIES): a (run, key, rank) whose points outnumber its
+#: distinct steps, or with rows written before those columns. Exact in the safe direction:
+#: a rank left out logged each of its steps once (every point inserted is counted in
+#: points and its step is in the bitmap); a rank listed may have none left (a replay that
+#: a merge has collapsed since still counts twice), so REPEATED_RANKS_SQL decides on its
+#: points. Grouped by the table's key first: a fork's segments hold disjoint steps of each
+#: run, so a rank clean in each run is clean in their union. At 1,024 ranks x 10k steps
+#: this merges ~1,024 small states, where the check on the points reads all 10M steps.
+SUSPECT_RANKS_SQL = """
+SELECT DISTINCT $rank_key AS k FROM metric_summaries
+WHERE $series
+GROUP BY run_id, key, rank
+HAVING min(counted) = 0 OR sum(points) != groupBitmapMerge(steps)
+"""
+#: The ranks ($rank_key) among the suspects of the points matching $where with a step
+#: logged more than once: more points than distinct steps, counted exactly by a bitmap of
+#: the steps (the cast to UInt64 is one-to-one), half the cost of uniqExact's hash set: 215
+#: against 402 ms for all ranks at 1,024 ranks x 10k steps (bench_growth's fill,
+#: alternated by hand in chdb).
 REPEATED_RANKS_SQL = """
 SELECT $rank_key AS k FROM metrics
-WHERE $where
+WHERE $where AND $rank_key IN {suspects:Array(UInt64)}
 GROUP BY k
 HAVING count() != groupBitmap(toUInt64(step))
 """
@@ -1286,7 +1305,9 @@ class ClickHouseRepository:
                      ranks=_SOME_RANKS if ranks else "", steps=_STEP_RANGE if steps else "")
         _add_steps(params, steps)
         if aggregate:
-            params["repeated"] = self._repeated_ranks(where, _RANK_KEY, params)
+            series = fill(_SERIES_WHERE, run=_SEGMENT_RUNS if segments else _ONE_RUN,
+                          ranks=_SOME_RANKS if ranks else "", steps="")
+            params["repeated"] = self._repeated_ranks(where, series, _RANK_KEY, params)
             source = fill(_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where)
             return source, "NOT isNaN(value)", params
         return "metrics", where + " AND NOT isNaN(value)", params
@@ -1305,11 +1326,14 @@ class ClickHouseRepository:
             if outer is None:
                 self._local.repeated = None
 
-    def _repeated_ranks(self, where: str, rank_key: str, params: Mapping[str, Any]
-                        ) -> list[int]:
+    def _repeated_ranks(self, where: str, summaries_where: str, rank_key: str,
+                        params: Mapping[str, Any]) -> list[int]:
         """{repeated} of _RANK_STEP_VALUES: the ranks (``rank_key``) of the points matching
-        ``where`` that logged some step more than once: read once per shared_reads block,
-        and again only when the parts holding those points changed (SERIES_PARTS_SQL)."""
+        ``where`` that logged some step more than once, looked for on the points only in
+        the ranks that SUSPECT_RANKS_SQL finds in the series' summaries
+        (``summaries_where``: the same run, key and rank conditions, without steps). Read
+        once per shared_reads block, and again only when the parts holding those points
+        changed (SERIES_PARTS_SQL)."""
         sql = fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key)
         memo: dict[str, list[int]] | None = getattr(self._local, "repeated", None)
         key = repr((sql, sorted(params.items())))
@@ -1331,7 +1355,10 @@ class ClickHouseRepository:
         if ranks is None:
             # Parts read before the check: a part written in between is in the check and
             # not in the key, so the next read sees other parts and checks again.
-            ranks = [int(k) for (k,) in self._rows(sql, params)]
+            suspects = [int(k) for (k,) in self._rows(
+                fill(SUSPECT_RANKS_SQL, series=summaries_where, rank_key=rank_key), params)]
+            ranks = [int(k) for (k,) in self._rows(sql, {**params, "suspects": suspects})
+                     ] if suspects else []
             if kept:
                 with self._lock:
                     self._repeated[series] = ranks
@@ -1601,7 +1628,9 @@ class ClickHouseRepository:
         where = fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "",
                      steps=_STEP_RANGE if steps else "")
         if aggregate:
-            params["repeated"] = self._repeated_ranks(where, _MULTI_RANK_KEY, params)
+            params["repeated"] = self._repeated_ranks(
+                where, fill(_MULTI_WHERE, ranks=_SOME_RANKS if ranks else "", steps=""),
+                _MULTI_RANK_KEY, params)
             source = fill(_MULTI_AGGREGATED, agg=_AGG_FUNCS[aggregate], where=where,
                           series=_SERIES_INDEX)
             return source, "NOT isNaN(value)", "series", params
@@ -1696,7 +1725,8 @@ class ClickHouseRepository:
         _add_steps(params, steps)
         step_range = _STEP_RANGE if steps else ""
         params["repeated"] = self._repeated_ranks(
-            fill(_RANK_STEPS_WHERE, steps=step_range), _RANK_KEY, params)
+            fill(_RANK_STEPS_WHERE, steps=step_range), fill(_RANK_STEPS_WHERE, steps=""),
+            _RANK_KEY, params)
         return fill(_RANK_STEPS, steps=step_range), params
 
     def envelope(self, run_id: str, key: str, max_points: int, *,
