@@ -203,14 +203,15 @@ def _seed_repeats(ch: Any) -> None:
 def test_a_kept_repeated_rank_check_follows_inserts_and_merges_of_the_series(
     ch: Any, chdb_dsn: str, ch_database: str
 ) -> None:
-    """The repeated-rank check is kept while the parts holding the series are the same: a
-    rank that logs a step again (a new part), or a merge that collapses a replay (merged
-    parts), changes the answer where it should; another run's points change nothing."""
+    """The check on the points of the suspect ranks is kept while the parts holding the
+    series are the same: a rank that logs a step again (a new part), or a merge that
+    collapses a replay (merged parts), changes the answer where it should; another run's
+    points change nothing. A series without suspects reads no points twice at all."""
     start_rank(ch, "kept", 0, 2, T0)
     for rank in range(2):
         insert(ch, tables.METRICS, points("kept", "loss", rank, range(50)))
     repository = CheckCounting(chdb_dsn, ch_database)
-    checks = repository.checks
+    checks, point_checks = repository.checks, repository.point_checks
 
     def mean(step: int) -> float:
         return svc.metric_history("kept", "loss", aggregate="mean").values[step]
@@ -219,23 +220,26 @@ def test_a_kept_repeated_rank_check_follows_inserts_and_merges_of_the_series(
     try:
         assert mean(10) == pytest.approx((10 * 0.5 + 1000 + 10 * 0.5) / 2)
         assert mean(10) == pytest.approx((10 * 0.5 + 1000 + 10 * 0.5) / 2)
-        assert len(checks) == 1
-        insert(ch, tables.METRICS, points("other", "loss", 0, range(50)))
-        assert mean(10) == pytest.approx((10 * 0.5 + 1000 + 10 * 0.5) / 2)
-        assert len(checks) == 1  # the other run's part holds none of this series
+        assert len(checks) == 2 and point_checks == []  # no suspect: each rank clean
         # Rank 1 logs step 10 again, later: its latest value counts, not both.
         insert(ch, tables.METRICS, [dict(points("kept", "loss", 1, range(10, 11))[0],
                                          value=-7.0, seq=99, ts_ms=T0 + 500)])
         assert mean(10) == pytest.approx((10 * 0.5 - 7.0) / 2)
-        assert len(checks) == 2
+        assert mean(10) == pytest.approx((10 * 0.5 - 7.0) / 2)
+        assert point_checks == [[1]]  # kept: the same parts hold the series
+        insert(ch, tables.METRICS, points("other", "loss", 0, range(50)))
+        assert mean(10) == pytest.approx((10 * 0.5 - 7.0) / 2)
+        assert point_checks == [[1]]  # the other run's part holds none of this series
         # A replay of rank 0 (cut into another block: the same block again is dropped at
         # insert), then a merge that collapses it: the answers stay right.
         insert(ch, tables.METRICS, points("kept", "loss", 0, range(50))[5:40])
         assert mean(20) == pytest.approx((20 * 0.5 + 1000 + 20 * 0.5) / 2)
+        assert point_checks == [[1], [0, 1]]
         ch.command("OPTIMIZE TABLE metrics FINAL")
         assert mean(20) == pytest.approx((20 * 0.5 + 1000 + 20 * 0.5) / 2)
         assert mean(10) == pytest.approx((10 * 0.5 - 7.0) / 2)
-        assert len(checks) == 4
+        assert point_checks == [[1], [0, 1], [0, 1]] and repository.found[-1] == [1]
+        assert len(checks) == 8  # one read of the summaries a request
     finally:
         svc.repository.close()
 
@@ -338,11 +342,12 @@ def test_one_request_looks_for_repeated_ranks_once(
 ) -> None:
     """A request that reads a cross-rank aggregate twice (a downsampled history's range and
     buckets, several histories' ranges and buckets, the envelope and the rank spread) runs
-    the repeated-rank check once; the next request runs it again only if a part holding
-    the series' points changed (a replay inserted here)."""
+    the repeated-rank check once: one read of the summaries, one of the suspects' points.
+    The next request reads the summaries again, and the points again only if a part
+    holding the series' points changed (a replay inserted here)."""
     _seed_repeats(ch)
     repository = CheckCounting(chdb_dsn, ch_database)
-    checks = repository.checks
+    checks, point_checks = repository.checks, repository.point_checks
 
     svc = QueryService(repository)
     try:
@@ -355,14 +360,16 @@ def test_one_request_looks_for_repeated_ranks_once(
             lambda: svc.rank_envelope("rep", "loss", max_points=10),
         )):
             checks.clear()
+            point_checks.clear()
             got = ask()
-            assert len(checks) == 1, got
+            assert len(checks) == 1 and len(point_checks) == 1, got
             ask()
-            assert len(checks) == 1  # the same parts hold the series: the same answer
+            # The same parts hold the series: the same answer, from the points' check kept.
+            assert len(checks) == 2 and len(point_checks) == 1
             # (a block of its own each time: a block inserted again is dropped at insert)
             insert(ch, tables.METRICS, points("rep", "loss", 1, range(100))[30 + i:31 + i])
             ask()
-            assert len(checks) == 2
+            assert len(checks) == 3 and len(point_checks) == 2
         # What the shared check served is right: each downsampled point is the step's mean
         # as the raw aggregate (one read, its own check) gives it.
         raw = svc.metric_history("rep", "loss", aggregate="mean")

@@ -44,12 +44,13 @@ def test_missing_tables_say_the_consumer_creates_them() -> None:
 
 
 class _Answering:
-    """A client answering the parts read (SERIES_PARTS_SQL) with ``engine`` and one part,
-    and counting the repeated-rank checks (their first read, SUSPECT_RANKS_SQL) and the
-    parts reads it is sent."""
+    """A client answering the parts read (SERIES_PARTS_SQL) with ``engine`` and one part
+    and the summaries' read (SUSPECT_RANKS_SQL) with ``suspects``, and counting the reads
+    of the summaries, of the points (REPEATED_RANKS_SQL) and of the parts it is sent."""
 
-    def __init__(self, engine: str) -> None:
-        self.engine, self.checks, self.part_reads = engine, 0, 0
+    def __init__(self, engine: str, suspects: list[int]) -> None:
+        self.engine, self.suspects = engine, suspects
+        self.summary_reads = self.checks = self.part_reads = 0
 
     def query(self, sql: str, **_: object) -> object:
         class Result:
@@ -60,22 +61,28 @@ class _Answering:
             self.part_reads += 1
             Result.result_rows = [(0, "uuid-1", self.engine), (1, "all_1_1_0", "")]
         elif "groupBitmapMerge(steps)" in sql:  # SUSPECT_RANKS_SQL
+            self.summary_reads += 1
+            Result.result_rows = [(k,) for k in self.suspects]
+        elif "HAVING count() !=" in sql:  # REPEATED_RANKS_SQL
             self.checks += 1
         return Result()
 
 
-@pytest.mark.parametrize(("engine", "checks", "part_reads"), [
-    ("ReplacingMergeTree", 1, 3),  # a local table: kept while its parts are the same
+@pytest.mark.parametrize(("engine", "suspects", "checks", "part_reads"), [
+    ("ReplacingMergeTree", [3], 1, 3),  # a local table: kept while its parts are the same
     # Shards' part names may coincide: checked at every request, and the parts are read
     # only once, to learn the engine.
-    ("Distributed", 3, 1),
+    ("Distributed", [3], 3, 1),
+    # No suspect in the summaries: neither the points nor their parts are read.
+    ("ReplacingMergeTree", [], 0, 0),
 ])
-def test_the_repeated_rank_check_is_kept_only_for_a_local_table(engine: str, checks: int,
-                                                                part_reads: int) -> None:
+def test_the_repeated_rank_check_is_kept_only_for_a_local_table(
+        engine: str, suspects: list[int], checks: int, part_reads: int) -> None:
     repo = ClickHouseRepository("chdb:///never-opened", "db")
-    client = _Answering(engine)
+    client = _Answering(engine, suspects)
     repo._local.client = client
     for _ in range(3):
         repo.aggregate_points("r1", "loss", [], "mean", -1, 10)
+    assert client.summary_reads == 3
     assert client.checks == checks
     assert client.part_reads == part_reads

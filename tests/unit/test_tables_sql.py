@@ -60,6 +60,8 @@ class _RecordingResult:
     def __init__(self, sql: str) -> None:
         if "min(step), max(step), count()" in sql:
             self.result_rows = [(0, 0, 0)]
+        elif "groupBitmapMerge(steps)" in sql:  # a suspect rank: its points are checked too
+            self.result_rows = [(1,)]
 
     @property
     @contextmanager

@@ -336,11 +336,13 @@ _RANK_KEY = "toUInt64(rank)"
 #: points matching $where. Parts are immutable and a table never reuses a part's name (an
 #: insert, a merge and a mutation each make a new one; a table made again has a new uuid),
 #: so while these are the same, so are those points and what REPEATED_RANKS_SQL finds in
-#: them: it is read again only when they change. (The check is a third to half of a
-#: cross-rank aggregate's time: 139 of 403 ms at 1,024 ranks x 10k steps with uniqExact;
-#: this read ~15 ms.) Only for a local table: over a Distributed one, _part is each shard's name,
-#: and two shards' parts may share one, so a new part could leave the set the same; once a
-#: repository has seen a Distributed metrics table it no longer reads this.
+#: them: it is read again only when they change. (This read takes ~15 ms at 1,024 ranks x
+#: 10k steps, and the check on the points of every rank 160-215 ms, as it is for a series
+#: of an older store, whose ranks are all suspects; SUSPECT_RANKS_SQL takes ~8 ms, so it
+#: is read at every request and this only when it lists suspects.) Only for a local
+#: table: over a Distributed one, _part is each shard's name, and two shards' parts may
+#: share one, so a new part could leave the set the same; once a repository has seen a
+#: Distributed metrics table it no longer reads this.
 SERIES_PARTS_SQL = """
 SELECT 0, toString(uuid), engine FROM system.tables
 WHERE database = {database:String} AND name = 'metrics'
@@ -1329,43 +1331,50 @@ class ClickHouseRepository:
     def _repeated_ranks(self, where: str, summaries_where: str, rank_key: str,
                         params: Mapping[str, Any]) -> list[int]:
         """{repeated} of _RANK_STEP_VALUES: the ranks (``rank_key``) of the points matching
-        ``where`` that logged some step more than once, looked for on the points only in
-        the ranks that SUSPECT_RANKS_SQL finds in the series' summaries
-        (``summaries_where``: the same run, key and rank conditions, without steps). Read
-        once per shared_reads block, and again only when the parts holding those points
-        changed (SERIES_PARTS_SQL)."""
-        sql = fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key)
+        ``where`` that logged some step more than once. The suspects come from the series'
+        summaries (SUSPECT_RANKS_SQL; ``summaries_where``: the same run, key and rank
+        conditions, without steps), and only their points are read (REPEATED_RANKS_SQL).
+        Read once per shared_reads block; the read of the points is kept across requests
+        while the parts holding those points are the same (SERIES_PARTS_SQL)."""
         memo: dict[str, list[int]] | None = getattr(self._local, "repeated", None)
-        key = repr((sql, sorted(params.items())))
+        key = repr((where, rank_key, sorted(params.items())))
         if memo is not None and key in memo:
             return memo[key]
+        suspects = [int(k) for (k,) in self._rows(
+            fill(SUSPECT_RANKS_SQL, series=summaries_where, rank_key=rank_key), params)]
+        ranks = self._repeated_among(where, rank_key, {**params, "suspects": suspects}
+                                     ) if suspects else []
+        if memo is not None:
+            memo[key] = ranks
+        return ranks
+
+    def _repeated_among(self, where: str, rank_key: str, params: Mapping[str, Any]
+                        ) -> list[int]:
+        """REPEATED_RANKS_SQL over the suspects in ``params``, kept while the parts holding
+        the points matching ``where`` are the same (on a local table only)."""
+        sql = fill(REPEATED_RANKS_SQL, where=where, rank_key=rank_key)
         held = [] if self._distributed_metrics else self._rows(
             fill(SERIES_PARTS_SQL, where=where), {**params, "database": self.database})
         table, engine = next(((name, e) for kind, name, e in held if kind == 0), ("", ""))
         kept = engine.endswith("MergeTree")  # a local table (not Distributed)
         if engine.startswith("Distributed"):
             self._distributed_metrics = True
-        series = (key, table, frozenset(name for kind, name, _ in held if kind == 1))
-        ranks = None
+        series = (repr((sql, sorted(params.items()))), table,
+                  frozenset(name for kind, name, _ in held if kind == 1))
         if kept:
             with self._lock:
                 ranks = self._repeated.get(series)
                 if ranks is not None:
                     self._repeated.move_to_end(series)
-        if ranks is None:
-            # Parts read before the check: a part written in between is in the check and
-            # not in the key, so the next read sees other parts and checks again.
-            suspects = [int(k) for (k,) in self._rows(
-                fill(SUSPECT_RANKS_SQL, series=summaries_where, rank_key=rank_key), params)]
-            ranks = [int(k) for (k,) in self._rows(sql, {**params, "suspects": suspects})
-                     ] if suspects else []
-            if kept:
-                with self._lock:
-                    self._repeated[series] = ranks
-                    while len(self._repeated) > REPEATED_MEMO_SIZE:
-                        self._repeated.popitem(last=False)
-        if memo is not None:
-            memo[key] = ranks
+                    return ranks
+        # Parts read before the check: a part written in between is in the check and not
+        # in the key, so the next read sees other parts and checks again.
+        ranks = [int(k) for (k,) in self._rows(sql, params)]
+        if kept:
+            with self._lock:
+                self._repeated[series] = ranks
+                while len(self._repeated) > REPEATED_MEMO_SIZE:
+                    self._repeated.popitem(last=False)
         return ranks
 
     def series_range(
