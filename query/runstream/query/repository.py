@@ -1340,8 +1340,9 @@ class ClickHouseRepository:
         key = repr((where, rank_key, sorted(params.items())))
         if memo is not None and key in memo:
             return memo[key]
-        suspects = [int(k) for (k,) in self._rows(
-            fill(SUSPECT_RANKS_SQL, series=summaries_where, rank_key=rank_key), params)]
+        # Sorted: DISTINCT's order varies, and the suspects are part of the kept check's key.
+        suspects = sorted(int(k) for (k,) in self._rows(
+            fill(SUSPECT_RANKS_SQL, series=summaries_where, rank_key=rank_key), params))
         ranks = self._repeated_among(where, rank_key, {**params, "suspects": suspects}
                                      ) if suspects else []
         if memo is not None:
