@@ -314,6 +314,8 @@ _RANK_STEP_VALUES = """
 #: points. Grouped by the table's key first: a fork's segments hold disjoint steps of each
 #: run, so a rank clean in each run is clean in their union. At 1,024 ranks x 10k steps
 #: this merges ~1,024 small states, where the check on the points reads all 10M steps.
+#: Read at every request, never kept: a step logged again while a request runs (or whose
+#: summaries row lands just after its points) counts twice in that request only.
 SUSPECT_RANKS_SQL = """
 SELECT DISTINCT $rank_key AS k FROM metric_summaries
 WHERE $series
