@@ -424,11 +424,11 @@ CODECS = {
         ("CODEC(Gorilla)", "CODEC(DoubleDelta)", "CODEC(DoubleDelta)"),
     "ZSTD(3) value, DoubleDelta step/ts":
         ("CODEC(ZSTD(3))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))"),
-    "FPC value, DoubleDelta step/ts":
+    "FPC value, DoubleDelta step/ts (chosen: a little larger than Delta ts, faster to read)":
         ("CODEC(FPC, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))"),
     "Gorilla value, DoubleDelta step, Delta ts":
         ("CODEC(Gorilla, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))"),
-    "FPC value, DoubleDelta step, Delta ts (chosen)":
+    "FPC value, DoubleDelta step, Delta ts":
         ("CODEC(FPC, ZSTD(1))", "CODEC(DoubleDelta, ZSTD(1))", "CODEC(Delta, ZSTD(1))"),
 }
 
