@@ -187,7 +187,8 @@ while True:  # burn pids of this namespace until the writer gets the wanted one
         for seq in range(1, 91):
             writer.append(codec.encode(metrics_event(100, run_id="run-ns", seq=seq,
                           step0=seq * 1000, producer_id="prod-ns")), codec.PROTOBUF)
-        (marks / "written").write_text(str(os.getpid()))
+        (marks / "written.tmp").write_text(str(os.getpid()))
+        os.replace(marks / "written.tmp", marks / "written")  # whole once it exists
         while not (marks / "go").exists():
             time.sleep(0.05)
         writer.roll()
@@ -204,7 +205,9 @@ from runstream.consumer.sources import SpoolSource
 spool_dir, marks = Path(sys.argv[1]), Path(sys.argv[2])
 source = SpoolSource(spool_dir)
 messages = source.poll(0.1, 1_000_000)
-(marks / "claimed").write_text(f"{os.getpid()} {len(messages)}")
+# Whole once it exists: the test kills this process as soon as it sees the file.
+(marks / "claimed.tmp").write_text(f"{os.getpid()} {len(messages)}")
+os.replace(marks / "claimed.tmp", marks / "claimed")
 time.sleep(600)  # killed here, holding its claim
 """
 
