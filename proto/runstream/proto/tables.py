@@ -318,9 +318,10 @@ TABLES: tuple[Table, ...] = (
 CONSUMER_PRODUCER_ID = "runstream-consumer"
 
 # Latest/min/max per (run, key, rank), maintained on insert so summaries never scan points.
-# The latest, min and max are idempotent, so a replayed point changes none of them. "Latest" is the
-# value at the highest (step, ts_ms), compared as one packed UInt128 (step << 64 | ts_ms;
-# validation keeps both >= 0): a Tuple key made every insert ~20% slower (bench_consumer).
+# The latest, min and max are idempotent, so a replayed point changes none of them.
+# "Latest" is the value at the highest (step, ts_ms), compared as one packed UInt128
+# (step << 64 | ts_ms; validation keeps both >= 0): a Tuple key made every insert ~20%
+# slower (bench_consumer).
 # Readers only ever argMaxMerge(last), so they tolerate older key types too.
 METRIC_SUMMARIES = "metric_summaries"
 _SUMMARIES = Table(

@@ -244,7 +244,7 @@ _POINTS_AFTER = """
 _ONE_RUN = "run_id = {run_id:String}"
 #: The runs of a fork's segments (_SEGMENTS without their steps).
 _SEGMENT_RUNS = "run_id IN {seg_runs:Array(String)}"
-_SEGMENTS = """run_id IN {seg_runs:Array(String)}
+_SEGMENTS = _SEGMENT_RUNS + """
     AND step > transform(toString(run_id), {seg_runs:Array(String)}, {seg_after:Array(Int64)},
         toInt64(0))
     AND step <= transform(toString(run_id), {seg_runs:Array(String)}, {seg_to:Array(Int64)},
